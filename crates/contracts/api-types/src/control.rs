@@ -1,0 +1,62 @@
+//! Control-plane types (SPEC §2) that this release serves.
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// `GET /v1/capabilities` (ORCH-3095, 3096).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Capabilities {
+    /// Equals the OpenAPI document's `info.version`.
+    pub api_version: String,
+    pub engines: Vec<String>,
+    pub ctx_max: u32,
+    pub workloads: Vec<crate::Workload>,
+    pub max_body_bytes: u64,
+    pub features: Vec<String>,
+}
+
+/// Readiness of one replica as the orchestrator sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ReplicaStatus {
+    Ready,
+    Unready,
+    Draining,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ReplicaSnapshot {
+    pub replica_id: String,
+    pub status: ReplicaStatus,
+    pub engine: String,
+    pub engine_version: String,
+    pub devices: Vec<u32>,
+    pub slots_total: u32,
+    pub slots_busy: u32,
+    /// True when the replica runs on CPU (allowed only where the config says so).
+    pub cpu: bool,
+}
+
+/// `GET /v1/pools/{id}/health`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct PoolHealth {
+    pub pool_id: String,
+    pub live: bool,
+    pub ready: bool,
+    pub draining: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    pub queue_depth: u32,
+    pub replicas: Vec<ReplicaSnapshot>,
+}
+
+/// One entry of `GET /v1/replicasets`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ReplicaSet {
+    pub pool_id: String,
+    pub engine: String,
+    pub model_ref: String,
+    pub ctx_max: u32,
+    pub queue_depth: u32,
+    pub replicas: Vec<ReplicaSnapshot>,
+}

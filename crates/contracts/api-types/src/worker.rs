@@ -1,0 +1,53 @@
+//! The internal worker protocol between orchestratord and an adapter (SPEC §5).
+//!
+//! Transport: HTTP/1.1 over a unix socket or TCP.
+//! - `GET  /health`          → [`WorkerHealth`]
+//! - `GET  /properties`      → [`WorkerProperties`]
+//! - `POST /generate`        ← [`GenerateRequest`], → SSE of `token` / `end` / `error` events
+//!   whose data are [`crate::TokenEvent`], [`crate::EndEvent`], [`crate::StreamErrorEvent`]
+//! - `POST /cancel/{job_id}` → 204 once the engine slot is free again
+//!
+//! Engine-native endpoints never leave the adapter.
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum WorkerState {
+    Loading,
+    Ready,
+    Error,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct WorkerHealth {
+    pub state: WorkerState,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct WorkerProperties {
+    pub engine: String,
+    pub engine_version: String,
+    pub model_ref: String,
+    pub ctx_max: u32,
+    pub slots_total: u32,
+    pub slots_busy: u32,
+    /// Whether decode can be interrupted mid-token (hard preemption, ORCH-3086).
+    pub interruptible_decode: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GenerateRequest {
+    pub job_id: String,
+    pub prompt: String,
+    pub max_tokens: u32,
+    pub seed: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sampler_profile_version: Option<String>,
+    #[serde(default)]
+    pub strict_determinism: bool,
+}

@@ -1,0 +1,20 @@
+//! The one TOML config of the llama-orch appliance: its types, strict loading (unknown keys
+//! are errors that name the file, line and key path), semantic validation, and the JSON Schema
+//! emitted to `docs/config.schema.json`.
+//!
+//! Depends only on api-types and serde/toml/schemars: no I/O beyond reading the file it is
+//! given, no runtime.
+
+mod load;
+mod types;
+
+pub use load::{ConfigError, load_file, parse_str};
+pub use types::*;
+
+/// JSON Schema of [`Config`], pretty-printed with a trailing newline (the committed form).
+pub fn json_schema_pretty() -> String {
+    let schema = schemars::schema_for!(Config);
+    let mut s = serde_json::to_string_pretty(&schema).unwrap_or_default();
+    s.push('\n');
+    s
+}

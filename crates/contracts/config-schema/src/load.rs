@@ -1,0 +1,333 @@
+use std::collections::HashSet;
+use std::path::Path;
+
+use crate::types::{Config, Role};
+
+/// Why a config was refused. `Display` gives the operator-facing message.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{file}: cannot read: {source}")]
+    Io {
+        file: String,
+        source: std::io::Error,
+    },
+    /// TOML syntax or shape error (unknown key, wrong type, missing key).
+    #[error("{file}:{line}:{column}: {path}: {message}")]
+    Parse {
+        file: String,
+        line: usize,
+        column: usize,
+        /// Dotted key path, e.g. `pools[0].replicas[1].slotz`.
+        path: String,
+        message: String,
+    },
+    /// The TOML is well-formed but says something impossible.
+    #[error("{file}: {path}: {message}")]
+    Invalid {
+        file: String,
+        path: String,
+        message: String,
+    },
+}
+
+pub fn load_file(path: &Path) -> Result<Config, ConfigError> {
+    let file = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+        file: file.clone(),
+        source,
+    })?;
+    parse_str(&text, &file)
+}
+
+/// Parses and validates a config; `file` is only used in messages.
+pub fn parse_str(text: &str, file: &str) -> Result<Config, ConfigError> {
+    let de = toml::Deserializer::parse(text).map_err(|e| toml_error(text, file, "", e))?;
+    let cfg: Config = serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        toml_error(text, file, &path, e.into_inner())
+    })?;
+    validate(&cfg, file)?;
+    Ok(cfg)
+}
+
+fn toml_error(text: &str, file: &str, path: &str, e: toml::de::Error) -> ConfigError {
+    let (line, column) = e.span().map(|s| line_col(text, s.start)).unwrap_or((1, 1));
+    ConfigError::Parse {
+        file: file.to_string(),
+        line,
+        column,
+        path: if path.is_empty() || path == "." {
+            "(top level)".into()
+        } else {
+            path.to_string()
+        },
+        message: e.message().trim().to_string(),
+    }
+}
+
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, column)
+}
+
+fn is_valid_id(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+fn validate(cfg: &Config, file: &str) -> Result<(), ConfigError> {
+    let bad = |path: String, message: String| ConfigError::Invalid {
+        file: file.to_string(),
+        path,
+        message,
+    };
+    if cfg.server.listen.parse::<std::net::SocketAddr>().is_err() {
+        return Err(bad(
+            "server.listen".into(),
+            format!("`{}` is not an IP:port address", cfg.server.listen),
+        ));
+    }
+    if cfg.server.max_body_bytes == 0 {
+        return Err(bad("server.max_body_bytes".into(), "must be > 0".into()));
+    }
+    let mut digests = HashSet::new();
+    for (i, k) in cfg.auth.api_keys.iter().enumerate() {
+        let p = format!("auth.api_keys[{i}]");
+        match (&k.key, &k.key_sha256) {
+            (Some(key), None) if key.len() < 8 => {
+                return Err(bad(
+                    format!("{p}.key"),
+                    "must be at least 8 characters".into(),
+                ));
+            }
+            (None, Some(d)) if d.len() != 64 || !d.bytes().all(|b| b.is_ascii_hexdigit()) => {
+                return Err(bad(
+                    format!("{p}.key_sha256"),
+                    "must be 64 hex characters".into(),
+                ));
+            }
+            (Some(_), None) | (None, Some(_)) => {}
+            _ => {
+                return Err(bad(p, "give exactly one of `key` or `key_sha256`".into()));
+            }
+        }
+        if !is_valid_id(&k.tenant) {
+            return Err(bad(
+                format!("{p}.tenant"),
+                "must be 1-64 chars of [A-Za-z0-9._-]".into(),
+            ));
+        }
+        if !digests.insert(k.digest_hex()) {
+            return Err(bad(p, "duplicate API key".into()));
+        }
+    }
+    if !cfg.auth.api_keys.iter().any(|k| k.role == Role::Data) && !cfg.pools.is_empty() {
+        return Err(bad(
+            "auth.api_keys".into(),
+            "no key with role = \"data\": nobody could submit tasks".into(),
+        ));
+    }
+    if cfg.queue.capacity == 0 {
+        return Err(bad("queue.capacity".into(), "must be > 0".into()));
+    }
+    if cfg.priorities.interactive_weight == 0 || cfg.priorities.batch_weight == 0 {
+        return Err(bad("priorities".into(), "weights must be > 0".into()));
+    }
+    let t = &cfg.timeouts;
+    if t.first_token_ms == 0 || t.idle_ms == 0 || t.wall_ms == 0 {
+        return Err(bad("timeouts".into(), "timeouts must be > 0".into()));
+    }
+    if cfg.sessions.ttl_ms == 0 || cfg.sessions.max_turns == 0 || cfg.sessions.max_sessions == 0 {
+        return Err(bad("sessions".into(), "values must be > 0".into()));
+    }
+    let mut pool_ids = HashSet::new();
+    for (i, pool) in cfg.pools.iter().enumerate() {
+        let p = format!("pools[{i}]");
+        if !is_valid_id(&pool.id) {
+            return Err(bad(
+                format!("{p}.id"),
+                "must be 1-64 chars of [A-Za-z0-9._-]".into(),
+            ));
+        }
+        if !pool_ids.insert(pool.id.as_str()) {
+            return Err(bad(
+                format!("{p}.id"),
+                format!("duplicate pool id `{}`", pool.id),
+            ));
+        }
+        if pool.model_ref.trim().is_empty() {
+            return Err(bad(format!("{p}.model_ref"), "must not be empty".into()));
+        }
+        if pool.ctx_max == 0 {
+            return Err(bad(format!("{p}.ctx_max"), "must be > 0".into()));
+        }
+        if pool.queue.capacity == Some(0) {
+            return Err(bad(format!("{p}.queue.capacity"), "must be > 0".into()));
+        }
+        if pool.replicas.is_empty() {
+            return Err(bad(
+                format!("{p}.replicas"),
+                "a pool needs at least one replica".into(),
+            ));
+        }
+        let mut replica_ids = HashSet::new();
+        for (j, r) in pool.replicas.iter().enumerate() {
+            let rp = format!("{p}.replicas[{j}]");
+            if !is_valid_id(&r.id) {
+                return Err(bad(
+                    format!("{rp}.id"),
+                    "must be 1-64 chars of [A-Za-z0-9._-]".into(),
+                ));
+            }
+            if !replica_ids.insert(r.id.as_str()) {
+                return Err(bad(
+                    format!("{rp}.id"),
+                    format!("duplicate replica id `{}`", r.id),
+                ));
+            }
+            if r.slots == 0 || r.slots > 1024 {
+                return Err(bad(format!("{rp}.slots"), "must be in 1..=1024".into()));
+            }
+            if r.devices.is_empty() && !pool.allow_cpu_inference {
+                return Err(bad(
+                    format!("{rp}.devices"),
+                    "no GPU devices and the pool does not set allow_cpu_inference = true".into(),
+                ));
+            }
+            let mut seen = HashSet::new();
+            if let Some(d) = r.devices.iter().find(|d| !seen.insert(**d)) {
+                return Err(bad(
+                    format!("{rp}.devices"),
+                    format!("device {d} listed twice"),
+                ));
+            }
+            match (&r.endpoint, pool.engine) {
+                (Some(ep), _) => {
+                    let ok = ep
+                        .strip_prefix("unix:")
+                        .map(|p| p.starts_with('/'))
+                        .unwrap_or(false)
+                        || ep.starts_with("http://");
+                    if !ok {
+                        return Err(bad(
+                            format!("{rp}.endpoint"),
+                            format!("`{ep}` must be `unix:/abs/path.sock` or `http://host:port`"),
+                        ));
+                    }
+                }
+                (None, api_types::Engine::Mock) => {}
+                (None, e) => {
+                    return Err(bad(
+                        format!("{rp}.endpoint"),
+                        format!(
+                            "engine `{}` runs in an adapter daemon: set the replica's endpoint",
+                            e.as_str()
+                        ),
+                    ));
+                }
+            }
+            if r.mock.is_some() && pool.engine != api_types::Engine::Mock {
+                return Err(bad(
+                    format!("{rp}.mock"),
+                    "mock settings on a non-mock engine".into(),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[[auth.api_keys]]
+key = "secret-data-key"
+tenant = "acme"
+role = "data"
+
+[[pools]]
+id = "p"
+engine = "mock"
+model_ref = "mock:tiny"
+ctx_max = 2048
+allow_cpu_inference = true
+
+[[pools.replicas]]
+id = "r0"
+slots = 2
+"#;
+
+    #[test]
+    fn good_config_parses_with_defaults() {
+        let c = parse_str(GOOD, "t.toml").unwrap();
+        assert_eq!(c.pools[0].replicas[0].slots, 2);
+        assert_eq!(c.queue.capacity, 256);
+        assert_eq!(c.sessions.max_turns, 8);
+    }
+
+    #[test]
+    fn unknown_key_names_file_line_and_path() {
+        let text = GOOD.replace("slots = 2", "slots = 2\nslotz = 3");
+        let err = parse_str(&text, "t.toml").unwrap_err().to_string();
+        assert!(err.starts_with("t.toml:17:"), "{err}");
+        assert!(err.contains("pools[0].replicas[0]"), "{err}");
+        assert!(err.contains("slotz"), "{err}");
+    }
+
+    #[test]
+    fn unknown_top_level_key_is_rejected() {
+        let text = format!("bogus = 1\n{GOOD}");
+        let err = parse_str(&text, "t.toml").unwrap_err().to_string();
+        assert!(err.starts_with("t.toml:1:"), "{err}");
+        assert!(err.contains("bogus"), "{err}");
+    }
+
+    #[test]
+    fn wrong_type_names_the_key() {
+        let text = GOOD.replace("ctx_max = 2048", "ctx_max = \"big\"");
+        let err = parse_str(&text, "t.toml").unwrap_err().to_string();
+        assert!(err.contains("pools[0].ctx_max"), "{err}");
+        assert!(err.starts_with("t.toml:11:"), "{err}");
+    }
+
+    #[test]
+    fn cpu_replica_needs_explicit_permission() {
+        let text = GOOD.replace("allow_cpu_inference = true", "");
+        let err = parse_str(&text, "t.toml").unwrap_err().to_string();
+        assert!(err.contains("allow_cpu_inference"), "{err}");
+    }
+
+    #[test]
+    fn key_given_twice_ways_is_rejected() {
+        let text = GOOD.replace(
+            "key = \"secret-data-key\"",
+            &format!(
+                "key = \"secret-data-key\"\nkey_sha256 = \"{}\"",
+                "a".repeat(64)
+            ),
+        );
+        let err = parse_str(&text, "t.toml").unwrap_err().to_string();
+        assert!(err.contains("exactly one"), "{err}");
+    }
+
+    #[test]
+    fn non_mock_engine_needs_endpoint() {
+        let text = GOOD.replace("engine = \"mock\"", "engine = \"llamacpp\"");
+        let err = parse_str(&text, "t.toml").unwrap_err().to_string();
+        assert!(err.contains("endpoint"), "{err}");
+    }
+
+    #[test]
+    fn syntax_error_has_position() {
+        let err = parse_str("[server\nlisten=1", "t.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("t.toml:1:"), "{err}");
+    }
+}

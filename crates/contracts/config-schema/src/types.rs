@@ -1,0 +1,290 @@
+use api_types::{Engine, Priority};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// Whole-appliance configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub server: ServerConfig,
+    #[serde(default)]
+    pub auth: AuthConfig,
+    /// Defaults for every pool's queue; a pool may override them.
+    #[serde(default)]
+    pub queue: QueueConfig,
+    #[serde(default)]
+    pub priorities: PrioritiesConfig,
+    #[serde(default)]
+    pub timeouts: TimeoutsConfig,
+    #[serde(default)]
+    pub sessions: SessionsConfig,
+    #[serde(default)]
+    pub pools: Vec<PoolConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address to bind when no socket is passed by systemd (LISTEN_FDS).
+    pub listen: String,
+    /// Largest accepted request body.
+    pub max_body_bytes: u64,
+    /// On SIGTERM, how long running streams may continue before the process exits.
+    pub shutdown_grace_ms: u64,
+    /// How long a finished task's events stay readable on its stream URL.
+    pub task_retention_ms: u64,
+    /// Interval of SSE keep-alive comments.
+    pub sse_keepalive_ms: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: "127.0.0.1:8080".into(),
+            max_body_bytes: 1024 * 1024,
+            shutdown_grace_ms: 10_000,
+            task_retention_ms: 300_000,
+            sse_keepalive_ms: 15_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    pub api_keys: Vec<ApiKeyConfig>,
+}
+
+/// An API key; give exactly one of `key` (plain) or `key_sha256` (hex SHA-256 of the key,
+/// preferred: the config may be world-readable, e.g. in the Nix store).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeyConfig {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_sha256: Option<String>,
+    pub tenant: String,
+    pub role: Role,
+}
+
+impl ApiKeyConfig {
+    /// Lower-case hex SHA-256 of the key, whichever way it was given.
+    pub fn digest_hex(&self) -> Option<String> {
+        match (&self.key, &self.key_sha256) {
+            (Some(k), None) => Some(sha256_hex(k)),
+            (None, Some(d)) => Some(d.to_ascii_lowercase()),
+            _ => None,
+        }
+    }
+}
+
+pub fn sha256_hex(s: &str) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(s.as_bytes()))
+}
+
+/// Data keys submit and read tasks and sessions; control keys manage pools.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    Data,
+    Control,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum FullPolicy {
+    /// Refuse the new task with 429 ADMISSION_REJECT.
+    Reject,
+    /// Evict the oldest queued task of the same or lower priority (it gets QUEUE_FULL_DROP_LRU).
+    DropLru,
+    /// Evict the newest queued task of a strictly lower priority; reject if there is none.
+    ShedLowPriority,
+}
+
+impl FullPolicy {
+    pub fn label(self) -> &'static str {
+        match self {
+            FullPolicy::Reject => "reject",
+            FullPolicy::DropLru => "drop-lru",
+            FullPolicy::ShedLowPriority => "shed-low-priority",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct QueueConfig {
+    /// Most tasks waiting in one pool (all priorities together).
+    pub capacity: u32,
+    pub full_policy: FullPolicy,
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        QueueConfig {
+            capacity: 256,
+            full_policy: FullPolicy::Reject,
+        }
+    }
+}
+
+/// Overrides of [`QueueConfig`] for one pool.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct QueueOverride {
+    pub capacity: Option<u32>,
+    pub full_policy: Option<FullPolicy>,
+}
+
+/// Relative weights of the priority classes for weighted fair queuing (ORCH-3075).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct PrioritiesConfig {
+    pub interactive_weight: u32,
+    pub batch_weight: u32,
+}
+
+impl Default for PrioritiesConfig {
+    fn default() -> Self {
+        PrioritiesConfig {
+            interactive_weight: 8,
+            batch_weight: 1,
+        }
+    }
+}
+
+impl PrioritiesConfig {
+    pub fn weight(&self, p: Priority) -> u32 {
+        match p {
+            Priority::Interactive => self.interactive_weight,
+            Priority::Batch => self.batch_weight,
+        }
+    }
+}
+
+/// Watchdog limits for running tasks (ORCH-3016).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct TimeoutsConfig {
+    /// Longest wait from dispatch to the first token.
+    pub first_token_ms: u64,
+    /// Longest gap between two tokens.
+    pub idle_ms: u64,
+    /// Longest total decode time.
+    pub wall_ms: u64,
+}
+
+impl Default for TimeoutsConfig {
+    fn default() -> Self {
+        TimeoutsConfig {
+            first_token_ms: 30_000,
+            idle_ms: 10_000,
+            wall_ms: 600_000,
+        }
+    }
+}
+
+/// Short-lived sessions (ORCH-3021, 3022).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct SessionsConfig {
+    pub ttl_ms: u64,
+    pub max_turns: u32,
+    /// Most live sessions; the least recently used is evicted beyond it.
+    pub max_sessions: u32,
+}
+
+impl Default for SessionsConfig {
+    fn default() -> Self {
+        SessionsConfig {
+            ttl_ms: 600_000,
+            max_turns: 8,
+            max_sessions: 10_000,
+        }
+    }
+}
+
+/// A pool: replicas of one engine serving one model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PoolConfig {
+    pub id: String,
+    pub engine: Engine,
+    pub model_ref: String,
+    /// Largest context a task may ask for.
+    pub ctx_max: u32,
+    /// Allow replicas without GPU devices (development and CI only; labelled everywhere).
+    #[serde(default)]
+    pub allow_cpu_inference: bool,
+    #[serde(default)]
+    pub queue: QueueOverride,
+    pub replicas: Vec<ReplicaConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReplicaConfig {
+    pub id: String,
+    /// GPU ordinals of the replica's device mask (CUDA_VISIBLE_DEVICES); empty = CPU.
+    #[serde(default)]
+    pub devices: Vec<u32>,
+    /// Concurrent decode slots.
+    #[serde(default = "default_slots")]
+    pub slots: u32,
+    /// Worker-protocol endpoint of an adapter daemon: `unix:/path.sock` or `http://host:port`.
+    /// Absent for the in-process mock engine.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    /// Mock-engine behaviour (engine = "mock" only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mock: Option<MockEngineConfig>,
+}
+
+fn default_slots() -> u32 {
+    1
+}
+
+/// Behaviour of the deterministic mock engine, including fault injection.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct MockEngineConfig {
+    /// Tokens per second per stream; 0 = as fast as possible.
+    pub tokens_per_second: u32,
+    /// Delay before the first token.
+    pub first_token_latency_ms: u64,
+    /// Fail with an engine error after this many tokens.
+    pub error_after_tokens: Option<u32>,
+    /// Stop producing tokens (without closing) after this many tokens.
+    pub stall_after_tokens: Option<u32>,
+    /// Drop the stream (as if the engine died) after this many tokens.
+    pub disconnect_after_tokens: Option<u32>,
+}
+
+impl Default for MockEngineConfig {
+    fn default() -> Self {
+        MockEngineConfig {
+            tokens_per_second: 0,
+            first_token_latency_ms: 0,
+            error_after_tokens: None,
+            stall_after_tokens: None,
+            disconnect_after_tokens: None,
+        }
+    }
+}
+
+impl Config {
+    pub fn pool(&self, id: &str) -> Option<&PoolConfig> {
+        self.pools.iter().find(|p| p.id == id)
+    }
+
+    /// Effective queue settings of a pool (its overrides over the global defaults).
+    pub fn queue_for(&self, pool: &PoolConfig) -> QueueConfig {
+        QueueConfig {
+            capacity: pool.queue.capacity.unwrap_or(self.queue.capacity),
+            full_policy: pool.queue.full_policy.unwrap_or(self.queue.full_policy),
+        }
+    }
+}

@@ -1,0 +1,144 @@
+//! Property tests of the queue and placement invariants (ORCH-3004, 3005, 3008–3011).
+
+use std::collections::{HashMap, HashSet};
+
+use api_types::Priority;
+use orchestrator_core::{
+    EnqueueOutcome, FullPolicy, PlacementRequest, PoolQueue, ReplicaState, ReplicaView,
+    choose_replica,
+};
+use proptest::prelude::*;
+
+#[derive(Debug, Clone)]
+enum Op {
+    Enqueue(Priority),
+    Pop,
+    Cancel(usize),
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        4 => prop_oneof![Just(Priority::Interactive), Just(Priority::Batch)].prop_map(Op::Enqueue),
+        2 => Just(Op::Pop),
+        1 => any::<usize>().prop_map(Op::Cancel),
+    ]
+}
+
+fn policy() -> impl Strategy<Value = FullPolicy> {
+    prop_oneof![
+        Just(FullPolicy::Reject),
+        Just(FullPolicy::DropLru),
+        Just(FullPolicy::ShedLowPriority)
+    ]
+}
+
+proptest! {
+    /// Every admitted task leaves exactly once (popped, canceled or evicted) or is still queued;
+    /// capacity is never exceeded; pops follow strict priority and FIFO within a priority;
+    /// eviction never takes higher-priority work than the arriving task.
+    #[test]
+    fn queue_conserves_tasks_and_orders_them(cap in 1u32..8, pol in policy(), ops in proptest::collection::vec(op(), 0..200)) {
+        let mut q: PoolQueue<(Priority, u64)> = PoolQueue::new(cap, pol);
+        let mut seq = 0u64;
+        let mut admitted: HashMap<String, (Priority, u64)> = HashMap::new();
+        let mut gone: HashSet<String> = HashSet::new();
+        let mut last_popped: HashMap<Priority, u64> = HashMap::new();
+        for op in ops {
+            match op {
+                Op::Enqueue(p) => {
+                    seq += 1;
+                    let id = format!("t{seq}");
+                    let before = q.len();
+                    match q.enqueue(id.clone(), p, (p, seq)) {
+                        EnqueueOutcome::Admitted { position, evicted } => {
+                            if let Some((eid, (ep, _))) = evicted {
+                                prop_assert!(before as u32 >= cap);
+                                prop_assert!(ep >= p, "evicted higher priority work");
+                                if pol == FullPolicy::ShedLowPriority { prop_assert!(ep > p); }
+                                prop_assert!(pol != FullPolicy::Reject);
+                                prop_assert!(gone.insert(eid.clone()));
+                                prop_assert!(admitted.contains_key(&eid));
+                            }
+                            prop_assert_eq!(q.position_of(&id), Some(position));
+                            admitted.insert(id, (p, seq));
+                        }
+                        EnqueueOutcome::Rejected(_) => prop_assert_eq!(q.len(), before),
+                    }
+                }
+                Op::Pop => {
+                    let expected_priority = Priority::ALL.into_iter().find(|p| q.depth(*p) > 0);
+                    match q.pop_next() {
+                        Some((id, (p, s))) => {
+                            prop_assert_eq!(Some(p), expected_priority);
+                            if let Some(prev) = last_popped.insert(p, s) { prop_assert!(prev < s, "FIFO broken"); }
+                            prop_assert!(gone.insert(id));
+                        }
+                        None => prop_assert!(q.is_empty()),
+                    }
+                }
+                Op::Cancel(i) => {
+                    let ids: Vec<String> = q.ids().into_iter().map(String::from).collect();
+                    if !ids.is_empty() {
+                        let id = &ids[i % ids.len()];
+                        prop_assert!(q.remove(id).is_some());
+                        prop_assert!(gone.insert(id.clone()));
+                        prop_assert!(q.remove(id).is_none());
+                    }
+                }
+            }
+            prop_assert!(q.len() <= cap as usize);
+        }
+        let queued: HashSet<String> = q.ids().into_iter().map(String::from).collect();
+        prop_assert!(queued.is_disjoint(&gone));
+        let all: HashSet<String> = admitted.keys().cloned().collect();
+        let accounted: HashSet<String> = queued.union(&gone).cloned().collect();
+        prop_assert_eq!(all, accounted);
+    }
+}
+
+fn replica() -> impl Strategy<Value = ReplicaView> {
+    (
+        0u32..3,
+        1u32..6,
+        0u32..6,
+        proptest::collection::vec(0u32..4, 0..3),
+    )
+        .prop_map(|(st, total, busy, devices)| ReplicaView {
+            id: String::new(),
+            state: [
+                ReplicaState::Ready,
+                ReplicaState::Unready,
+                ReplicaState::Draining,
+            ][st as usize],
+            slots_total: total,
+            slots_busy: busy.min(total),
+            devices,
+        })
+}
+
+proptest! {
+    /// Placement only picks Ready replicas with a free slot inside the mask, picks one whenever
+    /// one exists, and no eligible replica is less loaded than the choice.
+    #[test]
+    fn placement_is_sound_and_least_loaded(mut rs in proptest::collection::vec(replica(), 0..8), mask in proptest::option::of(proptest::collection::vec(0u32..4, 0..4)), aff in proptest::option::of(0usize..8)) {
+        for (i, r) in rs.iter_mut().enumerate() { r.id = format!("r{i}"); }
+        let aff_id = aff.map(|i| format!("r{i}"));
+        let req = PlacementRequest { device_mask: mask.as_deref(), affinity: aff_id.as_deref() };
+        let eligible = |r: &ReplicaView| r.state == ReplicaState::Ready && r.slots_busy < r.slots_total
+            && mask.as_ref().is_none_or(|m| r.devices.iter().all(|d| m.contains(d)));
+        match choose_replica(&rs, &req) {
+            None => prop_assert!(!rs.iter().any(eligible)),
+            Some(d) => {
+                let c = &rs[d.replica];
+                prop_assert!(eligible(c));
+                prop_assert_eq!(d.kv_warm, aff_id.as_deref() == Some(c.id.as_str()));
+                if !d.kv_warm {
+                    for r in rs.iter().filter(|r| eligible(r)) {
+                        // r.busy/r.total >= c.busy/c.total
+                        prop_assert!(r.slots_busy as u64 * c.slots_total as u64 >= c.slots_busy as u64 * r.slots_total as u64);
+                    }
+                }
+            }
+        }
+    }
+}
