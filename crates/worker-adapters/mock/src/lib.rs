@@ -1,1 +1,363 @@
+//! A deterministic engine stand-in for development, tests and benchmarks. It implements
+//! [`WorkerAdapter`] in-process, and `llorch-mock-worker` serves it over the worker protocol.
+//!
+//! Output is a pure function of (seed, prompt, index): the same request always yields the same
+//! tokens, which the determinism tests rely on. Faults (engine errors, stalls, disconnects)
+//! are injected by configuration. Depends only on adapter-api; it is not a real engine and
+//! never claims to be one (engine = "mock" everywhere it is reported).
 
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use adapter_api::{
+    GenerateRequest, WorkerAdapter, WorkerError, WorkerEvent, WorkerHealth, WorkerProperties,
+    WorkerState, WorkerStream,
+};
+use api_types::{EndEvent, ErrorCode, TokenEvent};
+use tokio::sync::{mpsc, watch};
+
+/// Behaviour of a mock replica.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MockBehaviour {
+    pub slots: u32,
+    pub ctx_max: u32,
+    /// 0 = as fast as possible.
+    pub tokens_per_second: u32,
+    pub first_token_latency: Duration,
+    pub error_after_tokens: Option<u32>,
+    pub stall_after_tokens: Option<u32>,
+    pub disconnect_after_tokens: Option<u32>,
+}
+
+impl Default for MockBehaviour {
+    fn default() -> Self {
+        MockBehaviour {
+            slots: 4,
+            ctx_max: 4096,
+            tokens_per_second: 0,
+            first_token_latency: Duration::ZERO,
+            error_after_tokens: None,
+            stall_after_tokens: None,
+            disconnect_after_tokens: None,
+        }
+    }
+}
+
+pub const ENGINE_VERSION: &str = concat!("mock-", env!("CARGO_PKG_VERSION"));
+
+const VOCAB: &[&str] = &[
+    "the", "quiet", "river", "moon", "over", "stone", "light", "falls", "autumn", "wind", "a",
+    "crane", "sings", "morning", "frost", "on", "old", "pine", "silver", "cloud", "drifts", "past",
+    "mountain", "snow", "evening", "bell", "rings", "soft", "rain", "petals", "and", "dusk",
+];
+
+fn splitmix64(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
+fn fnv1a(s: &str) -> u64 {
+    s.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+/// The `i`-th token the mock produces for (seed, prompt).
+pub fn mock_token(seed: u64, prompt: &str, i: u32) -> String {
+    let r = splitmix64(seed ^ fnv1a(prompt) ^ splitmix64(u64::from(i)));
+    format!(" {}", VOCAB[(r % VOCAB.len() as u64) as usize])
+}
+
+struct Job {
+    cancel: Arc<tokio::sync::Notify>,
+    done: watch::Receiver<bool>,
+}
+
+pub struct MockAdapter {
+    behaviour: MockBehaviour,
+    model_ref: String,
+    busy: Arc<AtomicU32>,
+    jobs: Arc<Mutex<HashMap<String, Job>>>,
+}
+
+impl MockAdapter {
+    pub fn new(model_ref: impl Into<String>, behaviour: MockBehaviour) -> Self {
+        MockAdapter {
+            behaviour,
+            model_ref: model_ref.into(),
+            busy: Arc::new(AtomicU32::new(0)),
+            jobs: Arc::new(Mutex::new(HashMap::new())),
+        }
+    }
+
+    pub fn slots_busy(&self) -> u32 {
+        self.busy.load(Ordering::SeqCst)
+    }
+}
+
+/// Frees the slot and forgets the job however the producer ends.
+struct SlotGuard {
+    busy: Arc<AtomicU32>,
+    jobs: Arc<Mutex<HashMap<String, Job>>>,
+    job_id: String,
+    done: watch::Sender<bool>,
+}
+
+impl Drop for SlotGuard {
+    fn drop(&mut self) {
+        self.busy.fetch_sub(1, Ordering::SeqCst);
+        if let Ok(mut jobs) = self.jobs.lock() {
+            jobs.remove(&self.job_id);
+        }
+        let _ = self.done.send(true);
+    }
+}
+
+#[async_trait::async_trait]
+impl WorkerAdapter for MockAdapter {
+    async fn health(&self) -> Result<WorkerHealth, WorkerError> {
+        Ok(WorkerHealth {
+            state: WorkerState::Ready,
+            last_error: None,
+        })
+    }
+
+    async fn properties(&self) -> Result<WorkerProperties, WorkerError> {
+        Ok(WorkerProperties {
+            engine: "mock".into(),
+            engine_version: ENGINE_VERSION.into(),
+            model_ref: self.model_ref.clone(),
+            ctx_max: self.behaviour.ctx_max,
+            slots_total: self.behaviour.slots,
+            slots_busy: self.slots_busy(),
+            interruptible_decode: true,
+        })
+    }
+
+    async fn generate(&self, req: GenerateRequest) -> Result<WorkerStream, WorkerError> {
+        let b = self.behaviour;
+        // Claim a slot atomically; an over-committed engine says so instead of queueing.
+        let claimed = self
+            .busy
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                (n < b.slots).then_some(n + 1)
+            });
+        if claimed.is_err() {
+            return Err(WorkerError::new(
+                ErrorCode::ReplicaExhausted,
+                "all mock slots are busy",
+            ));
+        }
+        let cancel = Arc::new(tokio::sync::Notify::new());
+        let (done_tx, done_rx) = watch::channel(false);
+        {
+            let mut jobs = self
+                .jobs
+                .lock()
+                .map_err(|_| WorkerError::new(ErrorCode::Internal, "mock state poisoned"))?;
+            if jobs.contains_key(&req.job_id) {
+                self.busy.fetch_sub(1, Ordering::SeqCst);
+                return Err(WorkerError::new(
+                    ErrorCode::InvalidParams,
+                    "job_id already running",
+                ));
+            }
+            jobs.insert(
+                req.job_id.clone(),
+                Job {
+                    cancel: cancel.clone(),
+                    done: done_rx,
+                },
+            );
+        }
+        let guard = SlotGuard {
+            busy: self.busy.clone(),
+            jobs: self.jobs.clone(),
+            job_id: req.job_id.clone(),
+            done: done_tx,
+        };
+        let (tx, rx) = mpsc::channel(16);
+        tokio::spawn(produce(b, req, tx, cancel, guard));
+        Ok(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx)))
+    }
+
+    async fn cancel(&self, job_id: &str) -> Result<(), WorkerError> {
+        let job = {
+            let jobs = self
+                .jobs
+                .lock()
+                .map_err(|_| WorkerError::new(ErrorCode::Internal, "mock state poisoned"))?;
+            jobs.get(job_id).map(|j| (j.cancel.clone(), j.done.clone()))
+        };
+        // Unknown job: already finished, nothing to free.
+        if let Some((cancel, mut done)) = job {
+            cancel.notify_one();
+            let _ = done.wait_for(|d| *d).await;
+        }
+        Ok(())
+    }
+}
+
+type Tx = mpsc::Sender<Result<WorkerEvent, WorkerError>>;
+
+/// Waits `d`, unless the consumer goes away or the job is canceled (returns false then).
+async fn wait(d: Duration, tx: &Tx, cancel: &tokio::sync::Notify) -> bool {
+    tokio::select! {
+        _ = tokio::time::sleep(d), if !d.is_zero() => true,
+        _ = std::future::ready(()), if d.is_zero() => true,
+        _ = tx.closed() => false,
+        _ = cancel.notified() => false,
+    }
+}
+
+async fn produce(
+    b: MockBehaviour,
+    req: GenerateRequest,
+    tx: Tx,
+    cancel: Arc<tokio::sync::Notify>,
+    _guard: SlotGuard,
+) {
+    let start = Instant::now();
+    if !wait(b.first_token_latency, &tx, &cancel).await {
+        return;
+    }
+    let gap = if b.tokens_per_second == 0 {
+        Duration::ZERO
+    } else {
+        Duration::from_secs_f64(1.0 / f64::from(b.tokens_per_second))
+    };
+    for i in 0..req.max_tokens {
+        if b.error_after_tokens == Some(i) {
+            let _ = tx
+                .send(Err(WorkerError::new(
+                    ErrorCode::Internal,
+                    "mock engine: injected decode error",
+                )))
+                .await;
+            return;
+        }
+        if b.disconnect_after_tokens == Some(i) {
+            return;
+        }
+        if b.stall_after_tokens == Some(i) {
+            wait(Duration::from_secs(u64::MAX / 4), &tx, &cancel).await;
+            return;
+        }
+        if i > 0 && !wait(gap, &tx, &cancel).await {
+            return;
+        }
+        let tok = TokenEvent {
+            t: mock_token(req.seed, &req.prompt, i),
+            i,
+        };
+        tokio::select! {
+            r = tx.send(Ok(WorkerEvent::Token(tok))) => if r.is_err() { return },
+            _ = cancel.notified() => return,
+        }
+    }
+    let end = EndEvent {
+        tokens_out: req.max_tokens,
+        decode_ms: start.elapsed().as_millis() as u64,
+    };
+    let _ = tx.send(Ok(WorkerEvent::End(end))).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::StreamExt;
+
+    fn req(id: &str, n: u32) -> GenerateRequest {
+        GenerateRequest {
+            job_id: id.into(),
+            prompt: "hello".into(),
+            max_tokens: n,
+            seed: 7,
+            sampler_profile_version: None,
+            strict_determinism: true,
+        }
+    }
+
+    async fn collect(s: WorkerStream) -> Vec<Result<WorkerEvent, WorkerError>> {
+        s.collect().await
+    }
+
+    #[tokio::test]
+    async fn same_request_same_tokens_then_end() {
+        let m = MockAdapter::new("m", MockBehaviour::default());
+        let a = collect(m.generate(req("a", 5)).await.unwrap()).await;
+        let b = collect(m.generate(req("b", 5)).await.unwrap()).await;
+        assert_eq!(a.len(), 6);
+        assert_eq!(a, b);
+        assert!(matches!(
+            a[5],
+            Ok(WorkerEvent::End(EndEvent { tokens_out: 5, .. }))
+        ));
+    }
+
+    #[tokio::test]
+    async fn slots_are_bounded_and_freed_on_drop() {
+        let m = MockAdapter::new(
+            "m",
+            MockBehaviour {
+                slots: 1,
+                stall_after_tokens: Some(0),
+                ..Default::default()
+            },
+        );
+        let s = m.generate(req("a", 5)).await.unwrap();
+        let e = m.generate(req("b", 5)).await.err().unwrap();
+        assert_eq!(e.code, ErrorCode::ReplicaExhausted);
+        drop(s);
+        for _ in 0..100 {
+            if m.slots_busy() == 0 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        panic!("slot not freed after the stream was dropped");
+    }
+
+    #[tokio::test]
+    async fn cancel_returns_after_slot_is_free() {
+        let m = MockAdapter::new(
+            "m",
+            MockBehaviour {
+                stall_after_tokens: Some(2),
+                ..Default::default()
+            },
+        );
+        let _s = m.generate(req("a", 5)).await.unwrap();
+        assert_eq!(m.slots_busy(), 1);
+        m.cancel("a").await.unwrap();
+        assert_eq!(m.slots_busy(), 0);
+        m.cancel("unknown").await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn injected_faults() {
+        let m = MockAdapter::new(
+            "m",
+            MockBehaviour {
+                error_after_tokens: Some(2),
+                ..Default::default()
+            },
+        );
+        let ev = collect(m.generate(req("a", 5)).await.unwrap()).await;
+        assert_eq!(ev.len(), 3);
+        assert_eq!(ev[2].as_ref().unwrap_err().code, ErrorCode::Internal);
+        let m = MockAdapter::new(
+            "m",
+            MockBehaviour {
+                disconnect_after_tokens: Some(1),
+                ..Default::default()
+            },
+        );
+        let ev = collect(m.generate(req("a", 5)).await.unwrap()).await;
+        assert_eq!(ev.len(), 1, "stream ends without End: the worker died");
+    }
+}
