@@ -1,1 +1,28 @@
+//! orchestratord: the public OrchQueue v1 HTTP/SSE server of llama-orch and its control plane.
+//!
+//! Map of this crate:
+//! - [`app`] builds the axum router and [`serve`] runs it on a listener (TCP or unix, passed by
+//!   systemd or bound here) until a shutdown signal, then drains.
+//! - [`state`] holds the scheduler state (orchestrator-core types behind one mutex), the task
+//!   table and the replicas; [`runner`] drives one task on one replica with the watchdog.
+//! - [`task`] is a task's event log: the single place that enforces stream order and makes
+//!   cancel race-free (no token is appended after a cancel is acknowledged).
+//! - [`api`] has the HTTP handlers; [`error`] maps every failure once to the error envelope;
+//!   [`auth`], [`metrics`], [`openapi`] are what their names say.
+//!
+//! Engines are reached only through `adapter-api` ([`adapter_api::WorkerAdapter`]): over the
+//! worker protocol for real engines, or the in-process mock stand-in. This crate must not
+//! import engine adapter crates.
 
+pub mod api;
+pub mod app;
+pub mod auth;
+pub mod engines;
+pub mod error;
+pub mod metrics;
+pub mod openapi;
+pub mod runner;
+pub mod state;
+pub mod task;
+
+pub use app::{Listener, build, serve};

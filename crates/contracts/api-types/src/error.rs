@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-/// Stable error codes. The first twelve come from SPEC §1; the last four are the auth and
+/// Stable error codes. The first twelve come from SPEC §1; the last five are the auth and
 /// lookup codes SPEC leaves to "401/403 auth errors" and to plain HTTP (see docs/api/errors.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
@@ -28,6 +28,8 @@ pub enum ErrorCode {
     NotFound,
     /// The task already reached a terminal state (409).
     TaskFinished,
+    /// Terminal stream event of a task canceled by its client (never an HTTP status).
+    Canceled,
 }
 
 impl ErrorCode {
@@ -49,6 +51,7 @@ impl ErrorCode {
             ErrorCode::Forbidden => "FORBIDDEN",
             ErrorCode::NotFound => "NOT_FOUND",
             ErrorCode::TaskFinished => "TASK_FINISHED",
+            ErrorCode::Canceled => "CANCELED",
         }
     }
 
@@ -68,7 +71,7 @@ impl ErrorCode {
             ErrorCode::Unauthenticated => 401,
             ErrorCode::Forbidden => 403,
             ErrorCode::NotFound => 404,
-            ErrorCode::TaskFinished => 409,
+            ErrorCode::TaskFinished | ErrorCode::Canceled => 409,
         }
     }
 

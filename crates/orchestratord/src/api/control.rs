@@ -1,0 +1,84 @@
+//! The control-plane endpoints this release serves (SPEC §2): capabilities, pool health,
+//! replica sets.
+
+use std::sync::Arc;
+
+use api_types::{Capabilities, ErrorEnvelope, PoolHealth, ReplicaSet, ReplicaStatus, Workload};
+use axum::Json;
+use axum::extract::{Path, State};
+
+use crate::auth::{AnyCaller, ControlCaller};
+use crate::error::ApiError;
+use crate::state::AppState;
+
+#[utoipa::path(get, path = "/v1/capabilities", tag = "control",
+    responses((status = 200, body = Capabilities), (status = 401, body = ErrorEnvelope)),
+    security(("api_key" = [])))]
+pub async fn capabilities(State(state): State<Arc<AppState>>, AnyCaller(_caller): AnyCaller) -> Json<Capabilities> {
+    let mut engines: Vec<String> = state.pools.iter().map(|p| p.engine.as_str().to_string()).collect();
+    engines.sort();
+    engines.dedup();
+    Json(Capabilities {
+        api_version: api_types::API_VERSION.into(),
+        engines,
+        ctx_max: state.pools.iter().map(|p| p.ctx_max).max().unwrap_or(0),
+        workloads: vec![Workload::Completion],
+        max_body_bytes: state.cfg.server.max_body_bytes,
+        features: vec!["sse".into(), "sessions".into(), "cancel".into()],
+    })
+}
+
+fn pool_index(state: &AppState, id: &str) -> Result<usize, ApiError> {
+    state
+        .pools
+        .iter()
+        .position(|p| p.id == id)
+        .ok_or_else(|| ApiError::not_found("pool"))
+}
+
+#[utoipa::path(get, path = "/v1/pools/{id}/health", tag = "control",
+    params(("id" = String, Path, description = "pool id")),
+    responses((status = 200, body = PoolHealth), (status = 403, body = ErrorEnvelope), (status = 404, body = ErrorEnvelope)),
+    security(("api_key" = [])))]
+pub async fn pool_health(
+    State(state): State<Arc<AppState>>,
+    ControlCaller(_caller): ControlCaller,
+    Path(id): Path<String>,
+) -> Result<Json<PoolHealth>, ApiError> {
+    let i = pool_index(&state, &id)?;
+    let replicas = state.replica_snapshots(i);
+    let (queue_depth, last_error) = {
+        let s = state.sched();
+        let ps = &s.pools[i];
+        (ps.queue.len() as u32, ps.last_errors.iter().flatten().next().cloned())
+    };
+    Ok(Json(PoolHealth {
+        pool_id: id,
+        live: true,
+        ready: replicas.iter().any(|r| r.status == ReplicaStatus::Ready),
+        draining: false,
+        last_error,
+        queue_depth,
+        replicas,
+    }))
+}
+
+#[utoipa::path(get, path = "/v1/replicasets", tag = "control",
+    responses((status = 200, body = Vec<ReplicaSet>), (status = 403, body = ErrorEnvelope)),
+    security(("api_key" = [])))]
+pub async fn replicasets(State(state): State<Arc<AppState>>, ControlCaller(_caller): ControlCaller) -> Json<Vec<ReplicaSet>> {
+    let sets = state
+        .pools
+        .iter()
+        .enumerate()
+        .map(|(i, p)| ReplicaSet {
+            pool_id: p.id.clone(),
+            engine: p.engine.as_str().into(),
+            model_ref: p.model_ref.clone(),
+            ctx_max: p.ctx_max,
+            queue_depth: state.sched().pools[i].queue.len() as u32,
+            replicas: state.replica_snapshots(i),
+        })
+        .collect();
+    Json(sets)
+}

@@ -1,0 +1,160 @@
+//! Building the router from a config and serving it until shutdown.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{delete, get, post};
+use config_schema::Config;
+
+use crate::api;
+use crate::state::{AppState, Pool, Replica};
+
+/// Where the server accepts connections: a TCP or a unix stream socket, bound here or passed
+/// by systemd (LISTEN_FDS).
+pub enum Listener {
+    Tcp(tokio::net::TcpListener),
+    Unix(tokio::net::UnixListener),
+}
+
+impl Listener {
+    /// The first socket passed by the service manager, if any (socket activation).
+    pub fn from_systemd() -> anyhow::Result<Option<Listener>> {
+        let mut fds = listenfd::ListenFd::from_env();
+        if fds.len() == 0 {
+            return Ok(None);
+        }
+        if let Some(l) = fds.take_tcp_listener(0)? {
+            l.set_nonblocking(true)?;
+            return Ok(Some(Listener::Tcp(tokio::net::TcpListener::from_std(l)?)));
+        }
+        if let Some(l) = fds.take_unix_listener(0)? {
+            l.set_nonblocking(true)?;
+            return Ok(Some(Listener::Unix(tokio::net::UnixListener::from_std(l)?)));
+        }
+        anyhow::bail!("LISTEN_FDS passed a socket that is neither a TCP nor a unix stream listener")
+    }
+
+    pub async fn bind(addr: &str) -> anyhow::Result<Listener> {
+        Ok(Listener::Tcp(tokio::net::TcpListener::bind(addr).await?))
+    }
+
+    pub fn describe(&self) -> String {
+        match self {
+            Listener::Tcp(l) => l.local_addr().map(|a| a.to_string()).unwrap_or_default(),
+            Listener::Unix(l) => l
+                .local_addr()
+                .ok()
+                .and_then(|a| a.as_pathname().map(|p| format!("unix:{}", p.display())))
+                .unwrap_or_else(|| "unix".into()),
+        }
+    }
+}
+
+/// Builds the state (with one adapter per replica) and the router.
+pub fn build(cfg: Config) -> anyhow::Result<(Router, Arc<AppState>)> {
+    let mut pools = Vec::new();
+    for pc in &cfg.pools {
+        let mut replicas = Vec::new();
+        for rc in &pc.replicas {
+            replicas.push(Replica {
+                id: rc.id.clone(),
+                devices: rc.devices.clone(),
+                adapter: crate::engines::adapter_for(pc, rc)?,
+            });
+        }
+        pools.push(Pool {
+            id: pc.id.clone(),
+            engine: pc.engine,
+            model_ref: pc.model_ref.clone(),
+            ctx_max: pc.ctx_max,
+            cpu_allowed: pc.allow_cpu_inference,
+            full_policy: cfg.queue_for(pc).full_policy,
+            replicas,
+        });
+    }
+    let max_body = usize::try_from(cfg.server.max_body_bytes).unwrap_or(usize::MAX);
+    let state = AppState::new(cfg, pools);
+    let router = Router::new()
+        .route("/v1/tasks", post(api::tasks::submit))
+        .route("/v1/tasks/{id}/stream", get(api::tasks::stream))
+        .route("/v1/tasks/{id}/cancel", post(api::tasks::cancel))
+        .route("/v1/sessions/{id}", get(api::sessions::get_session))
+        .route("/v1/sessions/{id}", delete(api::sessions::delete_session))
+        .route("/v1/capabilities", get(api::control::capabilities))
+        .route("/v1/pools/{id}/health", get(api::control::pool_health))
+        .route("/v1/replicasets", get(api::control::replicasets))
+        .route("/healthz", get(api::ops::healthz))
+        .route("/readyz", get(api::ops::readyz))
+        .route("/metrics", get(api::ops::metrics))
+        .route("/openapi.json", get(api::ops::openapi))
+        .fallback(crate::error::fallback)
+        .layer(DefaultBodyLimit::max(max_body))
+        .layer(axum::middleware::from_fn(crate::error::correlation))
+        .with_state(state.clone());
+    Ok((router, state))
+}
+
+/// How often replicas are probed for health.
+const PROBE_INTERVAL: Duration = Duration::from_secs(2);
+
+/// Serves until `shutdown` resolves, then stops accepting, lets running streams finish for up
+/// to `server.shutdown_grace_ms`, and returns. `on_ready` runs once the first replica probe is
+/// done (READY=1 under systemd).
+pub async fn serve(
+    listener: Listener,
+    cfg: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    on_ready: impl FnOnce() + Send,
+    on_stopping: impl FnOnce() + Send + 'static,
+) -> anyhow::Result<()> {
+    let (router, state) = build(cfg)?;
+    state.probe_replicas().await;
+    let prober = {
+        let state = state.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(PROBE_INTERVAL);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                state.probe_replicas().await;
+            }
+        })
+    };
+    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    let drain_state = state.clone();
+    let graceful = async move {
+        shutdown.await;
+        on_stopping();
+        drain_state.begin_shutdown();
+        tracing::info!(live_tasks = drain_state.live_tasks(), "shutting down: draining streams");
+        let _ = stop_tx.send(true);
+    };
+    tracing::info!(listen = %listener.describe(), "serving");
+    on_ready();
+    let grace = Duration::from_millis(state.cfg.server.shutdown_grace_ms);
+    let deadline = async move {
+        let _ = stop_rx.wait_for(|s| *s).await;
+        tokio::time::sleep(grace).await;
+    };
+    let result = match listener {
+        Listener::Tcp(l) => {
+            let server = axum::serve(l, router).with_graceful_shutdown(graceful);
+            tokio::select! {
+                r = server => r.map_err(anyhow::Error::from),
+                _ = deadline => { tracing::warn!("shutdown grace expired with streams still open"); Ok(()) }
+            }
+        }
+        Listener::Unix(l) => {
+            let server = axum::serve(l, router).with_graceful_shutdown(graceful);
+            tokio::select! {
+                r = server => r.map_err(anyhow::Error::from),
+                _ = deadline => { tracing::warn!("shutdown grace expired with streams still open"); Ok(()) }
+            }
+        }
+    };
+    prober.abort();
+    result
+}

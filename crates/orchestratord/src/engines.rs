@@ -1,0 +1,42 @@
+//! Turns a replica's config into its [`WorkerAdapter`]: the worker-protocol client for a
+//! replica with an `endpoint`, or the in-process deterministic mock (engine = "mock"), which is
+//! a development/test stand-in and is reported as engine "mock" everywhere.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use adapter_api::WorkerAdapter;
+use adapter_api::client::{Endpoint, HttpWorker};
+use api_types::Engine;
+use config_schema::{PoolConfig, ReplicaConfig};
+use mock_adapter::{MockAdapter, MockBehaviour};
+
+pub fn adapter_for(pool: &PoolConfig, replica: &ReplicaConfig) -> anyhow::Result<Arc<dyn WorkerAdapter>> {
+    if let Some(ep) = &replica.endpoint {
+        let endpoint = Endpoint::parse(ep).map_err(anyhow::Error::msg)?;
+        return Ok(Arc::new(HttpWorker::new(&endpoint)?));
+    }
+    match pool.engine {
+        Engine::Mock => {
+            let m = replica.mock.unwrap_or_default();
+            Ok(Arc::new(MockAdapter::new(
+                pool.model_ref.clone(),
+                MockBehaviour {
+                    slots: replica.slots,
+                    ctx_max: pool.ctx_max,
+                    tokens_per_second: m.tokens_per_second,
+                    first_token_latency: Duration::from_millis(m.first_token_latency_ms),
+                    error_after_tokens: m.error_after_tokens,
+                    stall_after_tokens: m.stall_after_tokens,
+                    disconnect_after_tokens: m.disconnect_after_tokens,
+                },
+            )))
+        }
+        e => anyhow::bail!(
+            "pool {} replica {}: engine {} needs an adapter endpoint",
+            pool.id,
+            replica.id,
+            e.as_str()
+        ),
+    }
+}

@@ -1,0 +1,135 @@
+//! Prometheus families of orchestratord (SPEC §7). Names and label sets are a contract checked
+//! by `tests/metrics_contract.rs`; change both together.
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+pub struct Metrics {
+    pub registry: Registry,
+    pub tasks_enqueued: IntCounterVec,
+    pub tasks_started: IntCounterVec,
+    pub tasks_canceled: IntCounterVec,
+    pub tasks_rejected: IntCounterVec,
+    pub tasks_completed: IntCounterVec,
+    pub tasks_failed: IntCounterVec,
+    pub queue_depth: IntGaugeVec,
+    pub first_token_latency: HistogramVec,
+    pub decode_duration: HistogramVec,
+    pub tokens_in: IntCounterVec,
+    pub tokens_out: IntCounterVec,
+    pub backpressure_events: IntCounterVec,
+    pub replica_slots_busy: IntGaugeVec,
+    pub replica_slots_total: IntGaugeVec,
+    pub replica_ready: IntGaugeVec,
+    pub sessions_active: IntGauge,
+}
+
+/// Latency buckets in seconds, 1 ms … 60 s.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+];
+
+fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let c = IntCounterVec::new(Opts::new(name, help), labels).expect("static metric definition");
+    r.register(Box::new(c.clone())).expect("metric registered once");
+    c
+}
+
+fn gauge(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("static metric definition");
+    r.register(Box::new(g.clone())).expect("metric registered once");
+    g
+}
+
+fn histogram(r: &Registry, name: &str, help: &str, labels: &[&str]) -> HistogramVec {
+    let h = HistogramVec::new(HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS.to_vec()), labels)
+        .expect("static metric definition");
+    r.register(Box::new(h.clone())).expect("metric registered once");
+    h
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let r = Registry::new();
+        const POOL_PRIO: &[&str] = &["pool_id", "priority"];
+        const ENGINE: &[&str] = &["pool_id", "replica_id", "engine", "engine_version"];
+        Metrics {
+            tasks_enqueued: counter(&r, "llorch_tasks_enqueued_total", "Tasks admitted to a queue.", POOL_PRIO),
+            tasks_started: counter(
+                &r,
+                "llorch_tasks_started_total",
+                "Tasks dispatched to a replica.",
+                &["pool_id", "replica_id", "engine", "engine_version", "priority"],
+            ),
+            tasks_canceled: counter(
+                &r,
+                "llorch_tasks_canceled_total",
+                "Tasks canceled, by reason (client_request, client_disconnect, shutdown).",
+                &["pool_id", "reason"],
+            ),
+            tasks_rejected: counter(
+                &r,
+                "llorch_tasks_rejected_total",
+                "Tasks refused at admission or evicted from a queue, by error code.",
+                &["pool_id", "reason"],
+            ),
+            tasks_completed: counter(&r, "llorch_tasks_completed_total", "Tasks that ended with `end`.", ENGINE),
+            tasks_failed: counter(
+                &r,
+                "llorch_tasks_failed_total",
+                "Tasks that ended with an `error` after dispatch, by code.",
+                &["pool_id", "replica_id", "engine", "engine_version", "code"],
+            ),
+            queue_depth: gauge(&r, "llorch_queue_depth", "Tasks waiting in a pool queue.", POOL_PRIO),
+            first_token_latency: histogram(
+                &r,
+                "llorch_first_token_latency_seconds",
+                "Admission to first token, queue time included.",
+                &["pool_id", "engine", "engine_version", "priority"],
+            ),
+            decode_duration: histogram(
+                &r,
+                "llorch_decode_duration_seconds",
+                "Dispatch to end of a completed task.",
+                &["pool_id", "engine", "engine_version"],
+            ),
+            tokens_in: counter(&r, "llorch_tokens_in_total", "Prompt tokens (estimated) of dispatched tasks.", ENGINE),
+            tokens_out: counter(&r, "llorch_tokens_out_total", "Tokens streamed to clients.", ENGINE),
+            backpressure_events: counter(
+                &r,
+                "llorch_backpressure_events_total",
+                "Full-queue events, by the policy that handled them.",
+                &["pool_id", "policy"],
+            ),
+            replica_slots_busy: gauge(&r, "llorch_replica_slots_busy", "Slots of a replica running a task.", ENGINE),
+            replica_slots_total: gauge(&r, "llorch_replica_slots_total", "Slots of a replica.", ENGINE),
+            replica_ready: gauge(
+                &r,
+                "llorch_replica_ready",
+                "1 when the replica takes work. cpu=\"true\" marks CPU inference.",
+                &["pool_id", "replica_id", "engine", "engine_version", "cpu"],
+            ),
+            sessions_active: {
+                let g = IntGauge::new("llorch_sessions_active", "Live sessions.").expect("static metric definition");
+                r.register(Box::new(g.clone())).expect("metric registered once");
+                g
+            },
+            registry: r,
+        }
+    }
+
+    /// Prometheus text exposition format 0.0.4.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        // Encoding our own well-formed families into a Vec cannot fail.
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
+        String::from_utf8(buf).unwrap_or_default()
+    }
+}

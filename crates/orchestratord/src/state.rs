@@ -1,0 +1,595 @@
+//! Shared server state: pools and replicas, the scheduler (orchestrator-core types behind one
+//! mutex), the task table, and the operations that change them together: submit, cancel,
+//! dispatch, release.
+//!
+//! Lock order: never hold `sched` while taking `tasks` or a task's log, and the other way
+//! round. Each operation takes one lock at a time.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use adapter_api::{GenerateRequest, WorkerAdapter, WorkerState};
+use api_types::{
+    Engine, ErrorCode, MetricsEvent, Priority, ReplicaSnapshot, ReplicaStatus, StartedEvent, StreamEvent, TaskAccepted,
+    TaskRequest, Workload,
+};
+use config_schema::{Config, FullPolicy as CfgFullPolicy};
+use orchestrator_core::{
+    AdmissionError, AdmissionInput, EnqueueOutcome, FullPolicy, ModelLimits, PlacementRequest, PoolQueue, ReplicaState,
+    ReplicaView, ServiceTimeEstimator, SessionError, SessionStore, check_admission, choose_replica, seed_from_task_id,
+};
+
+use crate::auth::{KeyRing, Principal};
+use crate::error::ApiError;
+use crate::metrics::Metrics;
+use crate::task::{CancelRefused, Phase, Task};
+
+/// A replica as configured, with its adapter.
+pub struct Replica {
+    pub id: String,
+    pub devices: Vec<u32>,
+    pub adapter: Arc<dyn WorkerAdapter>,
+}
+
+pub struct Pool {
+    pub id: String,
+    pub engine: Engine,
+    pub model_ref: String,
+    pub ctx_max: u32,
+    pub cpu_allowed: bool,
+    pub full_policy: CfgFullPolicy,
+    pub replicas: Vec<Replica>,
+}
+
+/// A task waiting in a queue, with everything its runner needs.
+pub struct Queued {
+    pub task: Arc<Task>,
+    pub request: GenerateRequest,
+    pub affinity: Option<String>,
+}
+
+pub struct PoolSched {
+    pub queue: PoolQueue<Queued>,
+    pub replicas: Vec<ReplicaView>,
+    pub engine_versions: Vec<String>,
+    pub last_errors: Vec<Option<String>>,
+    pub estimator: ServiceTimeEstimator,
+}
+
+impl PoolSched {
+    fn ready_slots(&self) -> (u32, u32) {
+        self.replicas
+            .iter()
+            .filter(|r| r.state == ReplicaState::Ready)
+            .fold((0, 0), |(free, total), r| (free + r.slots_total - r.slots_busy, total + r.slots_total))
+    }
+
+    /// Suggested client backoff when the pool is full: the time one queued task takes to drain.
+    fn backoff_ms(&self) -> u64 {
+        let (_, total) = self.ready_slots();
+        ((self.estimator.mean_ms() / f64::from(total.max(1))) as u64).clamp(100, 60_000)
+    }
+}
+
+pub struct Sched {
+    pub pools: Vec<PoolSched>,
+    pub sessions: SessionStore,
+}
+
+pub struct AppState {
+    pub cfg: Config,
+    pub pools: Vec<Pool>,
+    pub keys: KeyRing,
+    pub metrics: Metrics,
+    sched: Mutex<Sched>,
+    tasks: Mutex<HashMap<String, Arc<Task>>>,
+    epoch: Instant,
+    shutting_down: AtomicBool,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // State behind these locks is updated in single steps; a poisoned lock is still consistent.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn valid_task_id(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 128
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
+}
+
+impl AppState {
+    pub fn new(cfg: Config, pools: Vec<Pool>) -> Arc<Self> {
+        let metrics = Metrics::new();
+        let sched_pools = pools
+            .iter()
+            .zip(&cfg.pools)
+            .map(|(p, pc)| {
+                let q = cfg.queue_for(pc);
+                let policy = match q.full_policy {
+                    CfgFullPolicy::Reject => FullPolicy::Reject,
+                    CfgFullPolicy::DropLru => FullPolicy::DropLru,
+                    CfgFullPolicy::ShedLowPriority => FullPolicy::ShedLowPriority,
+                };
+                PoolSched {
+                    queue: PoolQueue::new(q.capacity, policy),
+                    replicas: p
+                        .replicas
+                        .iter()
+                        .zip(&pc.replicas)
+                        .map(|(r, rc)| ReplicaView {
+                            id: r.id.clone(),
+                            state: ReplicaState::Unready,
+                            slots_total: rc.slots,
+                            slots_busy: 0,
+                            devices: r.devices.clone(),
+                        })
+                        .collect(),
+                    engine_versions: vec!["unknown".into(); p.replicas.len()],
+                    last_errors: vec![Some("not probed yet".into()); p.replicas.len()],
+                    estimator: ServiceTimeEstimator::default(),
+                }
+            })
+            .collect();
+        let s = &cfg.sessions;
+        let sched = Sched {
+            pools: sched_pools,
+            sessions: SessionStore::new(s.ttl_ms, s.max_turns, s.max_sessions),
+        };
+        Arc::new(AppState {
+            keys: KeyRing::new(&cfg.auth),
+            metrics,
+            sched: Mutex::new(sched),
+            tasks: Mutex::new(HashMap::new()),
+            epoch: Instant::now(),
+            shutting_down: AtomicBool::new(false),
+            pools,
+            cfg,
+        })
+    }
+
+    pub fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    pub fn sched(&self) -> MutexGuard<'_, Sched> {
+        lock(&self.sched)
+    }
+
+    pub fn begin_shutdown(&self) {
+        self.shutting_down.store(true, Ordering::SeqCst);
+    }
+
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::SeqCst)
+    }
+
+    /// A task visible to `tenant` (another tenant's task is indistinguishable from none).
+    pub fn task_for(&self, id: &str, tenant: &str) -> Result<Arc<Task>, ApiError> {
+        lock(&self.tasks)
+            .get(id)
+            .filter(|t| t.tenant == tenant)
+            .cloned()
+            .ok_or_else(|| ApiError::not_found("task"))
+    }
+
+    pub fn live_tasks(&self) -> usize {
+        lock(&self.tasks).values().filter(|t| !t.is_released()).count()
+    }
+
+    pub fn engine_version(&self, pool: usize, replica: usize) -> String {
+        self.sched().pools[pool].engine_versions[replica].clone()
+    }
+
+    fn find_pool(&self, req: &TaskRequest) -> Result<usize, ApiError> {
+        self.pools
+            .iter()
+            .position(|p| p.model_ref == req.model_ref && req.engine.is_none_or(|e| e == p.engine))
+            .ok_or_else(|| {
+                ApiError::invalid(match req.engine {
+                    Some(e) => format!("no pool serves model_ref `{}` on engine {}", req.model_ref, e.as_str()),
+                    None => format!("no pool serves model_ref `{}`", req.model_ref),
+                })
+            })
+    }
+
+    /// Validates, admits and enqueues a task (ORCH-2001, 3004, 3005, 3014, 3015).
+    pub fn submit(self: &Arc<Self>, caller: &Principal, req: TaskRequest) -> Result<TaskAccepted, ApiError> {
+        let reject = |pool: &str, e: ApiError| {
+            self.metrics.tasks_rejected.with_label_values(&[pool, e.code.as_str()]).inc();
+            e
+        };
+        let pool_idx = self.find_pool(&req).map_err(|e| reject("", e))?;
+        let pool = &self.pools[pool_idx];
+        let validated = self.validate(caller, &req, pool);
+        let prompt = validated.map_err(|e| reject(&pool.id, e.with_pool(&pool.id)))?;
+        let task_id = req.task_id.clone().unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        let seed = req.seed.unwrap_or_else(|| seed_from_task_id(&task_id));
+
+        // Reserve the id first so that two submissions of one id cannot both pass.
+        let task = {
+            let mut tasks = lock(&self.tasks);
+            if tasks.contains_key(&task_id) {
+                drop(tasks);
+                return Err(reject(&pool.id, ApiError::invalid(format!("task_id `{task_id}` is already in use"))));
+            }
+            let t = Arc::new(Task::new(
+                task_id.clone(),
+                caller.tenant.clone(),
+                pool_idx,
+                req.priority,
+                req.session_id.clone(),
+                orchestrator_core::estimate_prompt_tokens(&prompt),
+                req.max_tokens,
+            ));
+            tasks.insert(task_id.clone(), t.clone());
+            t
+        };
+        let outcome = self.admit_and_enqueue(caller, &req, pool_idx, &prompt, task.clone(), seed);
+        match outcome {
+            Ok((accepted, evicted)) => {
+                if let Some(ev) = evicted {
+                    ev.fail(ErrorCode::QueueFullDropLru, "evicted from a full queue by a newer task", None);
+                    ev.mark_released();
+                    self.metrics
+                        .tasks_rejected
+                        .with_label_values(&[&pool.id, ErrorCode::QueueFullDropLru.as_str()])
+                        .inc();
+                    self.schedule_forget(ev.id.clone());
+                }
+                task.push(StreamEvent::Started(StartedEvent {
+                    queue_position: accepted.queue_position,
+                    predicted_start_ms: accepted.predicted_start_ms,
+                }));
+                self.metrics
+                    .tasks_enqueued
+                    .with_label_values(&[&pool.id, req.priority.as_str()])
+                    .inc();
+                tracing::info!(
+                    job_id = %task_id, tenant = %caller.tenant, pool_id = %pool.id, engine = pool.engine.as_str(),
+                    session_id = req.session_id.as_deref().unwrap_or(""), priority = req.priority.as_str(),
+                    queue_position = accepted.queue_position, "task admitted"
+                );
+                self.dispatch(pool_idx);
+                Ok(accepted)
+            }
+            Err(e) => {
+                lock(&self.tasks).remove(&task_id);
+                Err(reject(&pool.id, e.with_pool(&pool.id)))
+            }
+        }
+    }
+
+    /// Checks that do not need the scheduler lock; returns the prompt text.
+    fn validate(&self, caller: &Principal, req: &TaskRequest, pool: &Pool) -> Result<String, ApiError> {
+        if self.is_shutting_down() {
+            return Err(ApiError::new(ErrorCode::PoolUnavailable, "server is shutting down").with_retry_after(1000));
+        }
+        if let Some(t) = &req.tenant {
+            if *t != caller.tenant {
+                return Err(ApiError::invalid("`tenant` does not match the API key's tenant"));
+            }
+        }
+        if let Some(id) = &req.task_id {
+            if !valid_task_id(id) {
+                return Err(ApiError::invalid("task_id must be 1-128 chars of [A-Za-z0-9._:-]"));
+            }
+        }
+        if let Some(id) = &req.session_id {
+            if !valid_task_id(id) {
+                return Err(ApiError::invalid("session_id must be 1-128 chars of [A-Za-z0-9._:-]"));
+            }
+        }
+        if req.workload != Workload::Completion {
+            return Err(ApiError::invalid(format!(
+                "workload {:?} is not served by pool `{}` (completion only)",
+                req.workload, pool.id
+            )));
+        }
+        if req.inputs.is_some() {
+            return Err(ApiError::invalid("`inputs` is for embedding/rerank; completion takes `prompt`"));
+        }
+        match &req.prompt {
+            Some(p) if !p.is_empty() => Ok(p.clone()),
+            _ => Err(ApiError::invalid("completion needs a non-empty `prompt`")),
+        }
+    }
+
+    fn admit_and_enqueue(
+        &self,
+        caller: &Principal,
+        req: &TaskRequest,
+        pool_idx: usize,
+        prompt: &str,
+        task: Arc<Task>,
+        seed: u64,
+    ) -> Result<(TaskAccepted, Option<Arc<Task>>), ApiError> {
+        let now = self.now_ms();
+        let pool = &self.pools[pool_idx];
+        let mut guard = self.sched();
+        let Sched { pools, sessions } = &mut *guard;
+        let ps = &mut pools[pool_idx];
+        let (free, total) = ps.ready_slots();
+        if total == 0 {
+            return Err(ApiError::new(ErrorCode::PoolUnready, "no replica of this pool is ready")
+                .with_retry_after(ps.backoff_ms().max(1000)));
+        }
+        let affinity = match &req.session_id {
+            Some(sid) => {
+                sessions
+                    .check_turn(&caller.tenant, sid, now)
+                    .map_err(|e| match e {
+                        SessionError::MaxTurns { .. } => ApiError::invalid(e.to_string()),
+                    })?
+                    .affinity
+            }
+            None => None,
+        };
+        let position = ps.queue.len() as u32;
+        let predicted_start_ms = ps.estimator.predicted_start_ms(position, free, total);
+        let prompt_tokens = check_admission(
+            &AdmissionInput {
+                ctx: req.ctx,
+                prompt,
+                max_tokens: req.max_tokens,
+                deadline_ms: req.deadline_ms,
+                predicted_start_ms,
+            },
+            &ModelLimits { ctx_max: pool.ctx_max },
+        )
+        .map_err(|e| match e {
+            AdmissionError::DeadlineInfeasible { .. } => ApiError::new(ErrorCode::DeadlineUnmet, e.to_string()),
+            _ => ApiError::invalid(e.to_string()),
+        })?;
+        debug_assert_eq!(prompt_tokens, task.prompt_tokens);
+        let queued = Queued {
+            request: GenerateRequest {
+                job_id: task.id.clone(),
+                prompt: prompt.to_string(),
+                max_tokens: req.max_tokens,
+                seed,
+                sampler_profile_version: req.sampler_profile_version.clone(),
+                strict_determinism: req.determinism == Some(api_types::Determinism::Strict),
+            },
+            task: task.clone(),
+            affinity,
+        };
+        let policy_label = pool.full_policy.label();
+        match ps.queue.enqueue(queued.task.id.clone(), req.priority, queued) {
+            EnqueueOutcome::Rejected(_) => {
+                self.metrics.backpressure_events.with_label_values(&[&pool.id, policy_label]).inc();
+                let mut e = ApiError::new(
+                    ErrorCode::AdmissionReject,
+                    format!("queue of pool `{}` is full ({} tasks)", pool.id, ps.queue.capacity()),
+                )
+                .with_retry_after(ps.backoff_ms());
+                e.policy_label = Some(policy_label);
+                Err(e)
+            }
+            EnqueueOutcome::Admitted { position, evicted } => {
+                if evicted.is_some() {
+                    self.metrics.backpressure_events.with_label_values(&[&pool.id, policy_label]).inc();
+                }
+                if let Some(sid) = &req.session_id {
+                    sessions.commit_turn(&caller.tenant, sid, now);
+                }
+                self.update_queue_gauges(&pool.id, ps);
+                self.metrics.sessions_active.set(sessions.len() as i64);
+                let predicted_start_ms = ps.estimator.predicted_start_ms(position, free, total);
+                Ok((
+                    TaskAccepted {
+                        task_id: task.id.clone(),
+                        queue_position: position,
+                        predicted_start_ms,
+                        backoff_ms: 0,
+                        stream_url: format!("/v1/tasks/{}/stream", task.id),
+                    },
+                    evicted.map(|(_, q)| q.task),
+                ))
+            }
+        }
+    }
+
+    fn update_queue_gauges(&self, pool_id: &str, ps: &PoolSched) {
+        for p in Priority::ALL {
+            self.metrics
+                .queue_depth
+                .with_label_values(&[pool_id, p.as_str()])
+                .set(ps.queue.depth(p) as i64);
+        }
+    }
+
+    /// Starts as many queued tasks of a pool as free Ready slots allow.
+    pub fn dispatch(self: &Arc<Self>, pool_idx: usize) {
+        let mut starts = Vec::new();
+        {
+            let mut guard = self.sched();
+            let Sched { pools, sessions } = &mut *guard;
+            let ps = &mut pools[pool_idx];
+            loop {
+                let Some((_, head)) = ps.queue.peek_next() else { break };
+                let req = PlacementRequest {
+                    device_mask: None,
+                    affinity: head.affinity.as_deref(),
+                };
+                let Some(decision) = choose_replica(&ps.replicas, &req) else { break };
+                let Some((_, queued)) = ps.queue.pop_next() else { break };
+                let r = &mut ps.replicas[decision.replica];
+                r.slots_busy += 1;
+                if let Some(sid) = &queued.task.session_id {
+                    sessions.record_placement(&queued.task.tenant, sid, &r.id, 0);
+                }
+                let version = ps.engine_versions[decision.replica].clone();
+                starts.push((queued, decision, version, r.slots_busy));
+            }
+            self.update_queue_gauges(&self.pools[pool_idx].id, ps);
+        }
+        for (queued, decision, version, busy) in starts {
+            let pool = &self.pools[pool_idx];
+            let replica = &pool.replicas[decision.replica];
+            self.metrics
+                .replica_slots_busy
+                .with_label_values(&[&pool.id, &replica.id, pool.engine.as_str(), &version])
+                .set(i64::from(busy));
+            let state = self.clone();
+            tokio::spawn(crate::runner::run(state, pool_idx, decision.replica, decision.kv_warm, version, queued));
+        }
+    }
+
+    /// Gives a slot back (after the engine confirmed the job is gone) and dispatches more work.
+    pub fn release(self: &Arc<Self>, pool_idx: usize, replica: usize, service_ms: Option<u64>, task: &Task) {
+        let (busy, version) = {
+            let mut s = self.sched();
+            let ps = &mut s.pools[pool_idx];
+            let r = &mut ps.replicas[replica];
+            r.slots_busy = r.slots_busy.saturating_sub(1);
+            if let Some(ms) = service_ms {
+                ps.estimator.observe(ms);
+            }
+            (r.slots_busy, ps.engine_versions[replica].clone())
+        };
+        let pool = &self.pools[pool_idx];
+        self.metrics
+            .replica_slots_busy
+            .with_label_values(&[&pool.id, &pool.replicas[replica].id, pool.engine.as_str(), &version])
+            .set(i64::from(busy));
+        task.mark_released();
+        self.schedule_forget(task.id.clone());
+        self.dispatch(pool_idx);
+    }
+
+    /// Cancels a task (ORCH-3017, 3026). Returns once it holds no slot (bounded wait).
+    pub async fn cancel(self: &Arc<Self>, task: &Arc<Task>, reason: &str) -> Result<(), ApiError> {
+        let phase = task.cancel().map_err(|CancelRefused::AlreadyFinished| {
+            ApiError::new(ErrorCode::TaskFinished, "task already finished")
+        })?;
+        let pool = &self.pools[task.pool];
+        self.metrics.tasks_canceled.with_label_values(&[&pool.id, reason]).inc();
+        tracing::info!(job_id = %task.id, tenant = %task.tenant, pool_id = %pool.id, reason, "task canceled");
+        if phase == Phase::Queued {
+            let removed = {
+                let mut s = self.sched();
+                let ps = &mut s.pools[task.pool];
+                let removed = ps.queue.remove(&task.id).is_some();
+                self.update_queue_gauges(&pool.id, ps);
+                removed
+            };
+            if removed {
+                task.mark_released();
+                self.schedule_forget(task.id.clone());
+                return Ok(());
+            }
+            // Dispatched meanwhile: the runner sees the terminal log and releases the slot.
+        }
+        if !task.wait_released(Duration::from_secs(10)).await {
+            tracing::warn!(job_id = %task.id, "engine did not confirm cancel within 10 s");
+        }
+        Ok(())
+    }
+
+    /// Drops a finished task's record after the retention period.
+    fn schedule_forget(self: &Arc<Self>, id: String) {
+        let state = self.clone();
+        let keep = Duration::from_millis(self.cfg.server.task_retention_ms);
+        tokio::spawn(async move {
+            tokio::time::sleep(keep).await;
+            lock(&state.tasks).remove(&id);
+        });
+    }
+
+    pub fn metrics_event(&self, task: &Task, kv_warm: bool) -> MetricsEvent {
+        let depth = self.sched().pools[task.pool].queue.len() as u32;
+        MetricsEvent {
+            queue_depth: depth,
+            on_time_probability: 1.0,
+            kv_warmth: kv_warm,
+            tokens_budget_remaining: task.max_tokens,
+        }
+    }
+
+    /// Probes every replica once and records readiness and engine versions.
+    pub async fn probe_replicas(self: &Arc<Self>) {
+        for (pi, pool) in self.pools.iter().enumerate() {
+            for (ri, r) in pool.replicas.iter().enumerate() {
+                let health = tokio::time::timeout(Duration::from_secs(5), r.adapter.health()).await;
+                let props = tokio::time::timeout(Duration::from_secs(5), r.adapter.properties()).await;
+                let (state, version, error) = match (health, props) {
+                    (Ok(Ok(h)), Ok(Ok(p))) if h.state == WorkerState::Ready => (ReplicaState::Ready, Some(p.engine_version), None),
+                    (Ok(Ok(h)), _) => (ReplicaState::Unready, None, Some(h.last_error.unwrap_or_else(|| format!("{:?}", h.state)))),
+                    (Ok(Err(e)), _) => (ReplicaState::Unready, None, Some(e.to_string())),
+                    (Err(_), _) => (ReplicaState::Unready, None, Some("health probe timed out".into())),
+                };
+                let became_ready = {
+                    let mut s = self.sched();
+                    let ps = &mut s.pools[pi];
+                    let was = ps.replicas[ri].state;
+                    ps.replicas[ri].state = state;
+                    if let Some(v) = version {
+                        ps.engine_versions[ri] = v;
+                    }
+                    if error.is_some() || state == ReplicaState::Ready {
+                        ps.last_errors[ri] = error.clone();
+                    }
+                    let v = &ps.engine_versions[ri];
+                    let labels = [pool.id.as_str(), r.id.as_str(), pool.engine.as_str(), v.as_str()];
+                    let cpu = if r.devices.is_empty() { "true" } else { "false" };
+                    self.metrics
+                        .replica_ready
+                        .with_label_values(&[labels[0], labels[1], labels[2], labels[3], cpu])
+                        .set(i64::from(state == ReplicaState::Ready));
+                    self.metrics
+                        .replica_slots_total
+                        .with_label_values(&labels)
+                        .set(i64::from(ps.replicas[ri].slots_total));
+                    self.metrics
+                        .replica_slots_busy
+                        .with_label_values(&labels)
+                        .set(i64::from(ps.replicas[ri].slots_busy));
+                    was != ReplicaState::Ready && state == ReplicaState::Ready
+                };
+                if let Some(e) = &error {
+                    tracing::warn!(pool_id = %pool.id, replica_id = %r.id, error = %e, "replica unready");
+                }
+                if became_ready {
+                    tracing::info!(pool_id = %pool.id, replica_id = %r.id, cpu = r.devices.is_empty(), "replica ready");
+                    self.dispatch(pi);
+                }
+            }
+        }
+    }
+
+    pub fn replica_snapshots(&self, pool_idx: usize) -> Vec<ReplicaSnapshot> {
+        let s = self.sched();
+        let ps = &s.pools[pool_idx];
+        let pool = &self.pools[pool_idx];
+        ps.replicas
+            .iter()
+            .zip(&ps.engine_versions)
+            .map(|(r, v)| ReplicaSnapshot {
+                replica_id: r.id.clone(),
+                status: match r.state {
+                    ReplicaState::Ready => ReplicaStatus::Ready,
+                    ReplicaState::Unready => ReplicaStatus::Unready,
+                    ReplicaState::Draining => ReplicaStatus::Draining,
+                },
+                engine: pool.engine.as_str().into(),
+                engine_version: v.clone(),
+                devices: r.devices.clone(),
+                slots_total: r.slots_total,
+                slots_busy: r.slots_busy,
+                cpu: r.devices.is_empty(),
+            })
+            .collect()
+    }
+
+    pub fn is_ready(&self) -> bool {
+        !self.is_shutting_down()
+            && self
+                .sched()
+                .pools
+                .iter()
+                .all(|p| p.replicas.iter().any(|r| r.state == ReplicaState::Ready))
+    }
+}

@@ -1,0 +1,180 @@
+//! A task's event log. Every event a client can see goes through [`Task::push`], which enforces
+//! the stream contract (ORCH-2002): nothing after a terminal event. Cancel appends its terminal
+//! event under the same lock, so once a cancel is acknowledged no token can follow (ORCH-3026).
+
+use std::sync::Mutex;
+use std::time::Instant;
+
+use api_types::{ErrorCode, Priority, StreamErrorEvent, StreamEvent};
+use tokio::sync::{Notify, watch};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    Queued,
+    Running,
+    Finished,
+}
+
+#[derive(Debug)]
+struct Log {
+    events: Vec<StreamEvent>,
+    phase: Phase,
+    terminal: bool,
+}
+
+#[derive(Debug)]
+pub struct Task {
+    pub id: String,
+    pub tenant: String,
+    pub pool: usize,
+    pub priority: Priority,
+    pub session_id: Option<String>,
+    pub prompt_tokens: u32,
+    pub max_tokens: u32,
+    pub admitted_at: Instant,
+    log: Mutex<Log>,
+    /// Bumped after each appended event; streams wait on it.
+    appended: watch::Sender<usize>,
+    /// Wakes the runner when the task is canceled.
+    pub cancel_signal: Notify,
+    /// True once the task holds no slot and no queue entry any more.
+    released: watch::Sender<bool>,
+}
+
+/// Why a cancel was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CancelRefused {
+    AlreadyFinished,
+}
+
+impl Task {
+    pub fn new(
+        id: String,
+        tenant: String,
+        pool: usize,
+        priority: Priority,
+        session_id: Option<String>,
+        prompt_tokens: u32,
+        max_tokens: u32,
+    ) -> Self {
+        Task {
+            id,
+            tenant,
+            pool,
+            priority,
+            session_id,
+            prompt_tokens,
+            max_tokens,
+            admitted_at: Instant::now(),
+            log: Mutex::new(Log {
+                events: Vec::new(),
+                phase: Phase::Queued,
+                terminal: false,
+            }),
+            appended: watch::channel(0).0,
+            cancel_signal: Notify::new(),
+            released: watch::channel(false).0,
+        }
+    }
+
+    fn log(&self) -> std::sync::MutexGuard<'_, Log> {
+        // A panic while holding this lock cannot leave the log inconsistent (single pushes).
+        self.log.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Appends an event; false (and nothing appended) once the stream is terminal.
+    pub fn push(&self, ev: StreamEvent) -> bool {
+        let n = {
+            let mut log = self.log();
+            if log.terminal {
+                return false;
+            }
+            if ev.is_terminal() {
+                log.terminal = true;
+                log.phase = Phase::Finished;
+            }
+            log.events.push(ev);
+            log.events.len()
+        };
+        self.appended.send_replace(n);
+        true
+    }
+
+    pub fn fail(&self, code: ErrorCode, message: impl Into<String>, engine: Option<String>) -> bool {
+        self.push(StreamEvent::Error(StreamErrorEvent {
+            code,
+            message: message.into(),
+            engine,
+            retriable: Some(code.retriable()),
+            retry_after_ms: None,
+        }))
+    }
+
+    /// Marks the task canceled: appends the terminal CANCELED event, wakes the runner.
+    pub fn cancel(&self) -> Result<Phase, CancelRefused> {
+        let phase = {
+            let mut log = self.log();
+            if log.terminal {
+                return Err(CancelRefused::AlreadyFinished);
+            }
+            let phase = log.phase;
+            log.terminal = true;
+            log.phase = Phase::Finished;
+            log.events.push(StreamEvent::Error(StreamErrorEvent {
+                code: ErrorCode::Canceled,
+                message: "canceled by client".into(),
+                engine: None,
+                retriable: Some(false),
+                retry_after_ms: None,
+            }));
+            let n = log.events.len();
+            drop(log);
+            self.appended.send_replace(n);
+            phase
+        };
+        self.cancel_signal.notify_one();
+        Ok(phase)
+    }
+
+    /// Moves Queued → Running; false if the task was canceled meanwhile.
+    pub fn mark_running(&self) -> bool {
+        let mut log = self.log();
+        if log.terminal {
+            return false;
+        }
+        log.phase = Phase::Running;
+        true
+    }
+
+    pub fn is_terminal(&self) -> bool {
+        self.log().terminal
+    }
+
+    pub fn phase(&self) -> Phase {
+        self.log().phase
+    }
+
+    /// Events from index `from`, and whether the log is terminal.
+    pub fn events_from(&self, from: usize) -> (Vec<StreamEvent>, bool) {
+        let log = self.log();
+        (log.events.get(from..).map(<[_]>::to_vec).unwrap_or_default(), log.terminal)
+    }
+
+    pub fn subscribe(&self) -> watch::Receiver<usize> {
+        self.appended.subscribe()
+    }
+
+    pub fn mark_released(&self) {
+        self.released.send_replace(true);
+    }
+
+    pub fn is_released(&self) -> bool {
+        *self.released.borrow()
+    }
+
+    /// Waits until the task holds no slot any more (or `limit` passes); true when released.
+    pub async fn wait_released(&self, limit: std::time::Duration) -> bool {
+        let mut rx = self.released.subscribe();
+        tokio::time::timeout(limit, rx.wait_for(|r| *r)).await.is_ok()
+    }
+}
