@@ -129,7 +129,10 @@ pub async fn serve(
         shutdown.await;
         on_stopping();
         drain_state.begin_shutdown();
-        tracing::info!(live_tasks = drain_state.live_tasks(), "shutting down: draining streams");
+        tracing::info!(
+            live_tasks = drain_state.live_tasks(),
+            "shutting down: draining streams"
+        );
         let _ = stop_tx.send(true);
     };
     tracing::info!(listen = %listener.describe(), "serving");

@@ -59,8 +59,12 @@ fn presented_key(parts: &Parts) -> Option<&str> {
 }
 
 fn authenticate(parts: &Parts, state: &AppState) -> Result<Principal, ApiError> {
-    let key = presented_key(parts)
-        .ok_or_else(|| ApiError::new(ErrorCode::Unauthenticated, "missing API key (Authorization: Bearer …)"))?;
+    let key = presented_key(parts).ok_or_else(|| {
+        ApiError::new(
+            ErrorCode::Unauthenticated,
+            "missing API key (Authorization: Bearer …)",
+        )
+    })?;
     state
         .keys
         .lookup(key)
@@ -88,21 +92,30 @@ pub struct AnyCaller(pub Principal);
 
 impl FromRequestParts<Arc<AppState>> for DataCaller {
     type Rejection = ApiError;
-    async fn from_request_parts(parts: &mut Parts, state: &Arc<AppState>) -> Result<Self, ApiError> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, ApiError> {
         require(authenticate(parts, state)?, Role::Data).map(DataCaller)
     }
 }
 
 impl FromRequestParts<Arc<AppState>> for ControlCaller {
     type Rejection = ApiError;
-    async fn from_request_parts(parts: &mut Parts, state: &Arc<AppState>) -> Result<Self, ApiError> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, ApiError> {
         require(authenticate(parts, state)?, Role::Control).map(ControlCaller)
     }
 }
 
 impl FromRequestParts<Arc<AppState>> for AnyCaller {
     type Rejection = ApiError;
-    async fn from_request_parts(parts: &mut Parts, state: &Arc<AppState>) -> Result<Self, ApiError> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, ApiError> {
         authenticate(parts, state).map(AnyCaller)
     }
 }

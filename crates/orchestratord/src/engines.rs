@@ -11,7 +11,10 @@ use api_types::Engine;
 use config_schema::{PoolConfig, ReplicaConfig};
 use mock_adapter::{MockAdapter, MockBehaviour};
 
-pub fn adapter_for(pool: &PoolConfig, replica: &ReplicaConfig) -> anyhow::Result<Arc<dyn WorkerAdapter>> {
+pub fn adapter_for(
+    pool: &PoolConfig,
+    replica: &ReplicaConfig,
+) -> anyhow::Result<Arc<dyn WorkerAdapter>> {
     if let Some(ep) = &replica.endpoint {
         let endpoint = Endpoint::parse(ep).map_err(anyhow::Error::msg)?;
         return Ok(Arc::new(HttpWorker::new(&endpoint)?));

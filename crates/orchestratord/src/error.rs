@@ -66,7 +66,10 @@ impl IntoResponse for ApiError {
         let mut resp = status.into_response();
         if let Some(ms) = self.retry_after_ms {
             let h = resp.headers_mut();
-            h.insert(header::RETRY_AFTER, HeaderValue::from(ms.div_ceil(1000).max(1)));
+            h.insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(ms.div_ceil(1000).max(1)),
+            );
             h.insert(BACKOFF_MS_HEADER, HeaderValue::from(ms));
         }
         resp.extensions_mut().insert(PendingEnvelope(ErrorEnvelope {
@@ -91,7 +94,8 @@ fn acceptable_correlation_id(v: &HeaderValue) -> Option<String> {
     let s = v.to_str().ok()?;
     let ok = !s.is_empty()
         && s.len() <= 128
-        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:/".contains(&b));
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.:/".contains(&b));
     ok.then(|| s.to_string())
 }
 
@@ -109,9 +113,10 @@ pub async fn correlation(mut req: Request, next: Next) -> Response {
         env.correlation_id = cid.clone();
         let body = serde_json::to_vec(&env).unwrap_or_default();
         let (mut parts, _) = resp.into_parts();
-        parts
-            .headers
-            .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        parts.headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
         parts.headers.remove(header::CONTENT_LENGTH);
         resp = Response::from_parts(parts, axum::body::Body::from(body));
     }
@@ -138,7 +143,9 @@ where
                 let status = rej.status();
                 let err = ApiError::invalid(rej.body_text());
                 Err(match status {
-                    StatusCode::PAYLOAD_TOO_LARGE | StatusCode::UNSUPPORTED_MEDIA_TYPE => err.with_status(status),
+                    StatusCode::PAYLOAD_TOO_LARGE | StatusCode::UNSUPPORTED_MEDIA_TYPE => {
+                        err.with_status(status)
+                    }
                     _ => err.with_status(StatusCode::BAD_REQUEST),
                 })
             }

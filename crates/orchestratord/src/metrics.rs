@@ -2,7 +2,8 @@
 //! by `tests/metrics_contract.rs`; change both together.
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
 
 pub struct Metrics {
@@ -32,20 +33,26 @@ const LATENCY_BUCKETS: &[f64] = &[
 
 fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
     let c = IntCounterVec::new(Opts::new(name, help), labels).expect("static metric definition");
-    r.register(Box::new(c.clone())).expect("metric registered once");
+    r.register(Box::new(c.clone()))
+        .expect("metric registered once");
     c
 }
 
 fn gauge(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
     let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("static metric definition");
-    r.register(Box::new(g.clone())).expect("metric registered once");
+    r.register(Box::new(g.clone()))
+        .expect("metric registered once");
     g
 }
 
 fn histogram(r: &Registry, name: &str, help: &str, labels: &[&str]) -> HistogramVec {
-    let h = HistogramVec::new(HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS.to_vec()), labels)
-        .expect("static metric definition");
-    r.register(Box::new(h.clone())).expect("metric registered once");
+    let h = HistogramVec::new(
+        HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS.to_vec()),
+        labels,
+    )
+    .expect("static metric definition");
+    r.register(Box::new(h.clone()))
+        .expect("metric registered once");
     h
 }
 
@@ -61,12 +68,23 @@ impl Metrics {
         const POOL_PRIO: &[&str] = &["pool_id", "priority"];
         const ENGINE: &[&str] = &["pool_id", "replica_id", "engine", "engine_version"];
         Metrics {
-            tasks_enqueued: counter(&r, "llorch_tasks_enqueued_total", "Tasks admitted to a queue.", POOL_PRIO),
+            tasks_enqueued: counter(
+                &r,
+                "llorch_tasks_enqueued_total",
+                "Tasks admitted to a queue.",
+                POOL_PRIO,
+            ),
             tasks_started: counter(
                 &r,
                 "llorch_tasks_started_total",
                 "Tasks dispatched to a replica.",
-                &["pool_id", "replica_id", "engine", "engine_version", "priority"],
+                &[
+                    "pool_id",
+                    "replica_id",
+                    "engine",
+                    "engine_version",
+                    "priority",
+                ],
             ),
             tasks_canceled: counter(
                 &r,
@@ -80,14 +98,24 @@ impl Metrics {
                 "Tasks refused at admission or evicted from a queue, by error code.",
                 &["pool_id", "reason"],
             ),
-            tasks_completed: counter(&r, "llorch_tasks_completed_total", "Tasks that ended with `end`.", ENGINE),
+            tasks_completed: counter(
+                &r,
+                "llorch_tasks_completed_total",
+                "Tasks that ended with `end`.",
+                ENGINE,
+            ),
             tasks_failed: counter(
                 &r,
                 "llorch_tasks_failed_total",
                 "Tasks that ended with an `error` after dispatch, by code.",
                 &["pool_id", "replica_id", "engine", "engine_version", "code"],
             ),
-            queue_depth: gauge(&r, "llorch_queue_depth", "Tasks waiting in a pool queue.", POOL_PRIO),
+            queue_depth: gauge(
+                &r,
+                "llorch_queue_depth",
+                "Tasks waiting in a pool queue.",
+                POOL_PRIO,
+            ),
             first_token_latency: histogram(
                 &r,
                 "llorch_first_token_latency_seconds",
@@ -100,16 +128,36 @@ impl Metrics {
                 "Dispatch to end of a completed task.",
                 &["pool_id", "engine", "engine_version"],
             ),
-            tokens_in: counter(&r, "llorch_tokens_in_total", "Prompt tokens (estimated) of dispatched tasks.", ENGINE),
-            tokens_out: counter(&r, "llorch_tokens_out_total", "Tokens streamed to clients.", ENGINE),
+            tokens_in: counter(
+                &r,
+                "llorch_tokens_in_total",
+                "Prompt tokens (estimated) of dispatched tasks.",
+                ENGINE,
+            ),
+            tokens_out: counter(
+                &r,
+                "llorch_tokens_out_total",
+                "Tokens streamed to clients.",
+                ENGINE,
+            ),
             backpressure_events: counter(
                 &r,
                 "llorch_backpressure_events_total",
                 "Full-queue events, by the policy that handled them.",
                 &["pool_id", "policy"],
             ),
-            replica_slots_busy: gauge(&r, "llorch_replica_slots_busy", "Slots of a replica running a task.", ENGINE),
-            replica_slots_total: gauge(&r, "llorch_replica_slots_total", "Slots of a replica.", ENGINE),
+            replica_slots_busy: gauge(
+                &r,
+                "llorch_replica_slots_busy",
+                "Slots of a replica running a task.",
+                ENGINE,
+            ),
+            replica_slots_total: gauge(
+                &r,
+                "llorch_replica_slots_total",
+                "Slots of a replica.",
+                ENGINE,
+            ),
             replica_ready: gauge(
                 &r,
                 "llorch_replica_ready",
@@ -117,8 +165,10 @@ impl Metrics {
                 &["pool_id", "replica_id", "engine", "engine_version", "cpu"],
             ),
             sessions_active: {
-                let g = IntGauge::new("llorch_sessions_active", "Live sessions.").expect("static metric definition");
-                r.register(Box::new(g.clone())).expect("metric registered once");
+                let g = IntGauge::new("llorch_sessions_active", "Live sessions.")
+                    .expect("static metric definition");
+                r.register(Box::new(g.clone()))
+                    .expect("metric registered once");
                 g
             },
             registry: r,

@@ -19,7 +19,14 @@ enum Outcome {
     Canceled { tokens: u32 },
 }
 
-pub async fn run(state: Arc<AppState>, pool_idx: usize, replica: usize, kv_warm: bool, version: String, q: Queued) {
+pub async fn run(
+    state: Arc<AppState>,
+    pool_idx: usize,
+    replica: usize,
+    kv_warm: bool,
+    version: String,
+    q: Queued,
+) {
     let task = q.task.clone();
     let pool = &state.pools[pool_idx];
     let r = &pool.replicas[replica];
@@ -33,9 +40,19 @@ pub async fn run(state: Arc<AppState>, pool_idx: usize, replica: usize, kv_warm:
     state
         .metrics
         .tasks_started
-        .with_label_values(&[labels[0], labels[1], labels[2], labels[3], task.priority.as_str()])
+        .with_label_values(&[
+            labels[0],
+            labels[1],
+            labels[2],
+            labels[3],
+            task.priority.as_str(),
+        ])
         .inc();
-    state.metrics.tokens_in.with_label_values(&labels).inc_by(u64::from(task.prompt_tokens));
+    state
+        .metrics
+        .tokens_in
+        .with_label_values(&labels)
+        .inc_by(u64::from(task.prompt_tokens));
     task.push(StreamEvent::Metrics(state.metrics_event(&task, kv_warm)));
     let dispatched = Instant::now();
     let job_id = q.request.job_id.clone();
@@ -43,7 +60,11 @@ pub async fn run(state: Arc<AppState>, pool_idx: usize, replica: usize, kv_warm:
     let decode_ms = dispatched.elapsed().as_millis() as u64;
     let (tokens, service) = match outcome {
         Outcome::Completed { tokens } => {
-            state.metrics.tasks_completed.with_label_values(&labels).inc();
+            state
+                .metrics
+                .tasks_completed
+                .with_label_values(&labels)
+                .inc();
             state
                 .metrics
                 .decode_duration
@@ -84,11 +105,23 @@ async fn free_engine_slot(state: &AppState, pool_idx: usize, replica: usize, job
     }
 }
 
-async fn drive(state: &AppState, task: &Task, pool_idx: usize, replica: usize, version: &str, q: Queued) -> Outcome {
+async fn drive(
+    state: &AppState,
+    task: &Task,
+    pool_idx: usize,
+    replica: usize,
+    version: &str,
+    q: Queued,
+) -> Outcome {
     let t = state.cfg.timeouts;
     let pool = &state.pools[pool_idx];
     let engine = pool.engine.as_str();
-    let labels = [pool.id.as_str(), pool.replicas[replica].id.as_str(), engine, version];
+    let labels = [
+        pool.id.as_str(),
+        pool.replicas[replica].id.as_str(),
+        engine,
+        version,
+    ];
     let adapter = pool.replicas[replica].adapter.clone();
     let fail = |tokens: u32, code: ErrorCode, msg: String| {
         task.fail(code, msg, Some(engine.to_string()));
@@ -116,13 +149,27 @@ async fn drive(state: &AppState, task: &Task, pool_idx: usize, replica: usize, v
         match item {
             Err(_) => {
                 let what = if n == 0 { "first token" } else { "next token" };
-                return fail(n, ErrorCode::DecodeTimeout, format!("no {what} within {} ms", limit.as_millis()));
+                return fail(
+                    n,
+                    ErrorCode::DecodeTimeout,
+                    format!("no {what} within {} ms", limit.as_millis()),
+                );
             }
-            Ok(None) => return fail(n, ErrorCode::WorkerReset, "engine stream ended without `end`".into()),
+            Ok(None) => {
+                return fail(
+                    n,
+                    ErrorCode::WorkerReset,
+                    "engine stream ended without `end`".into(),
+                );
+            }
             Ok(Some(Err(e))) => return worker_failure(task, engine, n, e),
             Ok(Some(Ok(WorkerEvent::Token(tok)))) => {
                 if tok.i != n || n >= max_tokens {
-                    return fail(n, ErrorCode::WorkerReset, format!("engine sent token index {} (expected {n})", tok.i));
+                    return fail(
+                        n,
+                        ErrorCode::WorkerReset,
+                        format!("engine sent token index {} (expected {n})", tok.i),
+                    );
                 }
                 if !task.push(StreamEvent::Token(tok)) {
                     return Outcome::Canceled { tokens: n };
@@ -131,7 +178,12 @@ async fn drive(state: &AppState, task: &Task, pool_idx: usize, replica: usize, v
                     state
                         .metrics
                         .first_token_latency
-                        .with_label_values(&[labels[0], labels[2], labels[3], task.priority.as_str()])
+                        .with_label_values(&[
+                            labels[0],
+                            labels[2],
+                            labels[3],
+                            task.priority.as_str(),
+                        ])
                         .observe(task.admitted_at.elapsed().as_secs_f64());
                 }
                 n += 1;
@@ -154,5 +206,8 @@ async fn drive(state: &AppState, task: &Task, pool_idx: usize, replica: usize, v
 
 fn worker_failure(task: &Task, engine: &str, tokens: u32, e: WorkerError) -> Outcome {
     task.fail(e.code, e.message, Some(engine.to_string()));
-    Outcome::Failed { tokens, code: e.code }
+    Outcome::Failed {
+        tokens,
+        code: e.code,
+    }
 }

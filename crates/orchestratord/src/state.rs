@@ -12,13 +12,14 @@ use std::time::{Duration, Instant};
 
 use adapter_api::{GenerateRequest, WorkerAdapter, WorkerState};
 use api_types::{
-    Engine, ErrorCode, MetricsEvent, Priority, ReplicaSnapshot, ReplicaStatus, StartedEvent, StreamEvent, TaskAccepted,
-    TaskRequest, Workload,
+    Engine, ErrorCode, MetricsEvent, Priority, ReplicaSnapshot, ReplicaStatus, StartedEvent,
+    StreamEvent, TaskAccepted, TaskRequest, Workload,
 };
 use config_schema::{Config, FullPolicy as CfgFullPolicy};
 use orchestrator_core::{
-    AdmissionError, AdmissionInput, EnqueueOutcome, FullPolicy, ModelLimits, PlacementRequest, PoolQueue, ReplicaState,
-    ReplicaView, ServiceTimeEstimator, SessionError, SessionStore, check_admission, choose_replica, seed_from_task_id,
+    AdmissionError, AdmissionInput, EnqueueOutcome, FullPolicy, ModelLimits, PlacementRequest,
+    PoolQueue, ReplicaState, ReplicaView, ServiceTimeEstimator, SessionError, SessionStore,
+    check_admission, choose_replica, seed_from_task_id,
 };
 
 use crate::auth::{KeyRing, Principal};
@@ -63,7 +64,9 @@ impl PoolSched {
         self.replicas
             .iter()
             .filter(|r| r.state == ReplicaState::Ready)
-            .fold((0, 0), |(free, total), r| (free + r.slots_total - r.slots_busy, total + r.slots_total))
+            .fold((0, 0), |(free, total), r| {
+                (free + r.slots_total - r.slots_busy, total + r.slots_total)
+            })
     }
 
     /// Suggested client backoff when the pool is full: the time one queued task takes to drain.
@@ -97,7 +100,8 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 fn valid_task_id(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 128
-        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
 }
 
 impl AppState {
@@ -176,7 +180,10 @@ impl AppState {
     }
 
     pub fn live_tasks(&self) -> usize {
-        lock(&self.tasks).values().filter(|t| !t.is_released()).count()
+        lock(&self.tasks)
+            .values()
+            .filter(|t| !t.is_released())
+            .count()
     }
 
     pub fn engine_version(&self, pool: usize, replica: usize) -> String {
@@ -189,23 +196,37 @@ impl AppState {
             .position(|p| p.model_ref == req.model_ref && req.engine.is_none_or(|e| e == p.engine))
             .ok_or_else(|| {
                 ApiError::invalid(match req.engine {
-                    Some(e) => format!("no pool serves model_ref `{}` on engine {}", req.model_ref, e.as_str()),
+                    Some(e) => format!(
+                        "no pool serves model_ref `{}` on engine {}",
+                        req.model_ref,
+                        e.as_str()
+                    ),
                     None => format!("no pool serves model_ref `{}`", req.model_ref),
                 })
             })
     }
 
     /// Validates, admits and enqueues a task (ORCH-2001, 3004, 3005, 3014, 3015).
-    pub fn submit(self: &Arc<Self>, caller: &Principal, req: TaskRequest) -> Result<TaskAccepted, ApiError> {
+    pub fn submit(
+        self: &Arc<Self>,
+        caller: &Principal,
+        req: TaskRequest,
+    ) -> Result<TaskAccepted, ApiError> {
         let reject = |pool: &str, e: ApiError| {
-            self.metrics.tasks_rejected.with_label_values(&[pool, e.code.as_str()]).inc();
+            self.metrics
+                .tasks_rejected
+                .with_label_values(&[pool, e.code.as_str()])
+                .inc();
             e
         };
         let pool_idx = self.find_pool(&req).map_err(|e| reject("", e))?;
         let pool = &self.pools[pool_idx];
         let validated = self.validate(caller, &req, pool);
         let prompt = validated.map_err(|e| reject(&pool.id, e.with_pool(&pool.id)))?;
-        let task_id = req.task_id.clone().unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        let task_id = req
+            .task_id
+            .clone()
+            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
         let seed = req.seed.unwrap_or_else(|| seed_from_task_id(&task_id));
 
         // Reserve the id first so that two submissions of one id cannot both pass.
@@ -213,7 +234,10 @@ impl AppState {
             let mut tasks = lock(&self.tasks);
             if tasks.contains_key(&task_id) {
                 drop(tasks);
-                return Err(reject(&pool.id, ApiError::invalid(format!("task_id `{task_id}` is already in use"))));
+                return Err(reject(
+                    &pool.id,
+                    ApiError::invalid(format!("task_id `{task_id}` is already in use")),
+                ));
             }
             let t = Arc::new(Task::new(
                 task_id.clone(),
@@ -231,7 +255,11 @@ impl AppState {
         match outcome {
             Ok((accepted, evicted)) => {
                 if let Some(ev) = evicted {
-                    ev.fail(ErrorCode::QueueFullDropLru, "evicted from a full queue by a newer task", None);
+                    ev.fail(
+                        ErrorCode::QueueFullDropLru,
+                        "evicted from a full queue by a newer task",
+                        None,
+                    );
                     ev.mark_released();
                     self.metrics
                         .tasks_rejected
@@ -263,23 +291,37 @@ impl AppState {
     }
 
     /// Checks that do not need the scheduler lock; returns the prompt text.
-    fn validate(&self, caller: &Principal, req: &TaskRequest, pool: &Pool) -> Result<String, ApiError> {
+    fn validate(
+        &self,
+        caller: &Principal,
+        req: &TaskRequest,
+        pool: &Pool,
+    ) -> Result<String, ApiError> {
         if self.is_shutting_down() {
-            return Err(ApiError::new(ErrorCode::PoolUnavailable, "server is shutting down").with_retry_after(1000));
+            return Err(
+                ApiError::new(ErrorCode::PoolUnavailable, "server is shutting down")
+                    .with_retry_after(1000),
+            );
         }
         if let Some(t) = &req.tenant {
             if *t != caller.tenant {
-                return Err(ApiError::invalid("`tenant` does not match the API key's tenant"));
+                return Err(ApiError::invalid(
+                    "`tenant` does not match the API key's tenant",
+                ));
             }
         }
         if let Some(id) = &req.task_id {
             if !valid_task_id(id) {
-                return Err(ApiError::invalid("task_id must be 1-128 chars of [A-Za-z0-9._:-]"));
+                return Err(ApiError::invalid(
+                    "task_id must be 1-128 chars of [A-Za-z0-9._:-]",
+                ));
             }
         }
         if let Some(id) = &req.session_id {
             if !valid_task_id(id) {
-                return Err(ApiError::invalid("session_id must be 1-128 chars of [A-Za-z0-9._:-]"));
+                return Err(ApiError::invalid(
+                    "session_id must be 1-128 chars of [A-Za-z0-9._:-]",
+                ));
             }
         }
         if req.workload != Workload::Completion {
@@ -289,7 +331,9 @@ impl AppState {
             )));
         }
         if req.inputs.is_some() {
-            return Err(ApiError::invalid("`inputs` is for embedding/rerank; completion takes `prompt`"));
+            return Err(ApiError::invalid(
+                "`inputs` is for embedding/rerank; completion takes `prompt`",
+            ));
         }
         match &req.prompt {
             Some(p) if !p.is_empty() => Ok(p.clone()),
@@ -313,8 +357,10 @@ impl AppState {
         let ps = &mut pools[pool_idx];
         let (free, total) = ps.ready_slots();
         if total == 0 {
-            return Err(ApiError::new(ErrorCode::PoolUnready, "no replica of this pool is ready")
-                .with_retry_after(ps.backoff_ms().max(1000)));
+            return Err(
+                ApiError::new(ErrorCode::PoolUnready, "no replica of this pool is ready")
+                    .with_retry_after(ps.backoff_ms().max(1000)),
+            );
         }
         let affinity = match &req.session_id {
             Some(sid) => {
@@ -337,10 +383,14 @@ impl AppState {
                 deadline_ms: req.deadline_ms,
                 predicted_start_ms,
             },
-            &ModelLimits { ctx_max: pool.ctx_max },
+            &ModelLimits {
+                ctx_max: pool.ctx_max,
+            },
         )
         .map_err(|e| match e {
-            AdmissionError::DeadlineInfeasible { .. } => ApiError::new(ErrorCode::DeadlineUnmet, e.to_string()),
+            AdmissionError::DeadlineInfeasible { .. } => {
+                ApiError::new(ErrorCode::DeadlineUnmet, e.to_string())
+            }
             _ => ApiError::invalid(e.to_string()),
         })?;
         debug_assert_eq!(prompt_tokens, task.prompt_tokens);
@@ -357,12 +407,22 @@ impl AppState {
             affinity,
         };
         let policy_label = pool.full_policy.label();
-        match ps.queue.enqueue(queued.task.id.clone(), req.priority, queued) {
+        match ps
+            .queue
+            .enqueue(queued.task.id.clone(), req.priority, queued)
+        {
             EnqueueOutcome::Rejected(_) => {
-                self.metrics.backpressure_events.with_label_values(&[&pool.id, policy_label]).inc();
+                self.metrics
+                    .backpressure_events
+                    .with_label_values(&[&pool.id, policy_label])
+                    .inc();
                 let mut e = ApiError::new(
                     ErrorCode::AdmissionReject,
-                    format!("queue of pool `{}` is full ({} tasks)", pool.id, ps.queue.capacity()),
+                    format!(
+                        "queue of pool `{}` is full ({} tasks)",
+                        pool.id,
+                        ps.queue.capacity()
+                    ),
                 )
                 .with_retry_after(ps.backoff_ms());
                 e.policy_label = Some(policy_label);
@@ -370,7 +430,10 @@ impl AppState {
             }
             EnqueueOutcome::Admitted { position, evicted } => {
                 if evicted.is_some() {
-                    self.metrics.backpressure_events.with_label_values(&[&pool.id, policy_label]).inc();
+                    self.metrics
+                        .backpressure_events
+                        .with_label_values(&[&pool.id, policy_label])
+                        .inc();
                 }
                 if let Some(sid) = &req.session_id {
                     sessions.commit_turn(&caller.tenant, sid, now);
@@ -409,13 +472,19 @@ impl AppState {
             let Sched { pools, sessions } = &mut *guard;
             let ps = &mut pools[pool_idx];
             loop {
-                let Some((_, head)) = ps.queue.peek_next() else { break };
+                let Some((_, head)) = ps.queue.peek_next() else {
+                    break;
+                };
                 let req = PlacementRequest {
                     device_mask: None,
                     affinity: head.affinity.as_deref(),
                 };
-                let Some(decision) = choose_replica(&ps.replicas, &req) else { break };
-                let Some((_, queued)) = ps.queue.pop_next() else { break };
+                let Some(decision) = choose_replica(&ps.replicas, &req) else {
+                    break;
+                };
+                let Some((_, queued)) = ps.queue.pop_next() else {
+                    break;
+                };
                 let r = &mut ps.replicas[decision.replica];
                 r.slots_busy += 1;
                 if let Some(sid) = &queued.task.session_id {
@@ -434,12 +503,25 @@ impl AppState {
                 .with_label_values(&[&pool.id, &replica.id, pool.engine.as_str(), &version])
                 .set(i64::from(busy));
             let state = self.clone();
-            tokio::spawn(crate::runner::run(state, pool_idx, decision.replica, decision.kv_warm, version, queued));
+            tokio::spawn(crate::runner::run(
+                state,
+                pool_idx,
+                decision.replica,
+                decision.kv_warm,
+                version,
+                queued,
+            ));
         }
     }
 
     /// Gives a slot back (after the engine confirmed the job is gone) and dispatches more work.
-    pub fn release(self: &Arc<Self>, pool_idx: usize, replica: usize, service_ms: Option<u64>, task: &Task) {
+    pub fn release(
+        self: &Arc<Self>,
+        pool_idx: usize,
+        replica: usize,
+        service_ms: Option<u64>,
+        task: &Task,
+    ) {
         let (busy, version) = {
             let mut s = self.sched();
             let ps = &mut s.pools[pool_idx];
@@ -453,7 +535,12 @@ impl AppState {
         let pool = &self.pools[pool_idx];
         self.metrics
             .replica_slots_busy
-            .with_label_values(&[&pool.id, &pool.replicas[replica].id, pool.engine.as_str(), &version])
+            .with_label_values(&[
+                &pool.id,
+                &pool.replicas[replica].id,
+                pool.engine.as_str(),
+                &version,
+            ])
             .set(i64::from(busy));
         task.mark_released();
         self.schedule_forget(task.id.clone());
@@ -466,7 +553,10 @@ impl AppState {
             ApiError::new(ErrorCode::TaskFinished, "task already finished")
         })?;
         let pool = &self.pools[task.pool];
-        self.metrics.tasks_canceled.with_label_values(&[&pool.id, reason]).inc();
+        self.metrics
+            .tasks_canceled
+            .with_label_values(&[&pool.id, reason])
+            .inc();
         tracing::info!(job_id = %task.id, tenant = %task.tenant, pool_id = %pool.id, reason, "task canceled");
         if phase == Phase::Queued {
             let removed = {
@@ -514,12 +604,23 @@ impl AppState {
         for (pi, pool) in self.pools.iter().enumerate() {
             for (ri, r) in pool.replicas.iter().enumerate() {
                 let health = tokio::time::timeout(Duration::from_secs(5), r.adapter.health()).await;
-                let props = tokio::time::timeout(Duration::from_secs(5), r.adapter.properties()).await;
+                let props =
+                    tokio::time::timeout(Duration::from_secs(5), r.adapter.properties()).await;
                 let (state, version, error) = match (health, props) {
-                    (Ok(Ok(h)), Ok(Ok(p))) if h.state == WorkerState::Ready => (ReplicaState::Ready, Some(p.engine_version), None),
-                    (Ok(Ok(h)), _) => (ReplicaState::Unready, None, Some(h.last_error.unwrap_or_else(|| format!("{:?}", h.state)))),
+                    (Ok(Ok(h)), Ok(Ok(p))) if h.state == WorkerState::Ready => {
+                        (ReplicaState::Ready, Some(p.engine_version), None)
+                    }
+                    (Ok(Ok(h)), _) => (
+                        ReplicaState::Unready,
+                        None,
+                        Some(h.last_error.unwrap_or_else(|| format!("{:?}", h.state))),
+                    ),
                     (Ok(Err(e)), _) => (ReplicaState::Unready, None, Some(e.to_string())),
-                    (Err(_), _) => (ReplicaState::Unready, None, Some("health probe timed out".into())),
+                    (Err(_), _) => (
+                        ReplicaState::Unready,
+                        None,
+                        Some("health probe timed out".into()),
+                    ),
                 };
                 let became_ready = {
                     let mut s = self.sched();
@@ -533,8 +634,17 @@ impl AppState {
                         ps.last_errors[ri] = error.clone();
                     }
                     let v = &ps.engine_versions[ri];
-                    let labels = [pool.id.as_str(), r.id.as_str(), pool.engine.as_str(), v.as_str()];
-                    let cpu = if r.devices.is_empty() { "true" } else { "false" };
+                    let labels = [
+                        pool.id.as_str(),
+                        r.id.as_str(),
+                        pool.engine.as_str(),
+                        v.as_str(),
+                    ];
+                    let cpu = if r.devices.is_empty() {
+                        "true"
+                    } else {
+                        "false"
+                    };
                     self.metrics
                         .replica_ready
                         .with_label_values(&[labels[0], labels[1], labels[2], labels[3], cpu])

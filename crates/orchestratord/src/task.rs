@@ -100,7 +100,12 @@ impl Task {
         true
     }
 
-    pub fn fail(&self, code: ErrorCode, message: impl Into<String>, engine: Option<String>) -> bool {
+    pub fn fail(
+        &self,
+        code: ErrorCode,
+        message: impl Into<String>,
+        engine: Option<String>,
+    ) -> bool {
         self.push(StreamEvent::Error(StreamErrorEvent {
             code,
             message: message.into(),
@@ -157,7 +162,13 @@ impl Task {
     /// Events from index `from`, and whether the log is terminal.
     pub fn events_from(&self, from: usize) -> (Vec<StreamEvent>, bool) {
         let log = self.log();
-        (log.events.get(from..).map(<[_]>::to_vec).unwrap_or_default(), log.terminal)
+        (
+            log.events
+                .get(from..)
+                .map(<[_]>::to_vec)
+                .unwrap_or_default(),
+            log.terminal,
+        )
     }
 
     pub fn subscribe(&self) -> watch::Receiver<usize> {
@@ -175,6 +186,8 @@ impl Task {
     /// Waits until the task holds no slot any more (or `limit` passes); true when released.
     pub async fn wait_released(&self, limit: std::time::Duration) -> bool {
         let mut rx = self.released.subscribe();
-        tokio::time::timeout(limit, rx.wait_for(|r| *r)).await.is_ok()
+        tokio::time::timeout(limit, rx.wait_for(|r| *r))
+            .await
+            .is_ok()
     }
 }

@@ -8,8 +8,16 @@ use serde_json::json;
 
 async fn expect_error(resp: reqwest::Response, status: u16, code: &str) -> serde_json::Value {
     assert_eq!(resp.status().as_u16(), status, "expected {code}");
-    let cid = resp.headers()["x-correlation-id"].to_str().unwrap().to_string();
-    assert!(resp.headers()["content-type"].to_str().unwrap().starts_with("application/json"));
+    let cid = resp.headers()["x-correlation-id"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        resp.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("application/json")
+    );
     let env: serde_json::Value = resp.json().await.unwrap();
     assert_eq!(env["code"], code, "{env}");
     assert_eq!(env["correlation_id"], cid.as_str());
@@ -29,7 +37,12 @@ async fn bad_requests_get_typed_errors_and_change_nothing() {
             .send()
     };
     // Malformed JSON, unknown field, wrong type, missing field, wrong content type.
-    expect_error(raw("{\"workload\":", "application/json").await.unwrap(), 400, "INVALID_PARAMS").await;
+    expect_error(
+        raw("{\"workload\":", "application/json").await.unwrap(),
+        400,
+        "INVALID_PARAMS",
+    )
+    .await;
     let mut b = task("x", 5);
     b["temperature"] = json!(0.5);
     let env = expect_error(s.submit(DATA_KEY, b).await, 400, "INVALID_PARAMS").await;
@@ -40,7 +53,12 @@ async fn bad_requests_get_typed_errors_and_change_nothing() {
     let mut b = task("x", 5);
     b.as_object_mut().unwrap().remove("model_ref");
     expect_error(s.submit(DATA_KEY, b).await, 400, "INVALID_PARAMS").await;
-    expect_error(raw("{}", "text/plain").await.unwrap(), 415, "INVALID_PARAMS").await;
+    expect_error(
+        raw("{}", "text/plain").await.unwrap(),
+        415,
+        "INVALID_PARAMS",
+    )
+    .await;
     // Body over the size limit.
     let mut b = task("x", 5);
     b["prompt"] = json!("y".repeat(4096));
@@ -70,7 +88,12 @@ async fn bad_requests_get_typed_errors_and_change_nothing() {
     b.as_object_mut().unwrap().remove("prompt");
     expect_error(s.submit(DATA_KEY, b).await, 400, "INVALID_PARAMS").await;
     // Bad ids, and a tenant field that is not the key's.
-    expect_error(s.submit(DATA_KEY, task("bad id/..", 5)).await, 400, "INVALID_PARAMS").await;
+    expect_error(
+        s.submit(DATA_KEY, task("bad id/..", 5)).await,
+        400,
+        "INVALID_PARAMS",
+    )
+    .await;
     let mut b = task("x", 5);
     b["tenant"] = json!("tenant-b");
     expect_error(s.submit(DATA_KEY, b).await, 400, "INVALID_PARAMS").await;
@@ -79,11 +102,28 @@ async fn bad_requests_get_typed_errors_and_change_nothing() {
     b["deadline_ms"] = json!(0);
     expect_error(s.submit(DATA_KEY, b).await, 400, "DEADLINE_UNMET").await;
     // Auth: missing key, unknown key, control key on the data plane.
-    let r = s.http.post(s.url("/v1/tasks")).json(&task("x", 5)).send().await.unwrap();
+    let r = s
+        .http
+        .post(s.url("/v1/tasks"))
+        .json(&task("x", 5))
+        .send()
+        .await
+        .unwrap();
     expect_error(r, 401, "UNAUTHENTICATED").await;
-    expect_error(s.submit("wrong-key-123", task("x", 5)).await, 401, "UNAUTHENTICATED").await;
+    expect_error(
+        s.submit("wrong-key-123", task("x", 5)).await,
+        401,
+        "UNAUTHENTICATED",
+    )
+    .await;
     expect_error(s.submit(CONTROL_KEY, task("x", 5)).await, 403, "FORBIDDEN").await;
-    let r = s.http.get(s.url("/v1/replicasets")).bearer_auth(DATA_KEY).send().await.unwrap();
+    let r = s
+        .http
+        .get(s.url("/v1/replicasets"))
+        .bearer_auth(DATA_KEY)
+        .send()
+        .await
+        .unwrap();
     expect_error(r, 403, "FORBIDDEN").await;
     // Unknown route.
     let r = s.http.get(s.url("/v2/tasks")).send().await.unwrap();
@@ -94,13 +134,24 @@ async fn bad_requests_get_typed_errors_and_change_nothing() {
     assert_eq!(metric_value(&m, "llorch_tasks_enqueued_total", &[]), 0.0);
     assert_eq!(metric_value(&m, "llorch_queue_depth", &[]), 0.0);
     assert_eq!(metric_value(&m, "llorch_tasks_started_total", &[]), 0.0);
-    assert!(metric_value(&m, "llorch_tasks_rejected_total", &["reason=\"INVALID_PARAMS\""]) >= 9.0);
+    assert!(
+        metric_value(
+            &m,
+            "llorch_tasks_rejected_total",
+            &["reason=\"INVALID_PARAMS\""]
+        ) >= 9.0
+    );
     assert_eq!(s.stream(DATA_KEY, "x").await.status(), 404);
     // And the server still works.
     assert_eq!(s.submit(DATA_KEY, task("x", 3)).await.status(), 202);
     let evs = read_events(s.stream(DATA_KEY, "x").await).await;
     assert_eq!(evs.last().unwrap().0, "end");
-    let env = expect_error(s.submit(DATA_KEY, task("x", 3)).await, 400, "INVALID_PARAMS").await;
+    let env = expect_error(
+        s.submit(DATA_KEY, task("x", 3)).await,
+        400,
+        "INVALID_PARAMS",
+    )
+    .await;
     assert!(env["message"].as_str().unwrap().contains("already in use"));
 }
 
@@ -120,7 +171,13 @@ async fn orch_3036_tenants_are_isolated() {
 #[tokio::test]
 async fn correlation_ids() {
     let s = Server::start(&mock_config(1, "", "", ""));
-    let r = s.http.get(s.url("/healthz")).header("x-correlation-id", "bad id\twith junk").send().await.unwrap();
+    let r = s
+        .http
+        .get(s.url("/healthz"))
+        .header("x-correlation-id", "bad id\twith junk")
+        .send()
+        .await
+        .unwrap();
     let cid = r.headers()["x-correlation-id"].to_str().unwrap();
     assert_ne!(cid, "bad id\twith junk");
     assert_eq!(cid.len(), 36);

@@ -33,9 +33,19 @@ async fn orch_2002_submit_then_stream_in_contract_order() {
 
     let stream = s.stream(DATA_KEY, "t1").await;
     assert_eq!(stream.status(), 200);
-    assert!(stream.headers()["content-type"].to_str().unwrap().starts_with("text/event-stream"));
+    assert!(
+        stream.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/event-stream")
+    );
     let evs = read_events(stream).await;
-    assert_eq!(names(&evs), ["started", "metrics", "token", "token", "token", "token", "token", "token", "end"]);
+    assert_eq!(
+        names(&evs),
+        [
+            "started", "metrics", "token", "token", "token", "token", "token", "token", "end"
+        ]
+    );
     for (i, (_, d)) in evs[2..8].iter().enumerate() {
         assert_eq!(d["i"], i as u64);
         assert!(d["t"].as_str().unwrap().starts_with(' '));
@@ -44,7 +54,11 @@ async fn orch_2002_submit_then_stream_in_contract_order() {
     // Re-reading a finished task replays the same log.
     let again = read_events(s.stream(DATA_KEY, "t1").await).await;
     assert_eq!(again, evs);
-    assert_eq!(s.metric("llorch_tokens_out_total", &["pool_id=\"p\""]).await, 6.0);
+    assert_eq!(
+        s.metric("llorch_tokens_out_total", &["pool_id=\"p\""])
+            .await,
+        6.0
+    );
     assert_eq!(s.metric("llorch_tasks_completed_total", &[]).await, 1.0);
 }
 
@@ -61,7 +75,12 @@ async fn orch_3045_seeded_tasks_are_deterministic() {
         let id = acc["task_id"].as_str().unwrap().to_string();
         assert_eq!(id.len(), 36, "server-assigned UUID");
         let evs = read_events(s.stream(DATA_KEY, &id).await).await;
-        outs.push(evs.into_iter().filter(|(n, _)| n == "token").map(|(_, d)| d["t"].clone()).collect::<Vec<_>>());
+        outs.push(
+            evs.into_iter()
+                .filter(|(n, _)| n == "token")
+                .map(|(_, d)| d["t"].clone())
+                .collect::<Vec<_>>(),
+        );
     }
     assert_eq!(outs[0], outs[1]);
     assert_eq!(outs[0].len(), 8);
@@ -88,7 +107,11 @@ async fn orch_3026_cancel_is_race_free_and_frees_the_slot() {
     let tokens = evs.iter().filter(|(n, _)| n == "token").count();
     tokio::time::sleep(Duration::from_millis(200)).await;
     let later = read_events(s.stream(DATA_KEY, "c1").await).await;
-    assert_eq!(later.iter().filter(|(n, _)| n == "token").count(), tokens, "token after cancel ack");
+    assert_eq!(
+        later.iter().filter(|(n, _)| n == "token").count(),
+        tokens,
+        "token after cancel ack"
+    );
     assert!(tokens < 500);
     // Cancel of a finished task, and of an unknown one.
     assert_eq!(s.cancel(DATA_KEY, "c1").await.status(), 409);
@@ -97,7 +120,14 @@ async fn orch_3026_cancel_is_race_free_and_frees_the_slot() {
     let env: serde_json::Value = r.json().await.unwrap();
     assert_eq!(env["code"], "NOT_FOUND");
     assert!(env["correlation_id"].as_str().unwrap().len() > 8);
-    assert_eq!(s.metric("llorch_tasks_canceled_total", &["reason=\"client_request\""]).await, 1.0);
+    assert_eq!(
+        s.metric(
+            "llorch_tasks_canceled_total",
+            &["reason=\"client_request\""]
+        )
+        .await,
+        1.0
+    );
     // The freed slot takes new work.
     assert_eq!(s.submit(DATA_KEY, task("c2", 3)).await.status(), 202);
     let evs = read_events(s.stream(DATA_KEY, "c2").await).await;
@@ -109,11 +139,24 @@ async fn orch_3026_cancel_is_race_free_and_frees_the_slot() {
 async fn cancel_of_queued_task() {
     let s = Server::start(&mock_config(1, "", "stall_after_tokens = 1", ""));
     assert_eq!(s.submit(DATA_KEY, task("run", 5)).await.status(), 202);
-    let acc: serde_json::Value = s.submit(DATA_KEY, task("wait", 5)).await.json().await.unwrap();
+    let acc: serde_json::Value = s
+        .submit(DATA_KEY, task("wait", 5))
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(acc["queue_position"], 0);
-    assert_eq!(s.metric("llorch_queue_depth", &["priority=\"interactive\""]).await, 1.0);
+    assert_eq!(
+        s.metric("llorch_queue_depth", &["priority=\"interactive\""])
+            .await,
+        1.0
+    );
     assert_eq!(s.cancel(DATA_KEY, "wait").await.status(), 204);
-    assert_eq!(s.metric("llorch_queue_depth", &["priority=\"interactive\""]).await, 0.0);
+    assert_eq!(
+        s.metric("llorch_queue_depth", &["priority=\"interactive\""])
+            .await,
+        0.0
+    );
     let evs = read_events(s.stream(DATA_KEY, "wait").await).await;
     assert_eq!(names(&evs), ["started", "error"]);
     assert_eq!(s.cancel(DATA_KEY, "run").await.status(), 204);
@@ -128,10 +171,18 @@ async fn client_disconnect_frees_slot_and_is_counted() {
     assert_eq!(s.pool_health().await["replicas"][0]["slots_busy"], 1);
     drop(open);
     eventually("disconnect cancels the task", || async {
-        s.metric("llorch_tasks_canceled_total", &["reason=\"client_disconnect\""]).await == 1.0
+        s.metric(
+            "llorch_tasks_canceled_total",
+            &["reason=\"client_disconnect\""],
+        )
+        .await
+            == 1.0
     })
     .await;
-    eventually("slot freed", || async { s.pool_health().await["replicas"][0]["slots_busy"] == 0 }).await;
+    eventually("slot freed", || async {
+        s.pool_health().await["replicas"][0]["slots_busy"] == 0
+    })
+    .await;
     let evs = read_events(s.stream(DATA_KEY, "d1").await).await;
     assert_eq!(evs.last().unwrap().1["code"], "CANCELED");
 }
@@ -139,14 +190,30 @@ async fn client_disconnect_frees_slot_and_is_counted() {
 /// ORCH-2007, ORCH-3005: a full queue answers 429 with Retry-After, X-Backoff-Ms, policy_label.
 #[tokio::test]
 async fn orch_2007_full_queue_rejects_with_backoff() {
-    let s = Server::start(&mock_config(1, "capacity = 1, full_policy = \"reject\"", "stall_after_tokens = 1", ""));
+    let s = Server::start(&mock_config(
+        1,
+        "capacity = 1, full_policy = \"reject\"",
+        "stall_after_tokens = 1",
+        "",
+    ));
     assert_eq!(s.submit(DATA_KEY, task("a", 5)).await.status(), 202);
-    eventually("a runs", || async { s.pool_health().await["replicas"][0]["slots_busy"] == 1 }).await;
+    eventually("a runs", || async {
+        s.pool_health().await["replicas"][0]["slots_busy"] == 1
+    })
+    .await;
     assert_eq!(s.submit(DATA_KEY, task("b", 5)).await.status(), 202);
     let r = s.submit(DATA_KEY, task("c", 5)).await;
     assert_eq!(r.status(), 429);
-    let retry_after: u64 = r.headers()["retry-after"].to_str().unwrap().parse().unwrap();
-    let backoff: u64 = r.headers()["x-backoff-ms"].to_str().unwrap().parse().unwrap();
+    let retry_after: u64 = r.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let backoff: u64 = r.headers()["x-backoff-ms"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!(retry_after >= 1 && backoff >= 100);
     let env: serde_json::Value = r.json().await.unwrap();
     assert_eq!(env["code"], "ADMISSION_REJECT");
@@ -155,33 +222,63 @@ async fn orch_2007_full_queue_rejects_with_backoff() {
     assert_eq!(env["retry_after_ms"], backoff);
     // The rejected id is free to use later; nothing of it was kept.
     assert_eq!(s.stream(DATA_KEY, "c").await.status(), 404);
-    assert_eq!(s.metric("llorch_backpressure_events_total", &["policy=\"reject\""]).await, 1.0);
-    assert_eq!(s.metric("llorch_tasks_rejected_total", &["reason=\"ADMISSION_REJECT\""]).await, 1.0);
+    assert_eq!(
+        s.metric("llorch_backpressure_events_total", &["policy=\"reject\""])
+            .await,
+        1.0
+    );
+    assert_eq!(
+        s.metric(
+            "llorch_tasks_rejected_total",
+            &["reason=\"ADMISSION_REJECT\""]
+        )
+        .await,
+        1.0
+    );
 }
 
 /// drop-lru evicts the oldest queued task, which ends with QUEUE_FULL_DROP_LRU;
 /// shed-low-priority drops queued batch work for interactive work.
 #[tokio::test]
 async fn full_policies_evict_with_typed_errors() {
-    let s = Server::start(&mock_config(1, "capacity = 1, full_policy = \"drop-lru\"", "stall_after_tokens = 1", ""));
+    let s = Server::start(&mock_config(
+        1,
+        "capacity = 1, full_policy = \"drop-lru\"",
+        "stall_after_tokens = 1",
+        "",
+    ));
     assert_eq!(s.submit(DATA_KEY, task("run", 5)).await.status(), 202);
-    eventually("run runs", || async { s.pool_health().await["replicas"][0]["slots_busy"] == 1 }).await;
+    eventually("run runs", || async {
+        s.pool_health().await["replicas"][0]["slots_busy"] == 1
+    })
+    .await;
     assert_eq!(s.submit(DATA_KEY, task("old", 5)).await.status(), 202);
     assert_eq!(s.submit(DATA_KEY, task("new", 5)).await.status(), 202);
     let evs = read_events(s.stream(DATA_KEY, "old").await).await;
     assert_eq!(names(&evs), ["started", "error"]);
     assert_eq!(evs[1].1["code"], "QUEUE_FULL_DROP_LRU");
 
-    let s = Server::start(&mock_config(1, "capacity = 1, full_policy = \"shed-low-priority\"", "stall_after_tokens = 1", ""));
+    let s = Server::start(&mock_config(
+        1,
+        "capacity = 1, full_policy = \"shed-low-priority\"",
+        "stall_after_tokens = 1",
+        "",
+    ));
     assert_eq!(s.submit(DATA_KEY, task("run", 5)).await.status(), 202);
-    eventually("run runs", || async { s.pool_health().await["replicas"][0]["slots_busy"] == 1 }).await;
+    eventually("run runs", || async {
+        s.pool_health().await["replicas"][0]["slots_busy"] == 1
+    })
+    .await;
     let mut b = task("batch", 5);
     b["priority"] = json!("batch");
     assert_eq!(s.submit(DATA_KEY, b.clone()).await.status(), 202);
     b["task_id"] = json!("batch2");
     let r = s.submit(DATA_KEY, b).await;
     assert_eq!(r.status(), 429, "batch cannot shed batch");
-    assert_eq!(r.json::<serde_json::Value>().await.unwrap()["policy_label"], "shed-low-priority");
+    assert_eq!(
+        r.json::<serde_json::Value>().await.unwrap()["policy_label"],
+        "shed-low-priority"
+    );
     assert_eq!(s.submit(DATA_KEY, task("inter", 5)).await.status(), 202);
     let evs = read_events(s.stream(DATA_KEY, "batch").await).await;
     assert_eq!(evs.last().unwrap().1["code"], "QUEUE_FULL_DROP_LRU");
@@ -198,12 +295,23 @@ async fn engine_faults_map_to_typed_errors() {
         let s = Server::start(&mock_config(1, "", mock, "[timeouts]\nidle_ms = 200"));
         assert_eq!(s.submit(DATA_KEY, task("f", 10)).await.status(), 202);
         let evs = read_events(s.stream(DATA_KEY, "f").await).await;
-        assert_eq!(names(&evs), ["started", "metrics", "token", "token", "error"], "{mock}");
+        assert_eq!(
+            names(&evs),
+            ["started", "metrics", "token", "token", "error"],
+            "{mock}"
+        );
         let err = &evs[4].1;
         assert_eq!(err["code"], code, "{mock}");
         assert_eq!(err["engine"], "mock");
-        eventually("slot freed", || async { s.pool_health().await["replicas"][0]["slots_busy"] == 0 }).await;
-        assert_eq!(s.metric("llorch_tasks_failed_total", &[&format!("code=\"{code}\"")]).await, 1.0);
+        eventually("slot freed", || async {
+            s.pool_health().await["replicas"][0]["slots_busy"] == 0
+        })
+        .await;
+        assert_eq!(
+            s.metric("llorch_tasks_failed_total", &[&format!("code=\"{code}\"")])
+                .await,
+            1.0
+        );
     }
 }
 
@@ -231,12 +339,28 @@ async fn sessions_count_turns_and_are_tenant_scoped() {
     let r = s.submit(DATA_KEY, b.clone()).await;
     assert_eq!(r.status(), 400);
     assert!(r.text().await.unwrap().contains("turns"));
-    let del = s.http.delete(s.url("/v1/sessions/chat-1")).bearer_auth(DATA_KEY_B).send().await.unwrap();
+    let del = s
+        .http
+        .delete(s.url("/v1/sessions/chat-1"))
+        .bearer_auth(DATA_KEY_B)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(del.status(), 404);
-    let del = s.http.delete(s.url("/v1/sessions/chat-1")).bearer_auth(DATA_KEY).send().await.unwrap();
+    let del = s
+        .http
+        .delete(s.url("/v1/sessions/chat-1"))
+        .bearer_auth(DATA_KEY)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(del.status(), 204);
     assert_eq!(get(DATA_KEY).await.status(), 404);
-    assert_eq!(s.submit(DATA_KEY, b).await.status(), 202, "a new session starts");
+    assert_eq!(
+        s.submit(DATA_KEY, b).await.status(),
+        202,
+        "a new session starts"
+    );
 }
 
 /// Interactive work is dispatched before batch work queued earlier (ORCH-3004).
@@ -248,7 +372,12 @@ async fn interactive_before_batch() {
     b["priority"] = json!("batch");
     let acc: serde_json::Value = s.submit(DATA_KEY, b).await.json().await.unwrap();
     assert_eq!(acc["queue_position"], 0);
-    let acc: serde_json::Value = s.submit(DATA_KEY, task("inter", 1)).await.json().await.unwrap();
+    let acc: serde_json::Value = s
+        .submit(DATA_KEY, task("inter", 1))
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(acc["queue_position"], 0, "interactive goes ahead of batch");
     let batch = read_events(s.stream(DATA_KEY, "batch").await).await;
     let inter = read_events(s.stream(DATA_KEY, "inter").await).await;

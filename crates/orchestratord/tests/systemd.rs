@@ -30,7 +30,11 @@ async fn sigterm_drains_running_streams_then_exits() {
     s.sigterm();
     s.wait_notify("STOPPING=1", Duration::from_secs(5));
     let evs = read_events(stream).await;
-    assert_eq!(evs.last().unwrap().0, "end", "stream finished during drain: {evs:?}");
+    assert_eq!(
+        evs.last().unwrap().0,
+        "end",
+        "stream finished during drain: {evs:?}"
+    );
     assert_eq!(evs.iter().filter(|(n, _)| n == "token").count(), 25);
     let start = Instant::now();
     loop {
@@ -38,7 +42,10 @@ async fn sigterm_drains_running_streams_then_exits() {
             assert!(st.success(), "exit status {st}");
             break;
         }
-        assert!(start.elapsed() < Duration::from_secs(10), "did not exit after drain");
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "did not exit after drain"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -46,14 +53,22 @@ async fn sigterm_drains_running_streams_then_exits() {
 /// The shutdown grace bounds how long a stuck stream can hold the process.
 #[tokio::test]
 async fn sigterm_grace_is_bounded() {
-    let mut s = Server::start(&mock_config(1, "", "stall_after_tokens = 1", "[server]\nshutdown_grace_ms = 300"));
+    let mut s = Server::start(&mock_config(
+        1,
+        "",
+        "stall_after_tokens = 1",
+        "[server]\nshutdown_grace_ms = 300",
+    ));
     assert_eq!(s.submit(DATA_KEY, task("stuck", 5)).await.status(), 202);
     let _stream = s.stream(DATA_KEY, "stuck").await;
     s.sigterm();
     s.wait_notify("STOPPING=1", Duration::from_secs(5));
     let start = Instant::now();
     while s.child.try_wait().unwrap().is_none() {
-        assert!(start.elapsed() < Duration::from_secs(5), "grace not enforced");
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "grace not enforced"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -61,12 +76,21 @@ async fn sigterm_grace_is_bounded() {
 /// Without LISTEN_FDS the daemon binds `--listen` itself.
 #[tokio::test]
 async fn listen_fallback_without_socket_activation() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("c.toml");
     std::fs::write(&cfg, mock_config(1, "", "", "")).unwrap();
     let mut child = Command::new(bin())
-        .args(["--config", cfg.to_str().unwrap(), "--listen", &format!("127.0.0.1:{port}")])
+        .args([
+            "--config",
+            cfg.to_str().unwrap(),
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+        ])
         .env_remove("LISTEN_FDS")
         .env_remove("NOTIFY_SOCKET")
         .stdout(Stdio::null())
@@ -92,14 +116,30 @@ async fn listen_fallback_without_socket_activation() {
 fn check_config_reports_file_line_and_key() {
     let dir = tempfile::tempdir().unwrap();
     let bad = dir.path().join("bad.toml");
-    std::fs::write(&bad, mock_config(1, "", "", "").replace("slots = 1", "slots = 1\nslotz = 2")).unwrap();
-    let out = Command::new(bin()).arg("--check-config").arg(&bad).output().unwrap();
+    std::fs::write(
+        &bad,
+        mock_config(1, "", "", "").replace("slots = 1", "slots = 1\nslotz = 2"),
+    )
+    .unwrap();
+    let out = Command::new(bin())
+        .arg("--check-config")
+        .arg(&bad)
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains(&format!("{}:", bad.display())), "{err}");
     assert!(err.contains("pools[0].replicas[0].slotz"), "{err}");
     let good = dir.path().join("good.toml");
     std::fs::write(&good, mock_config(1, "", "", "")).unwrap();
-    let out = Command::new(bin()).arg("--check-config").arg(&good).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(bin())
+        .arg("--check-config")
+        .arg(&good)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

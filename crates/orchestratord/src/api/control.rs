@@ -14,8 +14,15 @@ use crate::state::AppState;
 #[utoipa::path(get, path = "/v1/capabilities", tag = "control",
     responses((status = 200, body = Capabilities), (status = 401, body = ErrorEnvelope)),
     security(("api_key" = [])))]
-pub async fn capabilities(State(state): State<Arc<AppState>>, AnyCaller(_caller): AnyCaller) -> Json<Capabilities> {
-    let mut engines: Vec<String> = state.pools.iter().map(|p| p.engine.as_str().to_string()).collect();
+pub async fn capabilities(
+    State(state): State<Arc<AppState>>,
+    AnyCaller(_caller): AnyCaller,
+) -> Json<Capabilities> {
+    let mut engines: Vec<String> = state
+        .pools
+        .iter()
+        .map(|p| p.engine.as_str().to_string())
+        .collect();
     engines.sort();
     engines.dedup();
     Json(Capabilities {
@@ -50,7 +57,10 @@ pub async fn pool_health(
     let (queue_depth, last_error) = {
         let s = state.sched();
         let ps = &s.pools[i];
-        (ps.queue.len() as u32, ps.last_errors.iter().flatten().next().cloned())
+        (
+            ps.queue.len() as u32,
+            ps.last_errors.iter().flatten().next().cloned(),
+        )
     };
     Ok(Json(PoolHealth {
         pool_id: id,
@@ -66,7 +76,10 @@ pub async fn pool_health(
 #[utoipa::path(get, path = "/v1/replicasets", tag = "control",
     responses((status = 200, body = Vec<ReplicaSet>), (status = 403, body = ErrorEnvelope)),
     security(("api_key" = [])))]
-pub async fn replicasets(State(state): State<Arc<AppState>>, ControlCaller(_caller): ControlCaller) -> Json<Vec<ReplicaSet>> {
+pub async fn replicasets(
+    State(state): State<Arc<AppState>>,
+    ControlCaller(_caller): ControlCaller,
+) -> Json<Vec<ReplicaSet>> {
     let sets = state
         .pools
         .iter()

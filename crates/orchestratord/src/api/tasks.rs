@@ -86,32 +86,44 @@ fn to_sse(ev: &StreamEvent) -> Event {
     Event::default().event(ev.name()).data(ev.data_json())
 }
 
-fn event_stream(state: Arc<AppState>, task: Arc<Task>) -> impl Stream<Item = Result<Event, Infallible>> {
+fn event_stream(
+    state: Arc<AppState>,
+    task: Arc<Task>,
+) -> impl Stream<Item = Result<Event, Infallible>> {
     let rx = task.subscribe();
     let guard = DisconnectGuard { state, task };
-    let init = (guard, rx, 0usize, std::collections::VecDeque::<StreamEvent>::new(), false);
-    futures::stream::unfold(init, |(guard, mut rx, mut next, mut pending, mut done)| async move {
-        loop {
-            if let Some(ev) = pending.pop_front() {
-                return Some((Ok(to_sse(&ev)), (guard, rx, next, pending, done)));
+    let init = (
+        guard,
+        rx,
+        0usize,
+        std::collections::VecDeque::<StreamEvent>::new(),
+        false,
+    );
+    futures::stream::unfold(
+        init,
+        |(guard, mut rx, mut next, mut pending, mut done)| async move {
+            loop {
+                if let Some(ev) = pending.pop_front() {
+                    return Some((Ok(to_sse(&ev)), (guard, rx, next, pending, done)));
+                }
+                if done {
+                    return None;
+                }
+                // Mark what we are about to read as seen before reading, so no wakeup is lost.
+                rx.borrow_and_update();
+                let (events, terminal) = guard.task.events_from(next);
+                next += events.len();
+                pending.extend(events);
+                if terminal {
+                    done = true;
+                    continue;
+                }
+                if pending.is_empty() && rx.changed().await.is_err() {
+                    return None;
+                }
             }
-            if done {
-                return None;
-            }
-            // Mark what we are about to read as seen before reading, so no wakeup is lost.
-            rx.borrow_and_update();
-            let (events, terminal) = guard.task.events_from(next);
-            next += events.len();
-            pending.extend(events);
-            if terminal {
-                done = true;
-                continue;
-            }
-            if pending.is_empty() && rx.changed().await.is_err() {
-                return None;
-            }
-        }
-    })
+        },
+    )
 }
 
 /// Cancels a task (ORCH-3017, 3026): 204 once no further token can be emitted and the slot is free.

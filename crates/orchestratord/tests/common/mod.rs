@@ -87,7 +87,9 @@ impl Server {
             .expect("write config");
         let notify_path = dir.path().join("notify.sock");
         let notify = UnixDatagram::bind(&notify_path).expect("bind notify socket");
-        notify.set_read_timeout(Some(Duration::from_millis(200))).ok();
+        notify
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .ok();
 
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         let base = format!("http://{}", listener.local_addr().expect("addr"));
@@ -104,7 +106,9 @@ impl Server {
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::from(std::fs::File::create(dir.path().join("stderr.log")).expect("log")));
+            .stderr(Stdio::from(
+                std::fs::File::create(dir.path().join("stderr.log")).expect("log"),
+            ));
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -148,10 +152,16 @@ impl Server {
                 }
             }
             if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("orchestratord exited ({status}) before {needle}:\n{}", self.stderr_log());
+                panic!(
+                    "orchestratord exited ({status}) before {needle}:\n{}",
+                    self.stderr_log()
+                );
             }
         }
-        panic!("no {needle} from orchestratord within {limit:?}:\n{}", self.stderr_log());
+        panic!(
+            "no {needle} from orchestratord within {limit:?}:\n{}",
+            self.stderr_log()
+        );
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -266,7 +276,12 @@ pub async fn read_n_events(
     n: usize,
 ) -> (
     Vec<(String, serde_json::Value)>,
-    impl futures::Stream<Item = Result<eventsource_stream::Event, eventsource_stream::EventStreamError<reqwest::Error>>>,
+    impl futures::Stream<
+        Item = Result<
+            eventsource_stream::Event,
+            eventsource_stream::EventStreamError<reqwest::Error>,
+        >,
+    >,
 ) {
     use eventsource_stream::Eventsource;
     let mut s = Box::pin(resp.bytes_stream().eventsource());
