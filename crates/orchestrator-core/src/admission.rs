@@ -97,14 +97,13 @@ pub fn check_admission(
             ctx: input.ctx,
         });
     }
-    if let Some(deadline_ms) = input.deadline_ms {
-        if input.predicted_start_ms >= deadline_ms {
+    if let Some(deadline_ms) = input.deadline_ms
+        && input.predicted_start_ms >= deadline_ms {
             return Err(AdmissionError::DeadlineInfeasible {
                 deadline_ms,
                 predicted_start_ms: input.predicted_start_ms,
             });
         }
-    }
     Ok(prompt_tokens)
 }
 

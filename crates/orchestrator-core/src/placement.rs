@@ -55,8 +55,8 @@ pub fn choose_replica(
     replicas: &[ReplicaView],
     req: &PlacementRequest<'_>,
 ) -> Option<PlacementDecision> {
-    if let Some(aff) = req.affinity {
-        if let Some(i) = replicas
+    if let Some(aff) = req.affinity
+        && let Some(i) = replicas
             .iter()
             .position(|r| r.id == aff && eligible(r, req))
         {
@@ -65,7 +65,6 @@ pub fn choose_replica(
                 kv_warm: true,
             });
         }
-    }
     replicas
         .iter()
         .enumerate()

@@ -28,15 +28,14 @@ fn init_logging() {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     // systemd sets JOURNAL_STREAM when stderr goes to the journal: log natively there so the
     // structured fields (job_id, pool_id, …) stay queryable.
-    if std::env::var_os("JOURNAL_STREAM").is_some() {
-        if let Ok(layer) = tracing_journald::layer() {
+    if std::env::var_os("JOURNAL_STREAM").is_some()
+        && let Ok(layer) = tracing_journald::layer() {
             tracing_subscriber::registry()
                 .with(filter)
                 .with(layer)
                 .init();
             return;
         }
-    }
     tracing_subscriber::registry()
         .with(filter)
         .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))

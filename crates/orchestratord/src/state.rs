@@ -303,27 +303,24 @@ impl AppState {
                     .with_retry_after(1000),
             );
         }
-        if let Some(t) = &req.tenant {
-            if *t != caller.tenant {
+        if let Some(t) = &req.tenant
+            && *t != caller.tenant {
                 return Err(ApiError::invalid(
                     "`tenant` does not match the API key's tenant",
                 ));
             }
-        }
-        if let Some(id) = &req.task_id {
-            if !valid_task_id(id) {
+        if let Some(id) = &req.task_id
+            && !valid_task_id(id) {
                 return Err(ApiError::invalid(
                     "task_id must be 1-128 chars of [A-Za-z0-9._:-]",
                 ));
             }
-        }
-        if let Some(id) = &req.session_id {
-            if !valid_task_id(id) {
+        if let Some(id) = &req.session_id
+            && !valid_task_id(id) {
                 return Err(ApiError::invalid(
                     "session_id must be 1-128 chars of [A-Za-z0-9._:-]",
                 ));
             }
-        }
         if req.workload != Workload::Completion {
             return Err(ApiError::invalid(format!(
                 "workload {:?} is not served by pool `{}` (completion only)",
@@ -471,10 +468,7 @@ impl AppState {
             let mut guard = self.sched();
             let Sched { pools, sessions } = &mut *guard;
             let ps = &mut pools[pool_idx];
-            loop {
-                let Some((_, head)) = ps.queue.peek_next() else {
-                    break;
-                };
+            while let Some((_, head)) = ps.queue.peek_next() {
                 let req = PlacementRequest {
                     device_mask: None,
                     affinity: head.affinity.as_deref(),

@@ -250,6 +250,7 @@ fn default_slots() -> u32 {
 /// Behaviour of the deterministic mock engine, including fault injection.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
+#[derive(Default)]
 pub struct MockEngineConfig {
     /// Tokens per second per stream; 0 = as fast as possible.
     pub tokens_per_second: u32,
@@ -263,17 +264,6 @@ pub struct MockEngineConfig {
     pub disconnect_after_tokens: Option<u32>,
 }
 
-impl Default for MockEngineConfig {
-    fn default() -> Self {
-        MockEngineConfig {
-            tokens_per_second: 0,
-            first_token_latency_ms: 0,
-            error_after_tokens: None,
-            stall_after_tokens: None,
-            disconnect_after_tokens: None,
-        }
-    }
-}
 
 impl Config {
     pub fn pool(&self, id: &str) -> Option<&PoolConfig> {
