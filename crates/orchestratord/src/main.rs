@@ -29,13 +29,14 @@ fn init_logging() {
     // systemd sets JOURNAL_STREAM when stderr goes to the journal: log natively there so the
     // structured fields (job_id, pool_id, …) stay queryable.
     if std::env::var_os("JOURNAL_STREAM").is_some()
-        && let Ok(layer) = tracing_journald::layer() {
-            tracing_subscriber::registry()
-                .with(filter)
-                .with(layer)
-                .init();
-            return;
-        }
+        && let Ok(layer) = tracing_journald::layer()
+    {
+        tracing_subscriber::registry()
+            .with(filter)
+            .with(layer)
+            .init();
+        return;
+    }
     tracing_subscriber::registry()
         .with(filter)
         .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))

@@ -304,23 +304,26 @@ impl AppState {
             );
         }
         if let Some(t) = &req.tenant
-            && *t != caller.tenant {
-                return Err(ApiError::invalid(
-                    "`tenant` does not match the API key's tenant",
-                ));
-            }
+            && *t != caller.tenant
+        {
+            return Err(ApiError::invalid(
+                "`tenant` does not match the API key's tenant",
+            ));
+        }
         if let Some(id) = &req.task_id
-            && !valid_task_id(id) {
-                return Err(ApiError::invalid(
-                    "task_id must be 1-128 chars of [A-Za-z0-9._:-]",
-                ));
-            }
+            && !valid_task_id(id)
+        {
+            return Err(ApiError::invalid(
+                "task_id must be 1-128 chars of [A-Za-z0-9._:-]",
+            ));
+        }
         if let Some(id) = &req.session_id
-            && !valid_task_id(id) {
-                return Err(ApiError::invalid(
-                    "session_id must be 1-128 chars of [A-Za-z0-9._:-]",
-                ));
-            }
+            && !valid_task_id(id)
+        {
+            return Err(ApiError::invalid(
+                "session_id must be 1-128 chars of [A-Za-z0-9._:-]",
+            ));
+        }
         if req.workload != Workload::Completion {
             return Err(ApiError::invalid(format!(
                 "workload {:?} is not served by pool `{}` (completion only)",

@@ -36,7 +36,18 @@ fn main() -> ExitCode {
     let ok = match args.first().map(String::as_str) {
         Some("ci") => {
             cargo(&["fmt", "--all", "--", "--check"], &[])
-                && cargo(&["clippy", "--workspace", "--all-targets", "--locked", "--", "-D", "warnings"], &[])
+                && cargo(
+                    &[
+                        "clippy",
+                        "--workspace",
+                        "--all-targets",
+                        "--locked",
+                        "--",
+                        "-D",
+                        "warnings",
+                    ],
+                    &[],
+                )
                 && test()
         }
         Some("test") => test(),
@@ -54,5 +65,9 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
 }

@@ -61,28 +61,53 @@ async fn submit_streams_tokens_and_prints_summary() {
     let url = start_server().await;
     let u = url.clone();
     let out = tokio::task::spawn_blocking(move || {
-        llorch(&u, &["submit", "--model-ref", "mock:tiny", "--prompt", "hello", "--max-tokens", "7", "--task-id", "c1", "--session-id", "s1"])
+        llorch(
+            &u,
+            &[
+                "submit",
+                "--model-ref",
+                "mock:tiny",
+                "--prompt",
+                "hello",
+                "--max-tokens",
+                "7",
+                "--task-id",
+                "c1",
+                "--session-id",
+                "s1",
+            ],
+        )
     })
     .await
     .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "stdout: {stdout}\nstderr: {stderr}");
-    assert_eq!(stdout.split_whitespace().count(), 7, "7 mock tokens: {stdout}");
+    assert_eq!(
+        stdout.split_whitespace().count(),
+        7,
+        "7 mock tokens: {stdout}"
+    );
     assert!(stderr.contains("7 tokens"), "{stderr}");
     assert!(!stderr.contains("consumer-data-key") && !stdout.contains("consumer-data-key"));
 
     let u = url.clone();
-    let out = tokio::task::spawn_blocking(move || llorch(&u, &["session", "get", "s1"])).await.unwrap();
+    let out = tokio::task::spawn_blocking(move || llorch(&u, &["session", "get", "s1"]))
+        .await
+        .unwrap();
     assert!(out.status.success());
     let info: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(info["turns"], 1);
 
     let u = url.clone();
-    let out = tokio::task::spawn_blocking(move || llorch(&u, &["session", "delete", "s1"])).await.unwrap();
+    let out = tokio::task::spawn_blocking(move || llorch(&u, &["session", "delete", "s1"]))
+        .await
+        .unwrap();
     assert!(out.status.success());
     let u = url.clone();
-    let out = tokio::task::spawn_blocking(move || llorch(&u, &["session", "get", "s1"])).await.unwrap();
+    let out = tokio::task::spawn_blocking(move || llorch(&u, &["session", "get", "s1"]))
+        .await
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("NOT_FOUND"));
 }
@@ -95,15 +120,45 @@ async fn errors_show_code_and_retry_hint() {
         let u = url.clone();
         let id = id.to_string();
         let out = tokio::task::spawn_blocking(move || {
-            llorch(&u, &["submit", "--model-ref", "mock:tiny", "--prompt", "x", "--max-tokens", "1000", "--task-id", &id, "--no-stream"])
+            llorch(
+                &u,
+                &[
+                    "submit",
+                    "--model-ref",
+                    "mock:tiny",
+                    "--prompt",
+                    "x",
+                    "--max-tokens",
+                    "1000",
+                    "--task-id",
+                    &id,
+                    "--no-stream",
+                ],
+            )
         })
         .await
         .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     let u = url.clone();
     let out = tokio::task::spawn_blocking(move || {
-        llorch(&u, &["submit", "--model-ref", "mock:tiny", "--prompt", "x", "--max-tokens", "5", "--no-stream"])
+        llorch(
+            &u,
+            &[
+                "submit",
+                "--model-ref",
+                "mock:tiny",
+                "--prompt",
+                "x",
+                "--max-tokens",
+                "5",
+                "--no-stream",
+            ],
+        )
     })
     .await
     .unwrap();
@@ -113,17 +168,32 @@ async fn errors_show_code_and_retry_hint() {
     assert!(stderr.contains("retry after"), "{stderr}");
 
     let u = url.clone();
-    let out = tokio::task::spawn_blocking(move || llorch(&u, &["cancel", "busy"])).await.unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = tokio::task::spawn_blocking(move || llorch(&u, &["cancel", "busy"]))
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let u = url.clone();
-    let out = tokio::task::spawn_blocking(move || llorch(&u, &["cancel", "busy"])).await.unwrap();
+    let out = tokio::task::spawn_blocking(move || llorch(&u, &["cancel", "busy"]))
+        .await
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("TASK_FINISHED"));
 
     let u = url.clone();
     let out = tokio::task::spawn_blocking(move || {
         Command::new(env!("CARGO_BIN_EXE_llorch"))
-            .args(["--url", &u, "--api-key", "wrong-key-0000", "cancel", "queued"])
+            .args([
+                "--url",
+                &u,
+                "--api-key",
+                "wrong-key-0000",
+                "cancel",
+                "queued",
+            ])
             .output()
             .unwrap()
     })
