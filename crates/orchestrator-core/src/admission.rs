@@ -98,12 +98,13 @@ pub fn check_admission(
         });
     }
     if let Some(deadline_ms) = input.deadline_ms
-        && input.predicted_start_ms >= deadline_ms {
-            return Err(AdmissionError::DeadlineInfeasible {
-                deadline_ms,
-                predicted_start_ms: input.predicted_start_ms,
-            });
-        }
+        && input.predicted_start_ms >= deadline_ms
+    {
+        return Err(AdmissionError::DeadlineInfeasible {
+            deadline_ms,
+            predicted_start_ms: input.predicted_start_ms,
+        });
+    }
     Ok(prompt_tokens)
 }
 

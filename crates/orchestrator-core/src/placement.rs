@@ -59,12 +59,12 @@ pub fn choose_replica(
         && let Some(i) = replicas
             .iter()
             .position(|r| r.id == aff && eligible(r, req))
-        {
-            return Some(PlacementDecision {
-                replica: i,
-                kv_warm: true,
-            });
-        }
+    {
+        return Some(PlacementDecision {
+            replica: i,
+            kv_warm: true,
+        });
+    }
     replicas
         .iter()
         .enumerate()

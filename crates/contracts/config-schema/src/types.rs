@@ -264,7 +264,6 @@ pub struct MockEngineConfig {
     pub disconnect_after_tokens: Option<u32>,
 }
 
-
 impl Config {
     pub fn pool(&self, id: &str) -> Option<&PoolConfig> {
         self.pools.iter().find(|p| p.id == id)
