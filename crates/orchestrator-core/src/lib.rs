@@ -18,7 +18,7 @@ pub use admission::{
 pub use placement::{
     PlacementDecision, PlacementRequest, ReplicaState, ReplicaView, choose_replica,
 };
-pub use predict::ServiceTimeEstimator;
+pub use predict::{ServiceTimeEstimator, on_time_probability};
 pub use queue::{EnqueueOutcome, FullPolicy, PoolQueue};
 pub use seed::seed_from_task_id;
 pub use session::{SessionError, SessionStore, SessionTurn, SessionView};

@@ -47,9 +47,34 @@ impl ServiceTimeEstimator {
     }
 }
 
+/// Probability that a task finishes by its deadline, given the time it already waited and the
+/// expected remaining service time. A logistic curve around the expected finish, with a spread
+/// of a quarter of the service time: a crude but monotone estimate until EDF (issue 4) brings
+/// per-task decode-time models. No deadline means certainty.
+pub fn on_time_probability(elapsed_ms: u64, deadline_ms: Option<u64>, expected_ms: f64) -> f64 {
+    let Some(deadline) = deadline_ms else {
+        return 1.0;
+    };
+    let margin = deadline as f64 - (elapsed_ms as f64 + expected_ms);
+    let spread = (expected_ms * 0.25).max(1.0);
+    let p = 1.0 / (1.0 + (-margin / spread).exp());
+    // Two decimals: enough for clients, and stable in tests.
+    (p * 100.0).round() / 100.0
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn on_time_probability_is_monotone_in_slack() {
+        assert_eq!(on_time_probability(0, None, 100.0), 1.0);
+        let tight = on_time_probability(0, Some(100), 100.0);
+        let loose = on_time_probability(0, Some(1000), 100.0);
+        let late = on_time_probability(500, Some(100), 100.0);
+        assert_eq!(tight, 0.5);
+        assert!(loose > 0.99 && late < 0.01);
+    }
 
     #[test]
     fn prediction_scales_with_waves() {

@@ -138,6 +138,14 @@ async fn drive(
         },
         _ = task.cancel_signal.notified() => return Outcome::Canceled { tokens: 0 },
     };
+    // Resolved once: the per-token path must not hash label sets.
+    let tokens_out = state.metrics.tokens_out.with_label_values(&labels);
+    let first_token = state.metrics.first_token_latency.with_label_values(&[
+        labels[0],
+        labels[2],
+        labels[3],
+        task.priority.as_str(),
+    ]);
     let mut n: u32 = 0;
     loop {
         let limit = Duration::from_millis(if n == 0 { t.first_token_ms } else { t.idle_ms });
@@ -175,19 +183,10 @@ async fn drive(
                     return Outcome::Canceled { tokens: n };
                 }
                 if n == 0 {
-                    state
-                        .metrics
-                        .first_token_latency
-                        .with_label_values(&[
-                            labels[0],
-                            labels[2],
-                            labels[3],
-                            task.priority.as_str(),
-                        ])
-                        .observe(task.admitted_at.elapsed().as_secs_f64());
+                    first_token.observe(task.admitted_at.elapsed().as_secs_f64());
                 }
                 n += 1;
-                state.metrics.tokens_out.with_label_values(&labels).inc();
+                tokens_out.inc();
             }
             Ok(Some(Ok(WorkerEvent::End(e)))) => {
                 let end = EndEvent {

@@ -247,6 +247,7 @@ impl AppState {
                 req.session_id.clone(),
                 orchestrator_core::estimate_prompt_tokens(&prompt),
                 req.max_tokens,
+                req.deadline_ms,
             ));
             tasks.insert(task_id.clone(), t.clone());
             t
@@ -587,10 +588,19 @@ impl AppState {
     }
 
     pub fn metrics_event(&self, task: &Task, kv_warm: bool) -> MetricsEvent {
-        let depth = self.sched().pools[task.pool].queue.len() as u32;
+        let (depth, expected_ms) = {
+            let s = self.sched();
+            let ps = &s.pools[task.pool];
+            (ps.queue.len() as u32, ps.estimator.mean_ms())
+        };
+        let waited = task.admitted_at.elapsed().as_millis() as u64;
         MetricsEvent {
             queue_depth: depth,
-            on_time_probability: 1.0,
+            on_time_probability: orchestrator_core::on_time_probability(
+                waited,
+                task.deadline_ms,
+                expected_ms,
+            ),
             kv_warmth: kv_warm,
             tokens_budget_remaining: task.max_tokens,
         }

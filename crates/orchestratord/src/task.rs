@@ -31,6 +31,8 @@ pub struct Task {
     pub session_id: Option<String>,
     pub prompt_tokens: u32,
     pub max_tokens: u32,
+    /// Relative deadline from admission, if the client gave one.
+    pub deadline_ms: Option<u64>,
     pub admitted_at: Instant,
     log: Mutex<Log>,
     /// Bumped after each appended event; streams wait on it.
@@ -56,6 +58,7 @@ impl Task {
         session_id: Option<String>,
         prompt_tokens: u32,
         max_tokens: u32,
+        deadline_ms: Option<u64>,
     ) -> Self {
         Task {
             id,
@@ -65,6 +68,7 @@ impl Task {
             session_id,
             prompt_tokens,
             max_tokens,
+            deadline_ms,
             admitted_at: Instant::now(),
             log: Mutex::new(Log {
                 events: Vec::new(),

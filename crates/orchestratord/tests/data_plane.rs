@@ -385,3 +385,16 @@ async fn interactive_before_batch() {
     assert_eq!(inter.last().unwrap().0, "end");
     assert_eq!(batch[0].1["queue_position"], 0);
 }
+
+/// A deadline is surfaced as on_time_probability in the `metrics` event.
+#[tokio::test]
+async fn deadline_surfaces_on_time_probability() {
+    let s = Server::start(&mock_config(1, "", "", ""));
+    let mut b = task("dl", 2);
+    b["deadline_ms"] = json!(60_000);
+    assert_eq!(s.submit(DATA_KEY, b).await.status(), 202);
+    let evs = read_events(s.stream(DATA_KEY, "dl").await).await;
+    let m = &evs.iter().find(|(n, _)| n == "metrics").unwrap().1;
+    assert!(m["on_time_probability"].as_f64().unwrap() > 0.9, "{m}");
+    assert_eq!(m["tokens_budget_remaining"], 2);
+}
