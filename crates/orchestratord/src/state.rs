@@ -25,7 +25,7 @@ use orchestrator_core::{
 use crate::auth::{KeyRing, Principal};
 use crate::error::ApiError;
 use crate::metrics::Metrics;
-use crate::task::{CancelRefused, Phase, Task};
+use crate::task::{CancelRefused, Phase, Task, TaskSpec};
 
 /// A replica as configured, with its adapter.
 pub struct Replica {
@@ -239,16 +239,16 @@ impl AppState {
                     ApiError::invalid(format!("task_id `{task_id}` is already in use")),
                 ));
             }
-            let t = Arc::new(Task::new(
-                task_id.clone(),
-                caller.tenant.clone(),
-                pool_idx,
-                req.priority,
-                req.session_id.clone(),
-                orchestrator_core::estimate_prompt_tokens(&prompt),
-                req.max_tokens,
-                req.deadline_ms,
-            ));
+            let t = Arc::new(Task::new(TaskSpec {
+                id: task_id.clone(),
+                tenant: caller.tenant.clone(),
+                pool: pool_idx,
+                priority: req.priority,
+                session_id: req.session_id.clone(),
+                prompt_tokens: orchestrator_core::estimate_prompt_tokens(&prompt),
+                max_tokens: req.max_tokens,
+                deadline_ms: req.deadline_ms,
+            }));
             tasks.insert(task_id.clone(), t.clone());
             t
         };

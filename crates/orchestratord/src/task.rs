@@ -49,17 +49,31 @@ pub enum CancelRefused {
     AlreadyFinished,
 }
 
+/// What a task is, fixed at admission.
+#[derive(Debug, Clone)]
+pub struct TaskSpec {
+    pub id: String,
+    pub tenant: String,
+    pub pool: usize,
+    pub priority: Priority,
+    pub session_id: Option<String>,
+    pub prompt_tokens: u32,
+    pub max_tokens: u32,
+    pub deadline_ms: Option<u64>,
+}
+
 impl Task {
-    pub fn new(
-        id: String,
-        tenant: String,
-        pool: usize,
-        priority: Priority,
-        session_id: Option<String>,
-        prompt_tokens: u32,
-        max_tokens: u32,
-        deadline_ms: Option<u64>,
-    ) -> Self {
+    pub fn new(spec: TaskSpec) -> Self {
+        let TaskSpec {
+            id,
+            tenant,
+            pool,
+            priority,
+            session_id,
+            prompt_tokens,
+            max_tokens,
+            deadline_ms,
+        } = spec;
         Task {
             id,
             tenant,

@@ -22,6 +22,8 @@ impl Drop for Worker {
     }
 }
 
+// The child is waited for in `Worker::drop`; on the panic path the test process exits anyway.
+#[allow(clippy::zombie_processes)]
 async fn start(extra: &[&str]) -> Worker {
     let dir = tempfile::tempdir().unwrap();
     let sock = dir.path().join("w.sock");
