@@ -130,13 +130,18 @@ async fn drive(
     let wall = tokio::time::sleep(Duration::from_millis(t.wall_ms));
     tokio::pin!(wall);
     let max_tokens = q.request.max_tokens;
-    let mut stream = tokio::select! {
-        r = tokio::time::timeout(Duration::from_millis(t.first_token_ms), adapter.generate(q.request)) => match r {
-            Ok(Ok(s)) => s,
-            Ok(Err(e)) => return worker_failure(task, engine, 0, e),
-            Err(_) => return fail(0, ErrorCode::DecodeTimeout, "engine did not accept the job in time".into()),
-        },
-        _ = task.cancel_signal.notified() => return Outcome::Canceled { tokens: 0 },
+    let accept_deadline = tokio::time::Instant::now() + Duration::from_millis(t.first_token_ms);
+    let mut stream = match accept(task, &*adapter, q.request, accept_deadline).await {
+        Accepted::Stream(s) => s,
+        Accepted::Failed(e) => return worker_failure(task, engine, 0, e),
+        Accepted::TimedOut => {
+            return fail(
+                0,
+                ErrorCode::DecodeTimeout,
+                "engine did not accept the job in time".into(),
+            );
+        }
+        Accepted::Canceled => return Outcome::Canceled { tokens: 0 },
     };
     // Resolved once: the per-token path must not hash label sets.
     let tokens_out = state.metrics.tokens_out.with_label_values(&labels);
@@ -203,10 +208,155 @@ async fn drive(
     }
 }
 
+enum Accepted {
+    Stream(adapter_api::WorkerStream),
+    Failed(WorkerError),
+    TimedOut,
+    Canceled,
+}
+
+/// Starts the job on the engine. An engine may report REPLICA_EXHAUSTED for a moment after
+/// its previous job's `end` (the slot is released asynchronously, llama.cpp included): that is
+/// retried with short backoff until the first-token deadline instead of failing the task.
+async fn accept(
+    task: &Task,
+    adapter: &dyn adapter_api::WorkerAdapter,
+    req: adapter_api::GenerateRequest,
+    deadline: tokio::time::Instant,
+) -> Accepted {
+    let mut backoff = Duration::from_millis(1);
+    loop {
+        let attempt = tokio::select! {
+            r = tokio::time::timeout_at(deadline, adapter.generate(req.clone())) => r,
+            _ = task.cancel_signal.notified() => return Accepted::Canceled,
+        };
+        match attempt {
+            Ok(Ok(s)) => return Accepted::Stream(s),
+            Ok(Err(e)) if e.code == ErrorCode::ReplicaExhausted => {
+                if tokio::time::Instant::now() + backoff >= deadline {
+                    return Accepted::Failed(e);
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = task.cancel_signal.notified() => return Accepted::Canceled,
+                }
+                backoff = (backoff * 2).min(Duration::from_millis(50));
+            }
+            Ok(Err(e)) => return Accepted::Failed(e),
+            Err(_) => return Accepted::TimedOut,
+        }
+    }
+}
+
 fn worker_failure(task: &Task, engine: &str, tokens: u32, e: WorkerError) -> Outcome {
     task.fail(e.code, e.message, Some(engine.to_string()));
     Outcome::Failed {
         tokens,
         code: e.code,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    use adapter_api::{
+        GenerateRequest, WorkerAdapter, WorkerHealth, WorkerProperties, WorkerStream,
+    };
+    use api_types::Priority;
+
+    use super::*;
+    use crate::task::TaskSpec;
+
+    /// Says REPLICA_EXHAUSTED `busy_for` times, then accepts.
+    struct SlowToFree {
+        busy_for: u32,
+        calls: AtomicU32,
+    }
+
+    #[async_trait::async_trait]
+    impl WorkerAdapter for SlowToFree {
+        async fn health(&self) -> Result<WorkerHealth, WorkerError> {
+            unimplemented!()
+        }
+        async fn properties(&self) -> Result<WorkerProperties, WorkerError> {
+            unimplemented!()
+        }
+        async fn generate(&self, _: GenerateRequest) -> Result<WorkerStream, WorkerError> {
+            if self.calls.fetch_add(1, Ordering::SeqCst) < self.busy_for {
+                Err(WorkerError::new(ErrorCode::ReplicaExhausted, "busy"))
+            } else {
+                Ok(Box::pin(futures::stream::empty()))
+            }
+        }
+        async fn cancel(&self, _: &str) -> Result<(), WorkerError> {
+            Ok(())
+        }
+    }
+
+    fn task() -> Task {
+        Task::new(TaskSpec {
+            id: "t".into(),
+            tenant: "x".into(),
+            pool: 0,
+            priority: Priority::Interactive,
+            session_id: None,
+            prompt_tokens: 1,
+            max_tokens: 1,
+            deadline_ms: None,
+        })
+    }
+
+    fn req() -> GenerateRequest {
+        GenerateRequest {
+            job_id: "t".into(),
+            prompt: "p".into(),
+            max_tokens: 1,
+            seed: 0,
+            sampler_profile_version: None,
+            strict_determinism: false,
+        }
+    }
+
+    #[tokio::test]
+    async fn accept_retries_a_slot_that_is_still_being_released() {
+        let a = SlowToFree {
+            busy_for: 3,
+            calls: AtomicU32::new(0),
+        };
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
+        assert!(matches!(
+            accept(&task(), &a, req(), deadline).await,
+            Accepted::Stream(_)
+        ));
+        assert_eq!(a.calls.load(Ordering::SeqCst), 4);
+    }
+
+    #[tokio::test]
+    async fn accept_gives_up_at_the_deadline_with_the_engine_error() {
+        let a = SlowToFree {
+            busy_for: u32::MAX,
+            calls: AtomicU32::new(0),
+        };
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(30);
+        match accept(&task(), &a, req(), deadline).await {
+            Accepted::Failed(e) => assert_eq!(e.code, ErrorCode::ReplicaExhausted),
+            _ => panic!("expected REPLICA_EXHAUSTED"),
+        }
+    }
+
+    #[tokio::test]
+    async fn accept_stops_on_cancel() {
+        let a = SlowToFree {
+            busy_for: u32::MAX,
+            calls: AtomicU32::new(0),
+        };
+        let t = task();
+        t.cancel().unwrap();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        assert!(matches!(
+            accept(&t, &a, req(), deadline).await,
+            Accepted::Canceled
+        ));
     }
 }

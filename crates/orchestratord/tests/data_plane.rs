@@ -381,7 +381,7 @@ async fn interactive_before_batch() {
     assert_eq!(acc["queue_position"], 0, "interactive goes ahead of batch");
     let batch = read_events(s.stream(DATA_KEY, "batch").await).await;
     let inter = read_events(s.stream(DATA_KEY, "inter").await).await;
-    assert_eq!(batch.last().unwrap().0, "end");
+    assert_eq!(batch.last().unwrap().0, "end", "{batch:?}");
     assert_eq!(inter.last().unwrap().0, "end");
     assert_eq!(batch[0].1["queue_position"], 0);
 }

@@ -219,7 +219,7 @@ async fn produce(
     req: GenerateRequest,
     tx: Tx,
     cancel: Arc<tokio::sync::Notify>,
-    _guard: SlotGuard,
+    guard: SlotGuard,
 ) {
     let start = Instant::now();
     if !wait(b.first_token_latency, &tx, &cancel).await {
@@ -263,6 +263,9 @@ async fn produce(
         tokens_out: req.max_tokens,
         decode_ms: start.elapsed().as_millis() as u64,
     };
+    // Like a real engine's slot, ours is free once `end` is observable: a caller that saw
+    // `end` may immediately start the next job.
+    drop(guard);
     let _ = tx.send(Ok(WorkerEvent::End(end))).await;
 }
 
