@@ -6,7 +6,6 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use orchestratord::Listener;
-use sd_notify::NotifyState;
 
 #[derive(Parser)]
 #[command(version, about = "llama-orch orchestrator daemon")]
@@ -20,27 +19,6 @@ struct Args {
     /// Address to bind when systemd passes no socket; overrides server.listen.
     #[arg(long)]
     listen: Option<String>,
-}
-
-fn init_logging() {
-    use tracing_subscriber::prelude::*;
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    // systemd sets JOURNAL_STREAM when stderr goes to the journal: log natively there so the
-    // structured fields (job_id, pool_id, …) stay queryable.
-    if std::env::var_os("JOURNAL_STREAM").is_some()
-        && let Ok(layer) = tracing_journald::layer()
-    {
-        tracing_subscriber::registry()
-            .with(filter)
-            .with(layer)
-            .init();
-        return;
-    }
-    tracing_subscriber::registry()
-        .with(filter)
-        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
-        .init();
 }
 
 fn main() -> ExitCode {
@@ -71,7 +49,7 @@ fn main() -> ExitCode {
     if let Some(l) = args.listen {
         cfg.server.listen = l;
     }
-    init_logging();
+    daemon_kit::init_logging();
     let rt = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -89,48 +67,14 @@ fn main() -> ExitCode {
 }
 
 async fn run(cfg: config_schema::Config) -> anyhow::Result<()> {
-    let listener = match Listener::from_systemd()? {
-        Some(l) => {
-            tracing::info!("using socket passed by systemd");
-            l
-        }
-        None => Listener::bind(&cfg.server.listen).await?,
-    };
-    if let Some(period) = sd_notify::watchdog_enabled() {
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(period / 2);
-            loop {
-                tick.tick().await;
-                let _ = sd_notify::notify(&[NotifyState::Watchdog]);
-            }
-        });
-    }
+    let listener = Listener::from_systemd_or_bind(&cfg.server.listen).await?;
+    daemon_kit::spawn_watchdog();
     orchestratord::serve(
         listener,
         cfg,
-        shutdown_signal(),
-        || {
-            let _ = sd_notify::notify(&[NotifyState::Ready, NotifyState::Status("serving")]);
-        },
-        || {
-            let _ = sd_notify::notify(&[NotifyState::Stopping]);
-        },
+        daemon_kit::shutdown_signal(),
+        || daemon_kit::notify_ready("serving"),
+        daemon_kit::notify_stopping,
     )
     .await
-}
-
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    match (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) {
-        (Ok(mut term), Ok(mut int)) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = int.recv() => {}
-            }
-        }
-        _ => std::future::pending::<()>().await,
-    }
 }

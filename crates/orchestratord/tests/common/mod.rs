@@ -7,8 +7,7 @@
 use std::io::Write;
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixDatagram;
-use std::os::unix::process::CommandExt;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
@@ -94,36 +93,24 @@ impl Server {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         let base = format!("http://{}", listener.local_addr().expect("addr"));
         let fd = listener.as_raw_fd();
-        let mut cmd = Command::new("sh");
-        // LISTEN_PID must be the daemon's pid: `exec` keeps the shell's pid.
-        cmd.arg("-c")
-            .arg("LISTEN_PID=$$ exec \"$0\" \"$@\"")
-            .arg(bin())
-            .arg("--config")
-            .arg(&cfg_path)
-            .env("LISTEN_FDS", "1")
-            .env("NOTIFY_SOCKET", &notify_path)
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::from(
-                std::fs::File::create(dir.path().join("stderr.log")).expect("log"),
-            ));
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        unsafe {
-            cmd.pre_exec(move || {
-                if fd == 3 {
-                    let flags = libc::fcntl(3, libc::F_GETFD);
-                    libc::fcntl(3, libc::F_SETFD, flags & !libc::FD_CLOEXEC);
-                } else if libc::dup2(fd, 3) < 0 {
-                    return Err(std::io::Error::last_os_error());
+        let log = std::fs::File::create(dir.path().join("stderr.log")).expect("log");
+        let cfg_arg = cfg_path.to_string_lossy().to_string();
+        let child = daemon_kit::testing::spawn_socket_activated(
+            bin(),
+            &["--config", &cfg_arg],
+            fd,
+            |cmd| {
+                cmd.env("NOTIFY_SOCKET", &notify_path)
+                    .env("RUST_LOG", "info")
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::from(log));
+                for (k, v) in env {
+                    cmd.env(k, v);
                 }
-                Ok(())
-            });
-        }
-        let child = cmd.spawn().expect("spawn orchestratord");
+            },
+        )
+        .expect("spawn orchestratord");
         drop(listener);
         let mut s = Server {
             child,

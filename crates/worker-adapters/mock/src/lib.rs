@@ -1,5 +1,5 @@
 //! A deterministic engine stand-in for development, tests and benchmarks. It implements
-//! [`WorkerAdapter`] in-process, and `llorch-mock-worker` serves it over the worker protocol.
+//! [`WorkerAdapter`] in-process; `llorch-adapterd --engine mock` serves it over the worker protocol.
 //!
 //! Output is a pure function of (seed, prompt, index): the same request always yields the same
 //! tokens, which the determinism tests rely on. Faults (engine errors, stalls, disconnects)

@@ -1,4 +1,4 @@
-//! The worker protocol across a real process boundary: `llorch-mock-worker` on a unix socket,
+//! The worker protocol across a real process boundary: `llorch-adapterd --engine mock` on a unix socket,
 //! driven by `adapter_api::client::HttpWorker` (the client orchestratord uses).
 
 use std::process::{Child, Command, Stdio};
@@ -27,7 +27,8 @@ impl Drop for Worker {
 async fn start(extra: &[&str]) -> Worker {
     let dir = tempfile::tempdir().unwrap();
     let sock = dir.path().join("w.sock");
-    let child = Command::new(env!("CARGO_BIN_EXE_llorch-mock-worker"))
+    let child = Command::new(env!("CARGO_BIN_EXE_llorch-adapterd"))
+        .args(["--engine", "mock"])
         .arg("--listen")
         .arg(format!("unix:{}", sock.display()))
         .args(extra)

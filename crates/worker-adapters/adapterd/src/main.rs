@@ -1,0 +1,94 @@
+//! `llorch-adapterd`: hosts one engine adapter for one replica and serves it over the worker
+//! protocol (HTTP+SSE) on a unix socket or TCP, socket-activated under systemd. orchestratord
+//! reaches real engines only through this daemon, so an engine crash or adapter restart never
+//! takes the orchestrator down.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use adapter_api::WorkerAdapter;
+use clap::{Parser, ValueEnum};
+use daemon_kit::Listener;
+use mock_adapter::{MockAdapter, MockBehaviour};
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum EngineKind {
+    /// The deterministic stand-in (development, tests, benchmarks).
+    Mock,
+}
+
+#[derive(Parser)]
+#[command(
+    version,
+    about = "Hosts one engine adapter behind the llama-orch worker protocol"
+)]
+struct Args {
+    #[arg(long, value_enum)]
+    engine: EngineKind,
+    /// `unix:/abs/path.sock` or `IP:port`; ignored when systemd passes a socket.
+    #[arg(long, default_value = "127.0.0.1:0")]
+    listen: String,
+    #[arg(long, default_value = "mock:tiny")]
+    model_ref: String,
+    #[arg(long, default_value_t = 4)]
+    slots: u32,
+    #[arg(long, default_value_t = 4096)]
+    ctx_max: u32,
+    /// Mock: tokens per second per stream (0 = unthrottled).
+    #[arg(long, default_value_t = 0)]
+    tokens_per_second: u32,
+    #[arg(long, default_value_t = 0)]
+    first_token_latency_ms: u64,
+    #[arg(long)]
+    error_after_tokens: Option<u32>,
+    #[arg(long)]
+    stall_after_tokens: Option<u32>,
+    #[arg(long)]
+    disconnect_after_tokens: Option<u32>,
+}
+
+fn adapter(a: &Args) -> Arc<dyn WorkerAdapter> {
+    match a.engine {
+        EngineKind::Mock => Arc::new(MockAdapter::new(
+            a.model_ref.clone(),
+            MockBehaviour {
+                slots: a.slots,
+                ctx_max: a.ctx_max,
+                tokens_per_second: a.tokens_per_second,
+                first_token_latency: Duration::from_millis(a.first_token_latency_ms),
+                error_after_tokens: a.error_after_tokens,
+                stall_after_tokens: a.stall_after_tokens,
+                disconnect_after_tokens: a.disconnect_after_tokens,
+            },
+        )),
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = Args::parse();
+    daemon_kit::init_logging();
+    match run(args).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %format!("{e:#}"), "llorch-adapterd failed");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    let listener = Listener::from_systemd_or_bind(&args.listen).await?;
+    let router = adapter_api::server::router(adapter(&args));
+    tracing::info!(engine = ?args.engine, listen = %listener.describe(), "serving worker protocol");
+    daemon_kit::spawn_watchdog();
+    daemon_kit::notify_ready("serving");
+    listener
+        .serve(router, async {
+            daemon_kit::shutdown_signal().await;
+            daemon_kit::notify_stopping();
+        })
+        .await?;
+    Ok(())
+}
