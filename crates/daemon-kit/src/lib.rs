@@ -120,14 +120,14 @@ pub fn init_logging() {
     use tracing_subscriber::prelude::*;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    if std::env::var_os("JOURNAL_STREAM").is_some() {
-        if let Ok(layer) = tracing_journald::layer() {
-            tracing_subscriber::registry()
-                .with(filter)
-                .with(layer)
-                .init();
-            return;
-        }
+    if std::env::var_os("JOURNAL_STREAM").is_some()
+        && let Ok(layer) = tracing_journald::layer()
+    {
+        tracing_subscriber::registry()
+            .with(filter)
+            .with(layer)
+            .init();
+        return;
     }
     tracing_subscriber::registry()
         .with(filter)
