@@ -13,13 +13,12 @@ fn wait_for(notify: &UnixDatagram, needle: &str) {
     let start = Instant::now();
     let mut buf = [0u8; 1024];
     while start.elapsed() < Duration::from_secs(10) {
-        if let Ok(n) = notify.recv(&mut buf) {
-            if String::from_utf8_lossy(&buf[..n])
+        if let Ok(n) = notify.recv(&mut buf)
+            && String::from_utf8_lossy(&buf[..n])
                 .lines()
                 .any(|l| l == needle)
-            {
-                return;
-            }
+        {
+            return;
         }
     }
     panic!("no {needle} from llorch-adapterd");
