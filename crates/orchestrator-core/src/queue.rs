@@ -108,6 +108,13 @@ impl<T> PoolQueue<T> {
         }
     }
 
+    /// Puts a dispatched task back at the head of its lane (its replica failed before the
+    /// task started). It was admitted once, so capacity is not checked again: a requeue may
+    /// briefly hold the pool one over capacity rather than lose admitted work.
+    pub fn requeue_front(&mut self, id: String, priority: Priority, item: T) {
+        self.lanes[priority.index()].push_front(Entry { id, item });
+    }
+
     /// Next task in dispatch order.
     pub fn pop_next(&mut self) -> Option<(String, T)> {
         self.lanes
@@ -225,6 +232,18 @@ mod tests {
             o => panic!("{o:?}"),
         }
         assert_eq!(ids(&q), ["i1", "b1"]);
+    }
+
+    #[test]
+    fn requeue_goes_to_the_head_of_its_lane() {
+        let mut q = PoolQueue::new(2, FullPolicy::Reject);
+        q.enqueue("i1".into(), Interactive, ());
+        q.enqueue("b1".into(), Batch, ());
+        let (id, ()) = q.pop_next().unwrap();
+        q.requeue_front(id, Interactive, ());
+        assert_eq!(ids(&q), ["i1", "b1"]);
+        q.requeue_front("b0".into(), Batch, ());
+        assert_eq!(ids(&q), ["i1", "b0", "b1"]);
     }
 
     #[test]

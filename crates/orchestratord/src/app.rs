@@ -1,9 +1,11 @@
 //! Building the router from a config and serving it until shutdown.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use adapter_api::WorkerAdapter;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{delete, get, post};
@@ -14,16 +16,32 @@ use crate::state::{AppState, Pool, Replica};
 
 pub use daemon_kit::Listener;
 
+/// Adapters supplied by the caller, by (pool id, replica id): how `llorch serve` hands in the
+/// engines it supervises in-process.
+pub type AdapterOverrides = HashMap<(String, String), Arc<dyn WorkerAdapter>>;
+
 /// Builds the state (with one adapter per replica) and the router.
 pub fn build(cfg: Config) -> anyhow::Result<(Router, Arc<AppState>)> {
+    build_with(cfg, AdapterOverrides::new())
+}
+
+/// [`build`], taking some replicas' adapters from `overrides`.
+pub fn build_with(
+    cfg: Config,
+    mut overrides: AdapterOverrides,
+) -> anyhow::Result<(Router, Arc<AppState>)> {
     let mut pools = Vec::new();
     for pc in &cfg.pools {
         let mut replicas = Vec::new();
         for rc in &pc.replicas {
+            let adapter = match overrides.remove(&(pc.id.clone(), rc.id.clone())) {
+                Some(a) => a,
+                None => crate::engines::adapter_for(pc, rc)?,
+            };
             replicas.push(Replica {
                 id: rc.id.clone(),
                 devices: rc.devices.clone(),
-                adapter: crate::engines::adapter_for(pc, rc)?,
+                adapter,
             });
         }
         pools.push(Pool {
@@ -59,7 +77,7 @@ pub fn build(cfg: Config) -> anyhow::Result<(Router, Arc<AppState>)> {
 }
 
 /// How often replicas are probed for health.
-const PROBE_INTERVAL: Duration = Duration::from_secs(2);
+const PROBE_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Serves until `shutdown` resolves, then stops accepting, lets running streams finish for up
 /// to `server.shutdown_grace_ms`, and returns. `on_ready` runs once the first replica probe is
@@ -71,7 +89,27 @@ pub async fn serve(
     on_ready: impl FnOnce() + Send,
     on_stopping: impl FnOnce() + Send + 'static,
 ) -> anyhow::Result<()> {
-    let (router, state) = build(cfg)?;
+    serve_with(
+        listener,
+        cfg,
+        AdapterOverrides::new(),
+        shutdown,
+        on_ready,
+        on_stopping,
+    )
+    .await
+}
+
+/// [`serve`] with caller-supplied adapters (see [`AdapterOverrides`]).
+pub async fn serve_with(
+    listener: Listener,
+    cfg: Config,
+    overrides: AdapterOverrides,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    on_ready: impl FnOnce() + Send,
+    on_stopping: impl FnOnce() + Send + 'static,
+) -> anyhow::Result<()> {
+    let (router, state) = build_with(cfg, overrides)?;
     state.probe_replicas().await;
     let prober = {
         let state = state.clone();

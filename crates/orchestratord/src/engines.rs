@@ -35,6 +35,12 @@ pub fn adapter_for(
                 },
             )))
         }
+        Engine::Llamacpp if pool.llamacpp.is_some() => anyhow::bail!(
+            "pool {} replica {}: supervised llama.cpp replicas run under `llorch serve`; \
+             with orchestratord alone, run pool-managerd + llorch-adapterd and set the replica's endpoint",
+            pool.id,
+            replica.id
+        ),
         e => anyhow::bail!(
             "pool {} replica {}: engine {} needs an adapter endpoint",
             pool.id,

@@ -25,4 +25,4 @@ pub mod runner;
 pub mod state;
 pub mod task;
 
-pub use app::{Listener, build, serve};
+pub use app::{AdapterOverrides, Listener, build, build_with, serve, serve_with};

@@ -14,9 +14,18 @@ use crate::state::{AppState, Queued};
 use crate::task::Task;
 
 enum Outcome {
-    Completed { tokens: u32 },
-    Failed { tokens: u32, code: ErrorCode },
-    Canceled { tokens: u32 },
+    /// The replica could not take the job at all (unready, unreachable): retry elsewhere.
+    NotStarted(WorkerError),
+    Completed {
+        tokens: u32,
+    },
+    Failed {
+        tokens: u32,
+        code: ErrorCode,
+    },
+    Canceled {
+        tokens: u32,
+    },
 }
 
 pub async fn run(
@@ -56,9 +65,15 @@ pub async fn run(
     task.push(StreamEvent::Metrics(state.metrics_event(&task, kv_warm)));
     let dispatched = Instant::now();
     let job_id = q.request.job_id.clone();
-    let outcome = drive(&state, &task, pool_idx, replica, &version, q).await;
+    let outcome = drive(&state, &task, pool_idx, replica, &version, &q).await;
     let decode_ms = dispatched.elapsed().as_millis() as u64;
     let (tokens, service) = match outcome {
+        Outcome::NotStarted(e) => {
+            state.mark_replica_unready(pool_idx, replica, &e.to_string());
+            tracing::info!(job_id = %task.id, pool_id = %pool.id, replica_id = %r.id, error = %e, "replica refused the job; requeued");
+            state.requeue(pool_idx, replica, q);
+            return;
+        }
         Outcome::Completed { tokens } => {
             state
                 .metrics
@@ -73,6 +88,9 @@ pub async fn run(
             (tokens, Some(decode_ms))
         }
         Outcome::Failed { tokens, code } => {
+            if code == ErrorCode::WorkerReset {
+                state.mark_replica_unready(pool_idx, replica, "engine stream broke");
+            }
             state
                 .metrics
                 .tasks_failed
@@ -111,7 +129,7 @@ async fn drive(
     pool_idx: usize,
     replica: usize,
     version: &str,
-    q: Queued,
+    q: &Queued,
 ) -> Outcome {
     let t = state.cfg.timeouts;
     let pool = &state.pools[pool_idx];
@@ -131,8 +149,13 @@ async fn drive(
     tokio::pin!(wall);
     let max_tokens = q.request.max_tokens;
     let accept_deadline = tokio::time::Instant::now() + Duration::from_millis(t.first_token_ms);
-    let mut stream = match accept(task, &*adapter, q.request, accept_deadline).await {
+    let mut stream = match accept(task, &*adapter, &q.request, accept_deadline).await {
         Accepted::Stream(s) => s,
+        Accepted::Failed(e)
+            if matches!(e.code, ErrorCode::PoolUnready | ErrorCode::WorkerReset) =>
+        {
+            return Outcome::NotStarted(e);
+        }
         Accepted::Failed(e) => return worker_failure(task, engine, 0, e),
         Accepted::TimedOut => {
             return fail(
@@ -221,7 +244,7 @@ enum Accepted {
 async fn accept(
     task: &Task,
     adapter: &dyn adapter_api::WorkerAdapter,
-    req: adapter_api::GenerateRequest,
+    req: &adapter_api::GenerateRequest,
     deadline: tokio::time::Instant,
 ) -> Accepted {
     let mut backoff = Duration::from_millis(1);
@@ -326,7 +349,7 @@ mod tests {
         };
         let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
         assert!(matches!(
-            accept(&task(), &a, req(), deadline).await,
+            accept(&task(), &a, &req(), deadline).await,
             Accepted::Stream(_)
         ));
         assert_eq!(a.calls.load(Ordering::SeqCst), 4);
@@ -339,7 +362,7 @@ mod tests {
             calls: AtomicU32::new(0),
         };
         let deadline = tokio::time::Instant::now() + Duration::from_millis(30);
-        match accept(&task(), &a, req(), deadline).await {
+        match accept(&task(), &a, &req(), deadline).await {
             Accepted::Failed(e) => assert_eq!(e.code, ErrorCode::ReplicaExhausted),
             _ => panic!("expected REPLICA_EXHAUSTED"),
         }
@@ -355,7 +378,7 @@ mod tests {
         t.cancel().unwrap();
         let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
         assert!(matches!(
-            accept(&t, &a, req(), deadline).await,
+            accept(&t, &a, &req(), deadline).await,
             Accepted::Canceled
         ));
     }

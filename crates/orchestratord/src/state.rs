@@ -545,6 +545,55 @@ impl AppState {
         self.dispatch(pool_idx);
     }
 
+    /// A replica failed under a task: stop placing work on it until a probe finds it Ready.
+    pub fn mark_replica_unready(&self, pool_idx: usize, replica: usize, reason: &str) {
+        let mut s = self.sched();
+        let ps = &mut s.pools[pool_idx];
+        if ps.replicas[replica].state == ReplicaState::Ready {
+            ps.replicas[replica].state = ReplicaState::Unready;
+            ps.last_errors[replica] = Some(reason.to_string());
+            let pool = &self.pools[pool_idx];
+            let v = &ps.engine_versions[replica];
+            let cpu = if pool.replicas[replica].devices.is_empty() {
+                "true"
+            } else {
+                "false"
+            };
+            self.metrics
+                .replica_ready
+                .with_label_values(&[
+                    pool.id.as_str(),
+                    pool.replicas[replica].id.as_str(),
+                    pool.engine.as_str(),
+                    v.as_str(),
+                    cpu,
+                ])
+                .set(0);
+            tracing::warn!(pool_id = %pool.id, replica_id = %pool.replicas[replica].id, reason, "replica marked unready");
+        }
+    }
+
+    /// Gives back the slot of a task that never started on its replica and puts the task at
+    /// the head of its queue again (no admitted task is lost to a replica failure).
+    pub fn requeue(self: &Arc<Self>, pool_idx: usize, replica: usize, queued: Queued) {
+        {
+            let mut s = self.sched();
+            let ps = &mut s.pools[pool_idx];
+            let r = &mut ps.replicas[replica];
+            r.slots_busy = r.slots_busy.saturating_sub(1);
+            let id = queued.task.id.clone();
+            let priority = queued.task.priority;
+            if queued.task.requeue() {
+                ps.queue.requeue_front(id, priority, queued);
+            } else {
+                // Canceled meanwhile: it holds nothing any more.
+                queued.task.mark_released();
+            }
+            self.update_queue_gauges(&self.pools[pool_idx].id, ps);
+        }
+        self.dispatch(pool_idx);
+    }
+
     /// Cancels a task (ORCH-3017, 3026). Returns once it holds no slot (bounded wait).
     pub async fn cancel(self: &Arc<Self>, task: &Arc<Task>, reason: &str) -> Result<(), ApiError> {
         let phase = task.cancel().map_err(|CancelRefused::AlreadyFinished| {

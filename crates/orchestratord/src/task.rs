@@ -169,6 +169,16 @@ impl Task {
         true
     }
 
+    /// Moves Running → Queued for a retry on another replica; false if canceled meanwhile.
+    pub fn requeue(&self) -> bool {
+        let mut log = self.log();
+        if log.terminal {
+            return false;
+        }
+        log.phase = Phase::Queued;
+        true
+    }
+
     pub fn is_terminal(&self) -> bool {
         self.log().terminal
     }

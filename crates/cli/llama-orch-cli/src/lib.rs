@@ -103,6 +103,11 @@ async fn dispatch(
             writeln!(err, "deleted: session {session_id}")?;
             Ok(EXIT_OK)
         }
+        // `serve` is a server, not a client command: the `llorch` binary runs it (llorch-serve)
+        // before this library is involved.
+        Command::Serve { .. } => {
+            Err(CliError::Usage("`serve` runs only from the llorch binary".into()).into())
+        }
     }
 }
 

@@ -165,6 +165,20 @@ fn validate(cfg: &Config, file: &str) -> Result<(), ConfigError> {
         if pool.ctx_max == 0 {
             return Err(bad(format!("{p}.ctx_max"), "must be > 0".into()));
         }
+        if let Some(d) = &pool.model_sha256 {
+            if d.len() != 64 || !d.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(bad(
+                    format!("{p}.model_sha256"),
+                    "must be 64 hex characters".into(),
+                ));
+            }
+        }
+        if pool.llamacpp.is_some() && pool.engine != api_types::Engine::Llamacpp {
+            return Err(bad(
+                format!("{p}.llamacpp"),
+                "only for engine = \"llamacpp\"".into(),
+            ));
+        }
         if pool.queue.capacity == Some(0) {
             return Err(bad(format!("{p}.queue.capacity"), "must be > 0".into()));
         }
@@ -220,12 +234,18 @@ fn validate(cfg: &Config, file: &str) -> Result<(), ConfigError> {
                     }
                 }
                 (None, api_types::Engine::Mock) => {}
+                (None, api_types::Engine::Llamacpp) if pool.llamacpp.is_some() => {}
                 (None, e) => {
                     return Err(bad(
                         format!("{rp}.endpoint"),
                         format!(
-                            "engine `{}` runs in an adapter daemon: set the replica's endpoint",
-                            e.as_str()
+                            "engine `{}` runs in an adapter daemon: set the replica's endpoint{}",
+                            e.as_str(),
+                            if e == api_types::Engine::Llamacpp {
+                                " (or the pool's [pools.llamacpp] section to supervise it in-process)"
+                            } else {
+                                ""
+                            }
                         ),
                     ));
                 }

@@ -221,7 +221,33 @@ pub struct PoolConfig {
     pub allow_cpu_inference: bool,
     #[serde(default)]
     pub queue: QueueOverride,
+    /// Required SHA-256 of the model file; the engine is not started on a mismatch
+    /// (UNTRUSTED_ARTIFACT).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_sha256: Option<String>,
+    /// Run the replicas' llama.cpp engines under our supervision (`llorch serve`) instead of
+    /// reaching them through an adapter daemon `endpoint`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub llamacpp: Option<LlamaCppProcessConfig>,
     pub replicas: Vec<ReplicaConfig>,
+}
+
+/// How a supervised llama.cpp engine is started.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LlamaCppProcessConfig {
+    /// Path of the `llama-server` binary (e.g. from the Nix store or `cargo xtask fetch-engine`).
+    pub server_binary: String,
+    /// Extra command-line arguments for llama-server.
+    #[serde(default)]
+    pub extra_args: Vec<String>,
+    /// Longest time from start to Ready (model loaded, one-token decode answered).
+    #[serde(default = "default_ready_timeout_ms")]
+    pub ready_timeout_ms: u64,
+}
+
+fn default_ready_timeout_ms() -> u64 {
+    300_000
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]

@@ -10,12 +10,15 @@ use std::time::Duration;
 use adapter_api::WorkerAdapter;
 use clap::{Parser, ValueEnum};
 use daemon_kit::Listener;
+use llamacpp_adapter::{LlamaCppAdapter, LlamaCppConfig};
 use mock_adapter::{MockAdapter, MockBehaviour};
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 enum EngineKind {
     /// The deterministic stand-in (development, tests, benchmarks).
     Mock,
+    /// llama.cpp's llama-server at `--engine-url`.
+    Llamacpp,
 }
 
 #[derive(Parser)]
@@ -31,6 +34,9 @@ struct Args {
     listen: String,
     #[arg(long, default_value = "mock:tiny")]
     model_ref: String,
+    /// Base URL of the engine (llamacpp), e.g. http://127.0.0.1:8081.
+    #[arg(long, required_if_eq("engine", "llamacpp"))]
+    engine_url: Option<String>,
     #[arg(long, default_value_t = 4)]
     slots: u32,
     #[arg(long, default_value_t = 4096)]
@@ -48,8 +54,15 @@ struct Args {
     disconnect_after_tokens: Option<u32>,
 }
 
-fn adapter(a: &Args) -> Arc<dyn WorkerAdapter> {
-    match a.engine {
+fn adapter(a: &Args) -> anyhow::Result<Arc<dyn WorkerAdapter>> {
+    Ok(match a.engine {
+        EngineKind::Llamacpp => {
+            let url = a.engine_url.clone().unwrap_or_default();
+            Arc::new(LlamaCppAdapter::new(LlamaCppConfig::new(
+                url,
+                a.model_ref.clone(),
+            ))?)
+        }
         EngineKind::Mock => Arc::new(MockAdapter::new(
             a.model_ref.clone(),
             MockBehaviour {
@@ -62,7 +75,7 @@ fn adapter(a: &Args) -> Arc<dyn WorkerAdapter> {
                 disconnect_after_tokens: a.disconnect_after_tokens,
             },
         )),
-    }
+    })
 }
 
 #[tokio::main]
@@ -80,7 +93,7 @@ async fn main() -> ExitCode {
 
 async fn run(args: Args) -> anyhow::Result<()> {
     let listener = Listener::from_systemd_or_bind(&args.listen).await?;
-    let router = adapter_api::server::router(adapter(&args));
+    let router = adapter_api::server::router(adapter(&args)?);
     tracing::info!(engine = ?args.engine, listen = %listener.describe(), "serving worker protocol");
     daemon_kit::spawn_watchdog();
     daemon_kit::notify_ready("serving");
