@@ -102,14 +102,13 @@ impl Task {
 
     /// Appends an event; false (and nothing appended) once the stream is terminal.
     pub fn push(&self, ev: StreamEvent) -> bool {
+        if ev.is_terminal() {
+            return self.finish_with(ev).is_some();
+        }
         let n = {
             let mut log = self.log();
             if log.terminal {
                 return false;
-            }
-            if ev.is_terminal() {
-                log.terminal = true;
-                log.phase = Phase::Finished;
             }
             log.events.push(ev);
             log.events.len()
@@ -133,49 +132,55 @@ impl Task {
         }))
     }
 
-    /// Marks the task canceled: appends the terminal CANCELED event, wakes the runner.
-    pub fn cancel(&self) -> Result<Phase, CancelRefused> {
-        let phase = {
+    /// Appends a terminal event unless the log already ended; returns the phase it ended
+    /// from. The one place where a log becomes terminal besides [`Task::push`].
+    fn finish_with(&self, ev: StreamEvent) -> Option<Phase> {
+        let (phase, n) = {
             let mut log = self.log();
             if log.terminal {
-                return Err(CancelRefused::AlreadyFinished);
+                return None;
             }
             let phase = log.phase;
             log.terminal = true;
             log.phase = Phase::Finished;
-            log.events.push(StreamEvent::Error(StreamErrorEvent {
+            log.events.push(ev);
+            (phase, log.events.len())
+        };
+        self.appended.send_replace(n);
+        Some(phase)
+    }
+
+    /// Marks the task canceled: appends the terminal CANCELED event, wakes the runner.
+    pub fn cancel(&self) -> Result<Phase, CancelRefused> {
+        let phase = self
+            .finish_with(StreamEvent::Error(StreamErrorEvent {
                 code: ErrorCode::Canceled,
                 message: "canceled by client".into(),
                 engine: None,
                 retriable: Some(false),
                 retry_after_ms: None,
-            }));
-            let n = log.events.len();
-            drop(log);
-            self.appended.send_replace(n);
-            phase
-        };
+            }))
+            .ok_or(CancelRefused::AlreadyFinished)?;
         self.cancel_signal.notify_one();
         Ok(phase)
     }
 
     /// Moves Queued → Running; false if the task was canceled meanwhile.
     pub fn mark_running(&self) -> bool {
-        let mut log = self.log();
-        if log.terminal {
-            return false;
-        }
-        log.phase = Phase::Running;
-        true
+        self.set_phase_unless_terminal(Phase::Running)
     }
 
     /// Moves Running → Queued for a retry on another replica; false if canceled meanwhile.
     pub fn requeue(&self) -> bool {
+        self.set_phase_unless_terminal(Phase::Queued)
+    }
+
+    fn set_phase_unless_terminal(&self, phase: Phase) -> bool {
         let mut log = self.log();
         if log.terminal {
             return false;
         }
-        log.phase = Phase::Queued;
+        log.phase = phase;
         true
     }
 

@@ -281,17 +281,17 @@ async fn supervise(
     let labels = (spec.pool_id.as_str(), spec.replica_id.as_str());
     let cpu = spec.devices.is_empty();
     loop {
-        if let Some(digest) = &spec.model_sha256 {
-            if let Err(e) = verify_artifact(&spec.model, digest) {
-                tracing::error!(pool_id = labels.0, replica_id = labels.1, error = %e, "model rejected");
-                set(&tx, |s| {
-                    s.phase = Phase::Failed;
-                    s.last_error = Some(e.to_string());
-                });
-                let _ = stop.await;
-                set(&tx, |s| s.phase = Phase::Stopped);
-                return;
-            }
+        if let Some(digest) = &spec.model_sha256
+            && let Err(e) = verify_artifact(&spec.model, digest)
+        {
+            tracing::error!(pool_id = labels.0, replica_id = labels.1, error = %e, "model rejected");
+            set(&tx, |s| {
+                s.phase = Phase::Failed;
+                s.last_error = Some(e.to_string());
+            });
+            let _ = stop.await;
+            set(&tx, |s| s.phase = Phase::Stopped);
+            return;
         }
         set(&tx, |s| s.phase = Phase::Starting);
         let failure = match spawn_engine(&spec) {

@@ -165,13 +165,13 @@ fn validate(cfg: &Config, file: &str) -> Result<(), ConfigError> {
         if pool.ctx_max == 0 {
             return Err(bad(format!("{p}.ctx_max"), "must be > 0".into()));
         }
-        if let Some(d) = &pool.model_sha256 {
-            if d.len() != 64 || !d.bytes().all(|b| b.is_ascii_hexdigit()) {
-                return Err(bad(
-                    format!("{p}.model_sha256"),
-                    "must be 64 hex characters".into(),
-                ));
-            }
+        if let Some(d) = &pool.model_sha256
+            && (d.len() != 64 || !d.bytes().all(|b| b.is_ascii_hexdigit()))
+        {
+            return Err(bad(
+                format!("{p}.model_sha256"),
+                "must be 64 hex characters".into(),
+            ));
         }
         if pool.llamacpp.is_some() && pool.engine != api_types::Engine::Llamacpp {
             return Err(bad(
