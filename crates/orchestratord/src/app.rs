@@ -64,6 +64,7 @@ pub fn build_with(
         .route("/v1/sessions/{id}", delete(api::sessions::delete_session))
         .route("/v1/capabilities", get(api::control::capabilities))
         .route("/v1/pools/{id}/health", get(api::control::pool_health))
+        .route("/v1/pools/{id}/drain", post(api::control::drain))
         .route("/v1/replicasets", get(api::control::replicasets))
         .route("/healthz", get(api::ops::healthz))
         .route("/readyz", get(api::ops::readyz))

@@ -57,6 +57,8 @@ pub struct PoolSched {
     pub engine_versions: Vec<String>,
     pub last_errors: Vec<Option<String>>,
     pub estimator: ServiceTimeEstimator,
+    /// Drained pools take no new work; set by `POST /v1/pools/{id}/drain`.
+    pub draining: bool,
 }
 
 impl PoolSched {
@@ -134,6 +136,7 @@ impl AppState {
                     engine_versions: vec!["unknown".into(); p.replicas.len()],
                     last_errors: vec![Some("not probed yet".into()); p.replicas.len()],
                     estimator: ServiceTimeEstimator::default(),
+                    draining: false,
                 }
             })
             .collect();
@@ -356,6 +359,12 @@ impl AppState {
         let mut guard = self.sched();
         let Sched { pools, sessions } = &mut *guard;
         let ps = &mut pools[pool_idx];
+        if ps.draining {
+            return Err(
+                ApiError::new(ErrorCode::PoolUnavailable, "pool is draining")
+                    .with_retry_after(5000),
+            );
+        }
         let (free, total) = ps.ready_slots();
         if total == 0 {
             return Err(
@@ -472,7 +481,7 @@ impl AppState {
             let mut guard = self.sched();
             let Sched { pools, sessions } = &mut *guard;
             let ps = &mut pools[pool_idx];
-            while let Some((_, head)) = ps.queue.peek_next() {
+            while let Some((_, head)) = ps.queue.peek_next().filter(|_| !ps.draining) {
                 let req = PlacementRequest {
                     device_mask: None,
                     affinity: head.affinity.as_deref(),
@@ -545,6 +554,58 @@ impl AppState {
         self.dispatch(pool_idx);
     }
 
+    /// Drains a pool (SPEC §2): new submissions get POOL_UNAVAILABLE at once, nothing more is
+    /// dispatched, running tasks may finish until `deadline`; then whatever still runs is
+    /// canceled and whatever still waits fails with POOL_UNAVAILABLE. Returns once drained.
+    pub async fn drain(self: &Arc<Self>, pool_idx: usize, deadline: Duration) {
+        self.sched().pools[pool_idx].draining = true;
+        let pool_id = self.pools[pool_idx].id.clone();
+        tracing::info!(pool_id = %pool_id, deadline_ms = deadline.as_millis() as u64, "draining pool");
+        let until = tokio::time::Instant::now() + deadline;
+        let running = |state: &Self| {
+            lock(&state.tasks)
+                .values()
+                .filter(|t| t.pool == pool_idx && t.phase() == Phase::Running && !t.is_released())
+                .cloned()
+                .collect::<Vec<_>>()
+        };
+        while tokio::time::Instant::now() < until && !running(self).is_empty() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        for t in running(self) {
+            let _ = self.cancel(&t, "drain").await;
+        }
+        let waiting: Vec<Arc<Task>> = {
+            let mut s = self.sched();
+            let ps = &mut s.pools[pool_idx];
+            let mut v = Vec::new();
+            while let Some((_, q)) = ps.queue.pop_next() {
+                v.push(q.task);
+            }
+            self.update_queue_gauges(&pool_id, ps);
+            v
+        };
+        for t in waiting {
+            if t.fail(
+                ErrorCode::PoolUnavailable,
+                "pool drained before the task could start",
+                None,
+            ) {
+                self.metrics
+                    .tasks_rejected
+                    .with_label_values(&[&pool_id, ErrorCode::PoolUnavailable.as_str()])
+                    .inc();
+            }
+            t.mark_released();
+            self.schedule_forget(t.id.clone());
+        }
+        tracing::info!(pool_id = %pool_id, "pool drained");
+    }
+
+    pub fn is_draining(&self, pool_idx: usize) -> bool {
+        self.sched().pools[pool_idx].draining
+    }
+
     /// A replica failed under a task: stop placing work on it until a probe finds it Ready.
     pub fn mark_replica_unready(&self, pool_idx: usize, replica: usize, reason: &str) {
         let mut s = self.sched();
@@ -596,7 +657,15 @@ impl AppState {
 
     /// Cancels a task (ORCH-3017, 3026). Returns once it holds no slot (bounded wait).
     pub async fn cancel(self: &Arc<Self>, task: &Arc<Task>, reason: &str) -> Result<(), ApiError> {
-        let phase = task.cancel().map_err(|CancelRefused::AlreadyFinished| {
+        let ended = if reason == "drain" {
+            task.cancel_with(
+                ErrorCode::PoolUnavailable,
+                "pool drained while the task ran",
+            )
+        } else {
+            task.cancel()
+        };
+        let phase = ended.map_err(|CancelRefused::AlreadyFinished| {
             ApiError::new(ErrorCode::TaskFinished, "task already finished")
         })?;
         let pool = &self.pools[task.pool];

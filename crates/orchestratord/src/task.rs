@@ -150,14 +150,20 @@ impl Task {
         Some(phase)
     }
 
-    /// Marks the task canceled: appends the terminal CANCELED event, wakes the runner.
+    /// Marks the task canceled by its client: terminal CANCELED event, runner woken.
     pub fn cancel(&self) -> Result<Phase, CancelRefused> {
+        self.cancel_with(ErrorCode::Canceled, "canceled by client")
+    }
+
+    /// Ends the task with `code` (CANCELED, or e.g. POOL_UNAVAILABLE when its pool is drained)
+    /// and wakes the runner, which frees the engine slot.
+    pub fn cancel_with(&self, code: ErrorCode, message: &str) -> Result<Phase, CancelRefused> {
         let phase = self
             .finish_with(StreamEvent::Error(StreamErrorEvent {
-                code: ErrorCode::Canceled,
-                message: "canceled by client".into(),
+                code,
+                message: message.into(),
                 engine: None,
-                retriable: Some(false),
+                retriable: Some(code.retriable()),
                 retry_after_ms: None,
             }))
             .ok_or(CancelRefused::AlreadyFinished)?;

@@ -398,3 +398,82 @@ async fn deadline_surfaces_on_time_probability() {
     assert!(m["on_time_probability"].as_f64().unwrap() > 0.9, "{m}");
     assert_eq!(m["tokens_budget_remaining"], 2);
 }
+
+/// Drain: new work refused at once, running work may finish until the deadline, queued work
+/// fails with POOL_UNAVAILABLE, health says draining.
+#[tokio::test]
+async fn drain_stops_new_work_and_bounds_running_work() {
+    let s = Server::start(&mock_config(1, "", "tokens_per_second = 100", ""));
+    assert_eq!(s.submit(DATA_KEY, task("short", 5)).await.status(), 202);
+    assert_eq!(s.submit(DATA_KEY, task("waiting", 5)).await.status(), 202);
+    let drain = |key: &'static str, body: serde_json::Value| {
+        let req = s
+            .http
+            .post(s.url("/v1/pools/p/drain"))
+            .bearer_auth(key)
+            .json(&body);
+        async move { req.send().await.unwrap() }
+    };
+    assert_eq!(
+        drain(DATA_KEY, json!({"deadline_ms": 1000})).await.status(),
+        403
+    );
+    assert_eq!(
+        drain(CONTROL_KEY, json!({"deadline": 1})).await.status(),
+        400
+    );
+    let r = drain(CONTROL_KEY, json!({"deadline_ms": 1000})).await;
+    assert_eq!(r.status(), 202);
+    let h: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(h["draining"], true);
+    assert_eq!(h["ready"], false);
+    let r = s.submit(DATA_KEY, task("late", 5)).await;
+    assert_eq!(r.status(), 503);
+    assert_eq!(
+        r.json::<serde_json::Value>().await.unwrap()["code"],
+        "POOL_UNAVAILABLE"
+    );
+    // The running task finishes within the deadline; the queued one never starts.
+    assert_eq!(
+        read_events(s.stream(DATA_KEY, "short").await)
+            .await
+            .last()
+            .unwrap()
+            .0,
+        "end"
+    );
+    let w = read_events(s.stream(DATA_KEY, "waiting").await).await;
+    assert_eq!(names(&w), ["started", "error"]);
+    assert_eq!(w[1].1["code"], "POOL_UNAVAILABLE");
+}
+
+/// A task still running at the drain deadline is canceled with POOL_UNAVAILABLE, slot freed.
+#[tokio::test]
+async fn drain_deadline_cancels_running_work() {
+    let s = Server::start(&mock_config(1, "", "stall_after_tokens = 1", ""));
+    assert_eq!(s.submit(DATA_KEY, task("stuck", 5)).await.status(), 202);
+    eventually("stuck runs", || async {
+        s.pool_health().await["replicas"][0]["slots_busy"] == 1
+    })
+    .await;
+    let r = s
+        .http
+        .post(s.url("/v1/pools/p/drain"))
+        .bearer_auth(CONTROL_KEY)
+        .json(&json!({"deadline_ms": 100}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let evs = read_events(s.stream(DATA_KEY, "stuck").await).await;
+    assert_eq!(evs.last().unwrap().1["code"], "POOL_UNAVAILABLE");
+    eventually("slot freed", || async {
+        s.pool_health().await["replicas"][0]["slots_busy"] == 0
+    })
+    .await;
+    assert_eq!(
+        s.metric("llorch_tasks_canceled_total", &["reason=\"drain\""])
+            .await,
+        1.0
+    );
+}

@@ -60,3 +60,11 @@ pub struct ReplicaSet {
     pub queue_depth: u32,
     pub replicas: Vec<ReplicaSnapshot>,
 }
+
+/// `POST /v1/pools/{id}/drain` body.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DrainRequest {
+    /// How long running tasks may continue before they are canceled.
+    pub deadline_ms: u64,
+}

@@ -3,12 +3,17 @@
 
 use std::sync::Arc;
 
-use api_types::{Capabilities, ErrorEnvelope, PoolHealth, ReplicaSet, ReplicaStatus, Workload};
+use std::time::Duration;
+
+use api_types::{
+    Capabilities, DrainRequest, ErrorEnvelope, PoolHealth, ReplicaSet, ReplicaStatus, Workload,
+};
 use axum::Json;
 use axum::extract::{Path, State};
+use axum::http::StatusCode;
 
 use crate::auth::{AnyCaller, ControlCaller};
-use crate::error::ApiError;
+use crate::error::{ApiError, ApiJson};
 use crate::state::AppState;
 
 #[utoipa::path(get, path = "/v1/capabilities", tag = "control",
@@ -49,7 +54,7 @@ fn pool_index(state: &AppState, id: &str) -> Result<usize, ApiError> {
     security(("api_key" = [])))]
 pub async fn pool_health(
     State(state): State<Arc<AppState>>,
-    ControlCaller(_caller): ControlCaller,
+    _caller: ControlCaller,
     Path(id): Path<String>,
 ) -> Result<Json<PoolHealth>, ApiError> {
     let i = pool_index(&state, &id)?;
@@ -62,11 +67,12 @@ pub async fn pool_health(
             ps.last_errors.iter().flatten().next().cloned(),
         )
     };
+    let draining = state.is_draining(i);
     Ok(Json(PoolHealth {
         pool_id: id,
         live: true,
-        ready: replicas.iter().any(|r| r.status == ReplicaStatus::Ready),
-        draining: false,
+        ready: !draining && replicas.iter().any(|r| r.status == ReplicaStatus::Ready),
+        draining,
         last_error,
         queue_depth,
         replicas,
@@ -94,4 +100,32 @@ pub async fn replicasets(
         })
         .collect();
     Json(sets)
+}
+
+/// Drains a pool: no new work; running tasks get until `deadline_ms`, then are canceled;
+/// queued tasks fail with POOL_UNAVAILABLE. 202 at once; the drain proceeds in the background.
+#[utoipa::path(post, path = "/v1/pools/{id}/drain", tag = "control",
+    params(("id" = String, Path, description = "pool id")),
+    request_body = DrainRequest,
+    responses((status = 202, body = PoolHealth), (status = 400, body = ErrorEnvelope),
+        (status = 403, body = ErrorEnvelope), (status = 404, body = ErrorEnvelope)),
+    security(("api_key" = [])))]
+pub async fn drain(
+    State(state): State<Arc<AppState>>,
+    caller: ControlCaller,
+    Path(id): Path<String>,
+    ApiJson(req): ApiJson<DrainRequest>,
+) -> Result<(StatusCode, Json<PoolHealth>), ApiError> {
+    let i = pool_index(&state, &id)?;
+    if req.deadline_ms > 24 * 3600 * 1000 {
+        return Err(ApiError::invalid("deadline_ms must be at most one day"));
+    }
+    let bg = state.clone();
+    tokio::spawn(async move { bg.drain(i, Duration::from_millis(req.deadline_ms)).await });
+    // Make the flag visible before answering, so a submission right after the 202 is refused.
+    while !state.is_draining(i) {
+        tokio::task::yield_now().await;
+    }
+    let Json(health) = pool_health(State(state), caller, Path(id)).await?;
+    Ok((StatusCode::ACCEPTED, Json(health)))
 }
