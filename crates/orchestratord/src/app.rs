@@ -12,7 +12,7 @@ use axum::routing::{delete, get, post};
 use config_schema::Config;
 
 use crate::api;
-use crate::state::{AppState, Pool, Replica};
+use crate::state::{AppState, Pool, PoolController, Replica};
 
 pub use daemon_kit::Listener;
 
@@ -28,7 +28,16 @@ pub fn build(cfg: Config) -> anyhow::Result<(Router, Arc<AppState>)> {
 /// [`build`], taking some replicas' adapters from `overrides`.
 pub fn build_with(
     cfg: Config,
+    overrides: AdapterOverrides,
+) -> anyhow::Result<(Router, Arc<AppState>)> {
+    build_managed(cfg, overrides, None)
+}
+
+/// [`build_with`] plus the controller that reloads pools' engines.
+pub fn build_managed(
+    cfg: Config,
     mut overrides: AdapterOverrides,
+    controller: Option<Arc<dyn PoolController>>,
 ) -> anyhow::Result<(Router, Arc<AppState>)> {
     let mut pools = Vec::new();
     for pc in &cfg.pools {
@@ -38,24 +47,20 @@ pub fn build_with(
                 Some(a) => a,
                 None => crate::engines::adapter_for(pc, rc)?,
             };
-            replicas.push(Replica {
-                id: rc.id.clone(),
-                devices: rc.devices.clone(),
-                adapter,
-            });
+            replicas.push(Replica::new(rc.id.clone(), rc.devices.clone(), adapter));
         }
-        pools.push(Pool {
-            id: pc.id.clone(),
-            engine: pc.engine,
-            model_ref: pc.model_ref.clone(),
-            ctx_max: pc.ctx_max,
-            cpu_allowed: pc.allow_cpu_inference,
-            full_policy: cfg.queue_for(pc).full_policy,
+        pools.push(Pool::new(
+            pc.id.clone(),
+            pc.engine,
+            pc.model_ref.clone(),
+            pc.ctx_max,
+            pc.allow_cpu_inference,
+            cfg.queue_for(pc).full_policy,
             replicas,
-        });
+        ));
     }
     let max_body = usize::try_from(cfg.server.max_body_bytes).unwrap_or(usize::MAX);
-    let state = AppState::new(cfg, pools);
+    let state = AppState::new(cfg, pools, controller);
     let router = Router::new()
         .route("/v1/tasks", post(api::tasks::submit))
         .route("/v1/tasks/{id}/stream", get(api::tasks::stream))
@@ -65,6 +70,7 @@ pub fn build_with(
         .route("/v1/capabilities", get(api::control::capabilities))
         .route("/v1/pools/{id}/health", get(api::control::pool_health))
         .route("/v1/pools/{id}/drain", post(api::control::drain))
+        .route("/v1/pools/{id}/reload", post(api::control::reload))
         .route("/v1/replicasets", get(api::control::replicasets))
         .route("/healthz", get(api::ops::healthz))
         .route("/readyz", get(api::ops::readyz))
@@ -110,7 +116,29 @@ pub async fn serve_with(
     on_ready: impl FnOnce() + Send,
     on_stopping: impl FnOnce() + Send + 'static,
 ) -> anyhow::Result<()> {
-    let (router, state) = build_with(cfg, overrides)?;
+    serve_managed(
+        listener,
+        cfg,
+        overrides,
+        None,
+        shutdown,
+        on_ready,
+        on_stopping,
+    )
+    .await
+}
+
+/// [`serve_with`] plus the controller that reloads pools' engines (`llorch serve`).
+pub async fn serve_managed(
+    listener: Listener,
+    cfg: Config,
+    overrides: AdapterOverrides,
+    controller: Option<Arc<dyn PoolController>>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    on_ready: impl FnOnce() + Send,
+    on_stopping: impl FnOnce() + Send + 'static,
+) -> anyhow::Result<()> {
+    let (router, state) = build_managed(cfg, overrides, controller)?;
     state.probe_replicas().await;
     let prober = {
         let state = state.clone();

@@ -25,4 +25,7 @@ pub mod runner;
 pub mod state;
 pub mod task;
 
-pub use app::{AdapterOverrides, Listener, build, build_with, serve, serve_with};
+pub use app::{
+    AdapterOverrides, Listener, build, build_managed, build_with, serve, serve_managed, serve_with,
+};
+pub use state::PoolController;

@@ -65,7 +65,9 @@ pub async fn run(
     task.push(StreamEvent::Metrics(state.metrics_event(&task, kv_warm)));
     let dispatched = Instant::now();
     let job_id = q.request.job_id.clone();
-    let outcome = drive(&state, &task, pool_idx, replica, &version, &q).await;
+    // The adapter this task runs on, even if a reload swaps the replica's adapter meanwhile.
+    let adapter = r.adapter();
+    let outcome = drive(&state, &task, &adapter, pool_idx, replica, &version, &q).await;
     let decode_ms = dispatched.elapsed().as_millis() as u64;
     let (tokens, service) = match outcome {
         Outcome::NotStarted(e) => {
@@ -96,17 +98,17 @@ pub async fn run(
                 .tasks_failed
                 .with_label_values(&[labels[0], labels[1], labels[2], labels[3], code.as_str()])
                 .inc();
-            free_engine_slot(&state, pool_idx, replica, &job_id).await;
+            free_engine_slot(&adapter, &job_id).await;
             (tokens, None)
         }
         Outcome::Canceled { tokens } => {
-            free_engine_slot(&state, pool_idx, replica, &job_id).await;
+            free_engine_slot(&adapter, &job_id).await;
             (tokens, None)
         }
     };
     tracing::info!(
         job_id = %task.id, tenant = %task.tenant, pool_id = %pool.id, replica_id = %r.id, engine,
-        session_id = task.session_id.as_deref().unwrap_or(""), model = %pool.model_ref,
+        session_id = task.session_id.as_deref().unwrap_or(""), model = %pool.model_ref(),
         queue_time_ms = (dispatched - task.admitted_at).as_millis() as u64, decode_time_ms = decode_ms,
         tokens_in = task.prompt_tokens, tokens_out = tokens, "task finished"
     );
@@ -114,8 +116,7 @@ pub async fn run(
 }
 
 /// Makes sure the engine no longer works on the job before its slot is reused.
-async fn free_engine_slot(state: &AppState, pool_idx: usize, replica: usize, job_id: &str) {
-    let adapter = &state.pools[pool_idx].replicas[replica].adapter;
+async fn free_engine_slot(adapter: &Arc<dyn adapter_api::WorkerAdapter>, job_id: &str) {
     match tokio::time::timeout(Duration::from_secs(10), adapter.cancel(job_id)).await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => tracing::warn!(job_id, error = %e, "engine cancel failed"),
@@ -126,6 +127,7 @@ async fn free_engine_slot(state: &AppState, pool_idx: usize, replica: usize, job
 async fn drive(
     state: &AppState,
     task: &Task,
+    adapter: &Arc<dyn adapter_api::WorkerAdapter>,
     pool_idx: usize,
     replica: usize,
     version: &str,
@@ -140,7 +142,6 @@ async fn drive(
         engine,
         version,
     ];
-    let adapter = pool.replicas[replica].adapter.clone();
     let fail = |tokens: u32, code: ErrorCode, msg: String| {
         task.fail(code, msg, Some(engine.to_string()));
         Outcome::Failed { tokens, code }
@@ -149,7 +150,7 @@ async fn drive(
     tokio::pin!(wall);
     let max_tokens = q.request.max_tokens;
     let accept_deadline = tokio::time::Instant::now() + Duration::from_millis(t.first_token_ms);
-    let mut stream = match accept(task, &*adapter, &q.request, accept_deadline).await {
+    let mut stream = match accept(task, &**adapter, &q.request, accept_deadline).await {
         Accepted::Stream(s) => s,
         Accepted::Failed(e)
             if matches!(e.code, ErrorCode::PoolUnready | ErrorCode::WorkerReset) =>

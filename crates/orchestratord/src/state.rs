@@ -27,21 +27,90 @@ use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::task::{CancelRefused, Phase, Task, TaskSpec};
 
-/// A replica as configured, with its adapter.
+/// A replica as configured, with its adapter (swapped atomically by a reload).
 pub struct Replica {
     pub id: String,
     pub devices: Vec<u32>,
-    pub adapter: Arc<dyn WorkerAdapter>,
+    adapter: std::sync::RwLock<Arc<dyn WorkerAdapter>>,
+}
+
+impl Replica {
+    pub fn new(id: String, devices: Vec<u32>, adapter: Arc<dyn WorkerAdapter>) -> Self {
+        Replica {
+            id,
+            devices,
+            adapter: std::sync::RwLock::new(adapter),
+        }
+    }
+
+    /// The adapter now; a task keeps the one it started with even if a reload swaps it.
+    pub fn adapter(&self) -> Arc<dyn WorkerAdapter> {
+        self.adapter
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn swap_adapter(&self, a: Arc<dyn WorkerAdapter>) {
+        *self.adapter.write().unwrap_or_else(|p| p.into_inner()) = a;
+    }
+}
+
+/// Engine lifecycle the orchestrator cannot do itself: `llorch serve` (and later
+/// pool-managerd) implement it. A reload starts the new model beside the old one and hands
+/// back one Ready adapter per replica (replica id, adapter), or an error after rolling back.
+#[async_trait::async_trait]
+pub trait PoolController: Send + Sync {
+    async fn reload(
+        &self,
+        pool_id: &str,
+        new_model_ref: &str,
+        new_model_sha256: Option<&str>,
+    ) -> Result<Vec<(String, Arc<dyn WorkerAdapter>)>, api_types::ErrorCode>;
+    /// The switch is done and the old engines' tasks have ended: stop the old engines.
+    async fn retire_old(&self, pool_id: &str);
+    /// Why the last reload failed (for the error message).
+    fn last_error(&self, pool_id: &str) -> Option<String>;
 }
 
 pub struct Pool {
     pub id: String,
     pub engine: Engine,
-    pub model_ref: String,
+    model_ref: std::sync::RwLock<String>,
     pub ctx_max: u32,
     pub cpu_allowed: bool,
     pub full_policy: CfgFullPolicy,
     pub replicas: Vec<Replica>,
+}
+
+impl Pool {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        id: String,
+        engine: Engine,
+        model_ref: String,
+        ctx_max: u32,
+        cpu_allowed: bool,
+        full_policy: CfgFullPolicy,
+        replicas: Vec<Replica>,
+    ) -> Self {
+        Pool {
+            id,
+            engine,
+            model_ref: std::sync::RwLock::new(model_ref),
+            ctx_max,
+            cpu_allowed,
+            full_policy,
+            replicas,
+        }
+    }
+
+    pub fn model_ref(&self) -> String {
+        self.model_ref
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
 }
 
 /// A task waiting in a queue, with everything its runner needs.
@@ -92,6 +161,9 @@ pub struct AppState {
     tasks: Mutex<HashMap<String, Arc<Task>>>,
     epoch: Instant,
     shutting_down: AtomicBool,
+    controller: Option<Arc<dyn PoolController>>,
+    /// One reload at a time per process: a second one waits its turn.
+    reloading: tokio::sync::Mutex<()>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -107,7 +179,11 @@ fn valid_task_id(s: &str) -> bool {
 }
 
 impl AppState {
-    pub fn new(cfg: Config, pools: Vec<Pool>) -> Arc<Self> {
+    pub fn new(
+        cfg: Config,
+        pools: Vec<Pool>,
+        controller: Option<Arc<dyn PoolController>>,
+    ) -> Arc<Self> {
         let metrics = Metrics::new();
         let sched_pools = pools
             .iter()
@@ -152,6 +228,8 @@ impl AppState {
             tasks: Mutex::new(HashMap::new()),
             epoch: Instant::now(),
             shutting_down: AtomicBool::new(false),
+            controller,
+            reloading: tokio::sync::Mutex::new(()),
             pools,
             cfg,
         })
@@ -196,7 +274,9 @@ impl AppState {
     fn find_pool(&self, req: &TaskRequest) -> Result<usize, ApiError> {
         self.pools
             .iter()
-            .position(|p| p.model_ref == req.model_ref && req.engine.is_none_or(|e| e == p.engine))
+            .position(|p| {
+                p.model_ref() == req.model_ref && req.engine.is_none_or(|e| e == p.engine)
+            })
             .ok_or_else(|| {
                 ApiError::invalid(match req.engine {
                     Some(e) => format!(
@@ -602,6 +682,60 @@ impl AppState {
         tracing::info!(pool_id = %pool_id, "pool drained");
     }
 
+    /// Reloads a pool with a new model (SPEC §2): the controller starts it beside the old one;
+    /// only when every replica's new engine is Ready are the adapters and the model_ref
+    /// switched, together, under the scheduler lock. Tasks already running finish on the old
+    /// engines, which are retired afterwards. On failure nothing changed (rollback).
+    pub async fn reload(
+        self: &Arc<Self>,
+        pool_idx: usize,
+        new_model_ref: &str,
+        new_model_sha256: Option<&str>,
+    ) -> Result<(), ApiError> {
+        let pool = &self.pools[pool_idx];
+        let Some(ctl) = self.controller.clone() else {
+            return Err(ApiError::new(
+                ErrorCode::PoolUnavailable,
+                "this orchestrator does not manage engines: reload needs `llorch serve` (or pool-managerd)",
+            )
+            .with_pool(&pool.id));
+        };
+        let _one_at_a_time = self.reloading.lock().await;
+        tracing::info!(pool_id = %pool.id, new_model_ref, "reloading pool");
+        let adapters = ctl.reload(&pool.id, new_model_ref, new_model_sha256).await.map_err(|code| {
+            let why = ctl.last_error(&pool.id).unwrap_or_else(|| "new engine never became ready".into());
+            tracing::warn!(pool_id = %pool.id, error = %why, "reload failed; old model keeps serving");
+            ApiError::new(code, format!("reload rolled back: {why}")).with_pool(&pool.id)
+        })?;
+        let running_before: Vec<Arc<Task>> = lock(&self.tasks)
+            .values()
+            .filter(|t| t.pool == pool_idx && t.phase() == Phase::Running && !t.is_released())
+            .cloned()
+            .collect();
+        {
+            // Atomic for the scheduler: no dispatch sees half the replicas switched.
+            let _sched = self.sched();
+            for (rid, a) in adapters {
+                if let Some(r) = pool.replicas.iter().find(|r| r.id == rid) {
+                    r.swap_adapter(a);
+                }
+            }
+            *pool.model_ref.write().unwrap_or_else(|p| p.into_inner()) = new_model_ref.to_string();
+        }
+        tracing::info!(pool_id = %pool.id, new_model_ref, "pool switched to the new model");
+        self.probe_replicas().await;
+        let state = self.clone();
+        let pool_id = pool.id.clone();
+        tokio::spawn(async move {
+            for t in running_before {
+                t.wait_released(Duration::from_secs(600)).await;
+            }
+            ctl.retire_old(&pool_id).await;
+            drop(state);
+        });
+        Ok(())
+    }
+
     pub fn is_draining(&self, pool_idx: usize) -> bool {
         self.sched().pools[pool_idx].draining
     }
@@ -728,9 +862,10 @@ impl AppState {
     pub async fn probe_replicas(self: &Arc<Self>) {
         for (pi, pool) in self.pools.iter().enumerate() {
             for (ri, r) in pool.replicas.iter().enumerate() {
-                let health = tokio::time::timeout(Duration::from_secs(5), r.adapter.health()).await;
+                let adapter = r.adapter();
+                let health = tokio::time::timeout(Duration::from_secs(5), adapter.health()).await;
                 let props =
-                    tokio::time::timeout(Duration::from_secs(5), r.adapter.properties()).await;
+                    tokio::time::timeout(Duration::from_secs(5), adapter.properties()).await;
                 let (state, version, error) = match (health, props) {
                     (Ok(Ok(h)), Ok(Ok(p))) if h.state == WorkerState::Ready => {
                         (ReplicaState::Ready, Some(p.engine_version), None)

@@ -477,3 +477,55 @@ async fn drain_deadline_cancels_running_work() {
         1.0
     );
 }
+
+/// Control-plane reads: replica sets and pool health (control key only).
+#[tokio::test]
+async fn replicasets_and_pool_health() {
+    let s = Server::start(&mock_config(3, "", "", ""));
+    let r = s
+        .http
+        .get(s.url("/v1/replicasets"))
+        .bearer_auth(CONTROL_KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let sets: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(sets[0]["pool_id"], "p");
+    assert_eq!(sets[0]["model_ref"], "mock:tiny");
+    assert_eq!(sets[0]["queue_depth"], 0);
+    assert_eq!(sets[0]["replicas"][0]["slots_total"], 3);
+    assert_eq!(sets[0]["replicas"][0]["status"], "ready");
+    let h = s.pool_health().await;
+    assert_eq!(
+        (
+            h["live"].as_bool(),
+            h["ready"].as_bool(),
+            h["draining"].as_bool()
+        ),
+        (Some(true), Some(true), Some(false))
+    );
+    let r = s
+        .http
+        .get(s.url("/v1/pools/nope/health"))
+        .bearer_auth(CONTROL_KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    // Without a controller (orchestratord alone), reload is refused with a clear error.
+    let r = s
+        .http
+        .post(s.url("/v1/pools/p/reload"))
+        .bearer_auth(CONTROL_KEY)
+        .json(&json!({"new_model_ref": "mock:other"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    let env: serde_json::Value = r.json().await.unwrap();
+    assert!(
+        env["message"].as_str().unwrap().contains("llorch serve"),
+        "{env}"
+    );
+}

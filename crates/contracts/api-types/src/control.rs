@@ -68,3 +68,13 @@ pub struct DrainRequest {
     /// How long running tasks may continue before they are canceled.
     pub deadline_ms: u64,
 }
+
+/// `POST /v1/pools/{id}/reload` body.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReloadRequest {
+    pub new_model_ref: String,
+    /// Required SHA-256 of the new model file (UNTRUSTED_ARTIFACT on mismatch).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub new_model_sha256: Option<String>,
+}

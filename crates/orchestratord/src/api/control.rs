@@ -6,7 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use api_types::{
-    Capabilities, DrainRequest, ErrorEnvelope, PoolHealth, ReplicaSet, ReplicaStatus, Workload,
+    Capabilities, DrainRequest, ErrorEnvelope, PoolHealth, ReloadRequest, ReplicaSet,
+    ReplicaStatus, Workload,
 };
 use axum::Json;
 use axum::extract::{Path, State};
@@ -90,13 +91,18 @@ pub async fn replicasets(
         .pools
         .iter()
         .enumerate()
-        .map(|(i, p)| ReplicaSet {
-            pool_id: p.id.clone(),
-            engine: p.engine.as_str().into(),
-            model_ref: p.model_ref.clone(),
-            ctx_max: p.ctx_max,
-            queue_depth: state.sched().pools[i].queue.len() as u32,
-            replicas: state.replica_snapshots(i),
+        .map(|(i, p)| {
+            // Its own statement: the scheduler guard must be gone before replica_snapshots
+            // locks again (a guard in the struct literal would live to its end: deadlock).
+            let queue_depth = state.sched().pools[i].queue.len() as u32;
+            ReplicaSet {
+                pool_id: p.id.clone(),
+                engine: p.engine.as_str().into(),
+                model_ref: p.model_ref(),
+                ctx_max: p.ctx_max,
+                queue_depth,
+                replicas: state.replica_snapshots(i),
+            }
         })
         .collect();
     Json(sets)
@@ -128,4 +134,37 @@ pub async fn drain(
     }
     let Json(health) = pool_health(State(state), caller, Path(id)).await?;
     Ok((StatusCode::ACCEPTED, Json(health)))
+}
+
+/// Reloads a pool with a new model: started beside the old one, switched atomically once Ready,
+/// rolled back (old model keeps serving) if it never becomes Ready.
+#[utoipa::path(post, path = "/v1/pools/{id}/reload", tag = "control",
+    params(("id" = String, Path, description = "pool id")),
+    request_body = ReloadRequest,
+    responses((status = 200, description = "Switched", body = PoolHealth),
+        (status = 403, body = ErrorEnvelope), (status = 404, body = ErrorEnvelope),
+        (status = 422, description = "UNTRUSTED_ARTIFACT: checksum mismatch, rolled back", body = ErrorEnvelope),
+        (status = 503, description = "POOL_UNREADY: new model never became ready, rolled back", body = ErrorEnvelope)),
+    security(("api_key" = [])))]
+pub async fn reload(
+    State(state): State<Arc<AppState>>,
+    caller: ControlCaller,
+    Path(id): Path<String>,
+    ApiJson(req): ApiJson<ReloadRequest>,
+) -> Result<Json<PoolHealth>, ApiError> {
+    let i = pool_index(&state, &id)?;
+    if req.new_model_ref.trim().is_empty() {
+        return Err(ApiError::invalid("new_model_ref must not be empty"));
+    }
+    if let Some(d) = &req.new_model_sha256 {
+        if d.len() != 64 || !d.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(ApiError::invalid(
+                "new_model_sha256 must be 64 hex characters",
+            ));
+        }
+    }
+    state
+        .reload(i, &req.new_model_ref, req.new_model_sha256.as_deref())
+        .await?;
+    pool_health(State(state), caller, Path(id)).await
 }
