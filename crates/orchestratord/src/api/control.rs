@@ -156,12 +156,12 @@ pub async fn reload(
     if req.new_model_ref.trim().is_empty() {
         return Err(ApiError::invalid("new_model_ref must not be empty"));
     }
-    if let Some(d) = &req.new_model_sha256 {
-        if d.len() != 64 || !d.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(ApiError::invalid(
-                "new_model_sha256 must be 64 hex characters",
-            ));
-        }
+    if let Some(d) = &req.new_model_sha256
+        && (d.len() != 64 || !d.bytes().all(|b| b.is_ascii_hexdigit()))
+    {
+        return Err(ApiError::invalid(
+            "new_model_sha256 must be 64 hex characters",
+        ));
     }
     state
         .reload(i, &req.new_model_ref, req.new_model_sha256.as_deref())
