@@ -130,32 +130,6 @@ fn start_replica(
     Ok((sup, Arc::new(gated)))
 }
 
-/// Starts a supervisor per supervised replica; returns them with their gated adapters.
-pub fn start_engines(
-    cfg: &Config,
-) -> anyhow::Result<(Vec<Supervisor>, orchestratord::AdapterOverrides)> {
-    let mut sups = Vec::new();
-    let mut overrides = orchestratord::AdapterOverrides::new();
-    for pool in &cfg.pools {
-        let Some(proc_cfg) = &pool.llamacpp else {
-            continue;
-        };
-        for r in pool.replicas.iter().filter(|r| r.endpoint.is_none()) {
-            let spec = engine_spec(
-                pool,
-                proc_cfg,
-                r,
-                &pool.model_ref,
-                pool.model_sha256.clone(),
-            )?;
-            let (sup, adapter) = start_replica(spec, &pool.model_ref)?;
-            overrides.insert((pool.id.clone(), r.id.clone()), adapter);
-            sups.push(sup);
-        }
-    }
-    Ok((sups, overrides))
-}
-
 /// The engines of `llorch serve`, by pool, with reload (start beside, switch, roll back).
 pub struct Engines {
     cfg: Config,

@@ -4,7 +4,6 @@
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use pool_managerd::supervisor::{Phase, Supervisor};
 
 const KEY: &str = "e2e-data-key";
 const CONTROL: &str = "e2e-control-key";
@@ -49,22 +48,18 @@ llamacpp = {{ server_binary = "{server}" }}
 
 struct Stack {
     base: String,
-    sups: Vec<Supervisor>,
+    engines: std::sync::Arc<llorch_serve::Engines>,
     http: reqwest::Client,
 }
 
 async fn start(replicas: u32, slots: u32) -> Stack {
     let cfg = config(replicas, slots);
-    let (sups, overrides) = llorch_serve::start_engines(&cfg).unwrap();
-    for s in &sups {
-        assert!(
-            s.wait_for(Duration::from_secs(120), |st| st.phase == Phase::Ready)
-                .await
-                .is_some(),
-            "engine not ready: {:?}",
-            s.status()
-        );
-    }
+    let (engines, overrides) = llorch_serve::Engines::start(&cfg).unwrap();
+    assert!(
+        engines.wait_preloaded(Duration::from_secs(120)).await,
+        "{:?}",
+        engines.statuses().await
+    );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let (tx, rx) = tokio::sync::oneshot::channel();
@@ -81,7 +76,7 @@ async fn start(replicas: u32, slots: u32) -> Stack {
     rx.await.unwrap();
     Stack {
         base,
-        sups,
+        engines,
         http: reqwest::Client::new(),
     }
 }
@@ -212,7 +207,7 @@ async fn engine_kill_mid_stream() {
         }
     }
     assert_eq!(s.submit("queued", 8).await, 202);
-    let pid = s.sups[0].status().pid.unwrap();
+    let pid = s.engines.statuses().await[0].2.pid.unwrap();
     unsafe {
         libc::kill(pid as i32, libc::SIGKILL);
     }
@@ -233,7 +228,7 @@ async fn engine_kill_mid_stream() {
     // The queued task survives the crash and runs after the restart.
     let q = s.events("queued").await;
     assert_eq!(q.last().unwrap().0, "end", "{q:?}");
-    assert_eq!(s.sups[0].status().restarts, 1);
+    assert_eq!(s.engines.statuses().await[0].2.restarts, 1);
     assert_eq!(s.submit("after", 4).await, 202);
     assert_eq!(s.events("after").await.last().unwrap().0, "end");
 }
