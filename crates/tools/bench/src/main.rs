@@ -19,9 +19,18 @@
 //!    call to its first `Token` item.
 //! 4. Tokens/s relayed with 1, 64 and 512 concurrent streams (each client submits, then reads
 //!    its whole stream), against the same consumption of `MockAdapter` streams in-process.
+//! 5. Real engine (see [`real_engine`]): one supervised llama-server with the provisioned
+//!    SmolLM2-135M on CPU, one slot, behind orchestratord; K rounds of the same prompt and seed
+//!    sent alternately straight to llama-server's `/completion` and through `POST /v1/tasks` +
+//!    the task stream: first-token latency, tokens/s and whether the texts match. Skipped with
+//!    a note when the engine is not provisioned (`cargo xtask fetch-engine`), or with
+//!    `--no-real-engine`.
 //!
 //! It is a benchmark, not a test: it asserts nothing about timings. Run it in release:
-//! `cargo run --release -p llorch-bench -- [--quick]` (or `cargo xtask bench [--quick]`).
+//! `cargo run --release -p llorch-bench -- [--quick] [--no-real-engine]` (or
+//! `cargo xtask bench [--quick]`).
+
+mod real_engine;
 
 use std::collections::BTreeMap;
 use std::fmt::Display;
@@ -47,11 +56,19 @@ const CTX_MAX: u32 = 8192;
 const CTX: u32 = 4096;
 
 #[derive(Parser)]
-#[command(about = "Benchmark orchestratord in-process over HTTP against the mock engine")]
+#[command(
+    about = "Benchmark orchestratord in-process over HTTP against the mock engine and a real llama.cpp engine"
+)]
 struct Args {
     /// Smaller sample sizes (a smoke run of a few seconds).
     #[arg(long)]
     quick: bool,
+    /// Skip scenario 5 (the real llama.cpp engine).
+    #[arg(long)]
+    no_real_engine: bool,
+    /// Scenario 5: measured rounds (default 10, 3 with --quick); p99 is printed from 100.
+    #[arg(long, value_name = "K")]
+    real_rounds: Option<usize>,
 }
 
 /// Sample sizes of one run.
@@ -105,7 +122,10 @@ fn main() -> anyhow::Result<()> {
     } else {
         "release"
     };
-    println!("llorch-bench: orchestratord in-process on 127.0.0.1 (HTTP/1.1), mock engine");
+    println!(
+        "llorch-bench: orchestratord in-process on 127.0.0.1 (HTTP/1.1), mock engine \
+         (scenarios 1-4) and real llama.cpp engine (scenario 5)"
+    );
     println!(
         "cores: {cores} | build: {build} | mode: {} | RLIMIT_NOFILE: {nofile}",
         if args.quick { "quick" } else { "full" }
@@ -116,6 +136,20 @@ fn main() -> anyhow::Result<()> {
     in_runtime(submissions_rejected(&sizes))?;
     in_runtime(first_token_latency(&sizes))?;
     in_runtime(relayed_tokens(&sizes))?;
+    if args.no_real_engine {
+        println!("\n5. real engine: SKIPPED (--no-real-engine)");
+    } else {
+        match real_engine::provisioned_engine() {
+            Ok(engine) => in_runtime(real_engine::real_engine(
+                real_engine::RealSizes::new(args.quick, args.real_rounds),
+                engine,
+            ))?,
+            Err(why) => {
+                println!("\n5. real engine: SKIPPED — run `cargo xtask fetch-engine`");
+                println!("  ({why})");
+            }
+        }
+    }
     Ok(())
 }
 

@@ -84,6 +84,11 @@ impl LlamaCppAdapter {
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
             .tcp_nodelay(true)
+            // llama-server closes the connection after every streamed /completion although it
+            // answers `Keep-Alive`; reusing such a connection fails now and then ("connection
+            // closed before message completed", seen by llorch-bench). A loopback connect costs
+            // ~0.1 ms, so no pooling.
+            .pool_max_idle_per_host(0)
             .build()
             .map_err(|e| WorkerError::new(ErrorCode::Internal, format!("http client: {e}")))?;
         Ok(LlamaCppAdapter {
