@@ -237,6 +237,7 @@ fn main() -> ExitCode {
                     ],
                     &[],
                 )
+                && fetch()
                 && test()
         }
         Some("test") => fetch() && test(),
