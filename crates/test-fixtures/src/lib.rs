@@ -71,3 +71,45 @@ pub fn free_port() -> u16 {
         .map(|a| a.port())
         .expect("free port")
 }
+
+/// `[[auth.api_keys]]` entries for test configs: (key, tenant, role).
+pub fn api_keys_toml(keys: &[(&str, &str, &str)]) -> String {
+    keys.iter()
+        .map(|(key, tenant, role)| {
+            format!(
+                "\n[[auth.api_keys]]\nkey = \"{key}\"\ntenant = \"{tenant}\"\nrole = \"{role}\"\n"
+            )
+        })
+        .collect()
+}
+
+/// A `[[pools]]` entry supervising llama-server on the provisioned engine and model (CPU),
+/// with replicas given as (id, slots). `ctx_max` is the context per slot.
+pub fn llamacpp_pool_toml(
+    e: &Engine,
+    pool_id: &str,
+    ctx_max: u32,
+    replicas: &[(&str, u32)],
+) -> String {
+    let mut t = format!(
+        r#"
+[[pools]]
+id = "{pool_id}"
+engine = "llamacpp"
+model_ref = "{model}"
+model_sha256 = "{sha}"
+ctx_max = {ctx_max}
+allow_cpu_inference = true
+llamacpp = {{ server_binary = "{server}", ready_timeout_ms = 120000 }}
+"#,
+        model = e.model.display(),
+        sha = e.model_sha256,
+        server = e.llama_server.display()
+    );
+    for (id, slots) in replicas {
+        t.push_str(&format!(
+            "\n[[pools.replicas]]\nid = \"{id}\"\nslots = {slots}\n"
+        ));
+    }
+    t
+}

@@ -10,34 +10,12 @@ fn llorch_serve_answers_llorch_submit_with_real_tokens() {
     let port = test_fixtures::free_port();
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("serve.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            r#"
-[[auth.api_keys]]
-key = "serve-data-key"
-tenant = "t"
-role = "data"
-
-[[pools]]
-id = "llm"
-engine = "llamacpp"
-model_ref = "{model}"
-model_sha256 = "{sha}"
-ctx_max = 512
-allow_cpu_inference = true
-llamacpp = {{ server_binary = "{server}" }}
-
-[[pools.replicas]]
-id = "cpu0"
-slots = 1
-"#,
-            model = e.model.display(),
-            sha = e.model_sha256,
-            server = e.llama_server.display()
-        ),
-    )
-    .unwrap();
+    let toml = format!(
+        "{}{}",
+        test_fixtures::api_keys_toml(&[("serve-data-key", "t", "data")]),
+        test_fixtures::llamacpp_pool_toml(&e, "llm", 512, &[("cpu0", 1)])
+    );
+    std::fs::write(&cfg, toml).unwrap();
     let url = format!("http://127.0.0.1:{port}");
     let mut server = Command::new(env!("CARGO_BIN_EXE_llorch"))
         .args([

@@ -10,39 +10,13 @@ const CONTROL: &str = "e2e-control-key";
 
 fn config(replicas: u32, slots: u32) -> config_schema::Config {
     let e = test_fixtures::engine();
-    let mut toml = format!(
-        r#"
-[[auth.api_keys]]
-key = "{KEY}"
-tenant = "t"
-role = "data"
-
-[[auth.api_keys]]
-key = "{CONTROL}"
-tenant = "ops"
-role = "control"
-
-[timeouts]
-first_token_ms = 60000
-
-[[pools]]
-id = "llm"
-engine = "llamacpp"
-model_ref = "{model}"
-model_sha256 = "{sha}"
-ctx_max = 512
-allow_cpu_inference = true
-llamacpp = {{ server_binary = "{server}" }}
-"#,
-        model = e.model.display(),
-        sha = e.model_sha256,
-        server = e.llama_server.display()
+    let ids: Vec<String> = (0..replicas).map(|i| format!("cpu{i}")).collect();
+    let reps: Vec<(&str, u32)> = ids.iter().map(|id| (id.as_str(), slots)).collect();
+    let toml = format!(
+        "{}\n[timeouts]\nfirst_token_ms = 60000\n{}",
+        test_fixtures::api_keys_toml(&[(KEY, "t", "data"), (CONTROL, "ops", "control")]),
+        test_fixtures::llamacpp_pool_toml(&e, "llm", 512, &reps)
     );
-    for i in 0..replicas {
-        toml.push_str(&format!(
-            "\n[[pools.replicas]]\nid = \"cpu{i}\"\nslots = {slots}\n"
-        ));
-    }
     config_schema::parse_str(&toml, "e2e.toml").unwrap()
 }
 

@@ -22,33 +22,9 @@ struct Stack {
 async fn start() -> Stack {
     let e = test_fixtures::engine();
     let toml = format!(
-        r#"
-[[auth.api_keys]]
-key = "{KEY}"
-tenant = "t"
-role = "data"
-
-[[auth.api_keys]]
-key = "{CONTROL}"
-tenant = "ops"
-role = "control"
-
-[[pools]]
-id = "llm"
-engine = "llamacpp"
-model_ref = "{model}"
-model_sha256 = "{sha}"
-ctx_max = 512
-allow_cpu_inference = true
-llamacpp = {{ server_binary = "{server}", ready_timeout_ms = 60000 }}
-
-[[pools.replicas]]
-id = "cpu0"
-slots = 1
-"#,
-        model = e.model.display(),
-        sha = e.model_sha256,
-        server = e.llama_server.display()
+        "{}{}",
+        test_fixtures::api_keys_toml(&[(KEY, "t", "data"), (CONTROL, "ops", "control")]),
+        test_fixtures::llamacpp_pool_toml(&e, "llm", 512, &[("cpu0", 1)])
     );
     let cfg = config_schema::parse_str(&toml, "reload.toml").unwrap();
     let (engines, overrides) = llorch_serve::Engines::start(&cfg).unwrap();
