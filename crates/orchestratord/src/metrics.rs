@@ -24,6 +24,8 @@ pub struct Metrics {
     pub replica_slots_total: IntGaugeVec,
     pub replica_ready: IntGaugeVec,
     pub sessions_active: IntGauge,
+    pub replica_restarts: IntCounterVec,
+    pub replica_circuit_open: IntGaugeVec,
 }
 
 /// Latency buckets in seconds, 1 ms … 60 s.
@@ -171,6 +173,18 @@ impl Metrics {
                     .expect("metric registered once");
                 g
             },
+            replica_restarts: counter(
+                &r,
+                "llorch_replica_restarts_total",
+                "Engine restarts of a replica after crashes or failed starts.",
+                &["pool_id", "replica_id", "engine"],
+            ),
+            replica_circuit_open: gauge(
+                &r,
+                "llorch_replica_circuit_open",
+                "1 while a replica's restart circuit breaker is open.",
+                &["pool_id", "replica_id", "engine"],
+            ),
             registry: r,
         }
     }

@@ -125,6 +125,9 @@ pub struct PoolSched {
     pub replicas: Vec<ReplicaView>,
     pub engine_versions: Vec<String>,
     pub last_errors: Vec<Option<String>>,
+    /// Per replica: engine restarts and breaker state, as its supervisor reports them.
+    pub restarts: Vec<u32>,
+    pub circuit_open: Vec<bool>,
     pub estimator: ServiceTimeEstimator,
     /// Drained pools take no new work; set by `POST /v1/pools/{id}/drain`.
     pub draining: bool,
@@ -211,6 +214,8 @@ impl AppState {
                         .collect(),
                     engine_versions: vec!["unknown".into(); p.replicas.len()],
                     last_errors: vec![Some("not probed yet".into()); p.replicas.len()],
+                    restarts: vec![0; p.replicas.len()],
+                    circuit_open: vec![false; p.replicas.len()],
                     estimator: ServiceTimeEstimator::default(),
                     draining: false,
                 }
@@ -642,17 +647,26 @@ impl AppState {
         let pool_id = self.pools[pool_idx].id.clone();
         tracing::info!(pool_id = %pool_id, deadline_ms = deadline.as_millis() as u64, "draining pool");
         let until = tokio::time::Instant::now() + deadline;
-        let running = |state: &Self| {
+        // In flight = holds a slot: not released and no longer in the queue (a task just
+        // dispatched may not be marked Running yet). Draining stops dispatch, so the queue is
+        // stable from here on.
+        let in_flight = |state: &Self| {
+            let queued: std::collections::HashSet<String> = state.sched().pools[pool_idx]
+                .queue
+                .ids()
+                .into_iter()
+                .map(String::from)
+                .collect();
             lock(&state.tasks)
                 .values()
-                .filter(|t| t.pool == pool_idx && t.phase() == Phase::Running && !t.is_released())
+                .filter(|t| t.pool == pool_idx && !t.is_released() && !queued.contains(&t.id))
                 .cloned()
                 .collect::<Vec<_>>()
         };
-        while tokio::time::Instant::now() < until && !running(self).is_empty() {
+        while tokio::time::Instant::now() < until && !in_flight(self).is_empty() {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        for t in running(self) {
+        for t in in_flight(self) {
             let _ = self.cancel(&t, "drain").await;
         }
         let waiting: Vec<Arc<Task>> = {
@@ -707,11 +721,6 @@ impl AppState {
             tracing::warn!(pool_id = %pool.id, error = %why, "reload failed; old model keeps serving");
             ApiError::new(code, format!("reload rolled back: {why}")).with_pool(&pool.id)
         })?;
-        let running_before: Vec<Arc<Task>> = lock(&self.tasks)
-            .values()
-            .filter(|t| t.pool == pool_idx && t.phase() == Phase::Running && !t.is_released())
-            .cloned()
-            .collect();
         {
             // Atomic for the scheduler: no dispatch sees half the replicas switched.
             let _sched = self.sched();
@@ -722,12 +731,19 @@ impl AppState {
             }
             *pool.model_ref.write().unwrap_or_else(|p| p.into_inner()) = new_model_ref.to_string();
         }
+        // Taken after the switch: every task that picked up an old adapter is Running by now
+        // (runners mark themselves Running before they read the adapter).
+        let running_at_switch: Vec<Arc<Task>> = lock(&self.tasks)
+            .values()
+            .filter(|t| t.pool == pool_idx && t.phase() == Phase::Running && !t.is_released())
+            .cloned()
+            .collect();
         tracing::info!(pool_id = %pool.id, new_model_ref, "pool switched to the new model");
         self.probe_replicas().await;
         let state = self.clone();
         let pool_id = pool.id.clone();
         tokio::spawn(async move {
-            for t in running_before {
+            for t in running_at_switch {
                 t.wait_released(Duration::from_secs(600)).await;
             }
             ctl.retire_old(&pool_id).await;
@@ -866,6 +882,10 @@ impl AppState {
                 let health = tokio::time::timeout(Duration::from_secs(5), adapter.health()).await;
                 let props =
                     tokio::time::timeout(Duration::from_secs(5), adapter.properties()).await;
+                let supervision = match &health {
+                    Ok(Ok(h)) => Some((h.restarts, h.circuit_open)),
+                    _ => None,
+                };
                 let (state, version, error) = match (health, props) {
                     (Ok(Ok(h)), Ok(Ok(p))) if h.state == WorkerState::Ready => {
                         (ReplicaState::Ready, Some(p.engine_version), None)
@@ -892,6 +912,22 @@ impl AppState {
                     }
                     if error.is_some() || state == ReplicaState::Ready {
                         ps.last_errors[ri] = error.clone();
+                    }
+                    if let Some((restarts, open)) = supervision {
+                        let engine_labels = [pool.id.as_str(), r.id.as_str(), pool.engine.as_str()];
+                        let seen = ps.restarts[ri];
+                        if restarts > seen {
+                            self.metrics
+                                .replica_restarts
+                                .with_label_values(&engine_labels)
+                                .inc_by(u64::from(restarts - seen));
+                        }
+                        ps.restarts[ri] = restarts;
+                        ps.circuit_open[ri] = open;
+                        self.metrics
+                            .replica_circuit_open
+                            .with_label_values(&engine_labels)
+                            .set(i64::from(open));
                     }
                     let v = &ps.engine_versions[ri];
                     let labels = [
@@ -937,7 +973,11 @@ impl AppState {
         ps.replicas
             .iter()
             .zip(&ps.engine_versions)
-            .map(|(r, v)| ReplicaSnapshot {
+            .enumerate()
+            .map(|(i, (r, v))| ReplicaSnapshot {
+                restarts: ps.restarts[i],
+                circuit_open: ps.circuit_open[i],
+                last_error: ps.last_errors[i].clone(),
                 replica_id: r.id.clone(),
                 status: match r.state {
                     ReplicaState::Ready => ReplicaStatus::Ready,

@@ -75,6 +75,14 @@ fn contract() -> BTreeMap<&'static str, (&'static str, &'static [&'static str])>
             ),
         ),
         ("llorch_sessions_active", ("gauge", &[][..])),
+        (
+            "llorch_replica_restarts_total",
+            ("counter", &["engine", "pool_id", "replica_id"][..]),
+        ),
+        (
+            "llorch_replica_circuit_open",
+            ("gauge", &["engine", "pool_id", "replica_id"][..]),
+        ),
     ])
 }
 

@@ -47,19 +47,19 @@ impl GatedAdapter {
 impl WorkerAdapter for GatedAdapter {
     async fn health(&self) -> Result<WorkerHealth, WorkerError> {
         let s = self.status.borrow().clone();
-        Ok(match s.phase {
-            Phase::Ready => WorkerHealth {
-                state: WorkerState::Ready,
-                last_error: None,
-            },
-            Phase::Starting | Phase::Backoff { .. } => WorkerHealth {
-                state: WorkerState::Loading,
-                last_error: s.last_error,
-            },
-            Phase::BreakerOpen { .. } | Phase::Failed | Phase::Stopped => WorkerHealth {
-                state: WorkerState::Error,
-                last_error: s.last_error.or(Some(format!("{:?}", s.phase))),
-            },
+        let (state, last_error) = match s.phase {
+            Phase::Ready => (WorkerState::Ready, None),
+            Phase::Starting | Phase::Backoff { .. } => (WorkerState::Loading, s.last_error),
+            Phase::BreakerOpen { .. } | Phase::Failed | Phase::Stopped => (
+                WorkerState::Error,
+                s.last_error.or(Some(format!("{:?}", s.phase))),
+            ),
+        };
+        Ok(WorkerHealth {
+            state,
+            last_error,
+            restarts: s.restarts,
+            circuit_open: matches!(s.phase, Phase::BreakerOpen { .. }),
         })
     }
 

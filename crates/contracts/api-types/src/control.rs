@@ -35,6 +35,11 @@ pub struct ReplicaSnapshot {
     pub slots_busy: u32,
     /// True when the replica runs on CPU (allowed only where the config says so).
     pub cpu: bool,
+    /// Engine restarts so far, and whether the restart circuit breaker is open (ORCH-3053).
+    pub restarts: u32,
+    pub circuit_open: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
 }
 
 /// `GET /v1/pools/{id}/health`.

@@ -25,6 +25,24 @@ pub struct WorkerHealth {
     pub state: WorkerState,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
+    /// Engine restarts since the worker started (0 when nobody supervises the engine).
+    #[serde(default)]
+    pub restarts: u32,
+    /// The supervisor's circuit breaker is open: no restarts for a while (ORCH-3053).
+    #[serde(default)]
+    pub circuit_open: bool,
+}
+
+impl WorkerHealth {
+    /// Health of an engine nobody restarts (restarts 0, breaker closed).
+    pub fn unsupervised(state: WorkerState, last_error: Option<String>) -> Self {
+        WorkerHealth {
+            state,
+            last_error,
+            restarts: 0,
+            circuit_open: false,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]

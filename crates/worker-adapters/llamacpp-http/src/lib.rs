@@ -206,18 +206,15 @@ impl WorkerAdapter for LlamaCppAdapter {
         let status = resp.status().as_u16();
         let body = resp.bytes().await.unwrap_or_default();
         Ok(match status {
-            200 => WorkerHealth {
-                state: WorkerState::Ready,
-                last_error: None,
-            },
-            503 => WorkerHealth {
-                state: WorkerState::Loading,
-                last_error: Some(wire::error_from_body(status, &body).message),
-            },
-            _ => WorkerHealth {
-                state: WorkerState::Error,
-                last_error: Some(wire::error_from_body(status, &body).message),
-            },
+            200 => WorkerHealth::unsupervised(WorkerState::Ready, None),
+            503 => WorkerHealth::unsupervised(
+                WorkerState::Loading,
+                Some(wire::error_from_body(status, &body).message),
+            ),
+            _ => WorkerHealth::unsupervised(
+                WorkerState::Error,
+                Some(wire::error_from_body(status, &body).message),
+            ),
         })
     }
 

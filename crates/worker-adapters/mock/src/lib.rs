@@ -120,10 +120,7 @@ impl Drop for SlotGuard {
 #[async_trait::async_trait]
 impl WorkerAdapter for MockAdapter {
     async fn health(&self) -> Result<WorkerHealth, WorkerError> {
-        Ok(WorkerHealth {
-            state: WorkerState::Ready,
-            last_error: None,
-        })
+        Ok(WorkerHealth::unsupervised(WorkerState::Ready, None))
     }
 
     async fn properties(&self) -> Result<WorkerProperties, WorkerError> {
