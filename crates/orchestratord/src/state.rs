@@ -915,13 +915,12 @@ impl AppState {
                     }
                     if let Some((restarts, open)) = supervision {
                         let engine_labels = [pool.id.as_str(), r.id.as_str(), pool.engine.as_str()];
-                        let seen = ps.restarts[ri];
-                        if restarts > seen {
-                            self.metrics
-                                .replica_restarts
-                                .with_label_values(&engine_labels)
-                                .inc_by(u64::from(restarts - seen));
-                        }
+                        // Always resolve the series so it is exported at 0 before the first restart.
+                        let counter = self
+                            .metrics
+                            .replica_restarts
+                            .with_label_values(&engine_labels);
+                        counter.inc_by(u64::from(restarts.saturating_sub(ps.restarts[ri])));
                         ps.restarts[ri] = restarts;
                         ps.circuit_open[ri] = open;
                         self.metrics
