@@ -4,7 +4,9 @@
 //! - [`app`] builds the axum router and [`serve`] runs it on a listener (TCP or unix, passed by
 //!   systemd or bound here) until a shutdown signal, then drains.
 //! - [`state`] holds the scheduler state (orchestrator-core types behind one mutex), the task
-//!   table and the replicas; [`runner`] drives one task on one replica with the watchdog.
+//!   table and the replicas, and the operations that change them together (submit, cancel,
+//!   dispatch, drain, reload through a [`PoolController`]); [`runner`] drives one task on one
+//!   replica with the watchdog.
 //! - [`task`] is a task's event log: the single place that enforces stream order and makes
 //!   cancel race-free (no token is appended after a cancel is acknowledged).
 //! - [`api`] has the HTTP handlers; [`error`] maps every failure once to the error envelope;
