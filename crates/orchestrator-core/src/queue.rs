@@ -153,6 +153,24 @@ impl<T> PoolQueue<T> {
         None
     }
 
+    /// Removes every queued task for which `expired` says so (e.g. waited too long, deadline
+    /// passed), keeping the order of the rest. O(n); callers sweep periodically.
+    pub fn remove_where(&mut self, mut expired: impl FnMut(&T) -> bool) -> Vec<(String, T)> {
+        let mut out = Vec::new();
+        for lane in &mut self.lanes {
+            let mut keep = VecDeque::with_capacity(lane.len());
+            for e in lane.drain(..) {
+                if expired(&e.item) {
+                    out.push((e.id, e.item));
+                } else {
+                    keep.push_back(e);
+                }
+            }
+            *lane = keep;
+        }
+        out
+    }
+
     /// Ids in dispatch order (for tests and snapshots).
     pub fn ids(&self) -> Vec<&str> {
         self.lanes
@@ -244,6 +262,20 @@ mod tests {
         assert_eq!(ids(&q), ["i1", "b1"]);
         q.requeue_front("b0".into(), Batch, ());
         assert_eq!(ids(&q), ["i1", "b0", "b1"]);
+    }
+
+    #[test]
+    fn remove_where_keeps_order_of_the_rest() {
+        let mut q = PoolQueue::new(10, FullPolicy::Reject);
+        for (i, p) in [(1, Interactive), (2, Batch), (3, Interactive), (4, Batch)] {
+            q.enqueue(format!("t{i}"), p, i);
+        }
+        let gone = q.remove_where(|i| i % 2 == 1);
+        assert_eq!(
+            gone.iter().map(|(id, _)| id.as_str()).collect::<Vec<_>>(),
+            ["t1", "t3"]
+        );
+        assert_eq!(ids(&q), ["t2", "t4"]);
     }
 
     #[test]

@@ -148,6 +148,7 @@ pub async fn serve_managed(
             loop {
                 tick.tick().await;
                 state.probe_replicas().await;
+                state.expire_queued();
             }
         })
     };

@@ -639,6 +639,57 @@ impl AppState {
         self.dispatch(pool_idx);
     }
 
+    /// Fails queued tasks that waited longer than `timeouts.queue_ms` or past their own
+    /// deadline (DEADLINE_UNMET). Called every probe tick.
+    pub fn expire_queued(self: &Arc<Self>) {
+        let limit = Duration::from_millis(self.cfg.timeouts.queue_ms);
+        for (pi, pool) in self.pools.iter().enumerate() {
+            let (expired, pool_ready) = {
+                let mut s = self.sched();
+                let ps = &mut s.pools[pi];
+                let expired = ps.queue.remove_where(|q| {
+                    let waited = q.task.admitted_at.elapsed();
+                    waited >= limit
+                        || q.task
+                            .deadline_ms
+                            .is_some_and(|d| waited >= Duration::from_millis(d))
+                });
+                if !expired.is_empty() {
+                    self.update_queue_gauges(&pool.id, ps);
+                }
+                (expired, ps.ready_slots().1 > 0)
+            };
+            for (_, q) in expired {
+                let t = q.task;
+                let waited = t.admitted_at.elapsed().as_millis() as u64;
+                let (code, why) = if t.deadline_ms.is_some_and(|d| waited >= d) {
+                    (
+                        ErrorCode::DeadlineUnmet,
+                        format!("deadline passed after {waited} ms in the queue"),
+                    )
+                } else if pool_ready {
+                    (
+                        ErrorCode::AdmissionReject,
+                        format!("waited {waited} ms in the queue (timeouts.queue_ms)"),
+                    )
+                } else {
+                    (
+                        ErrorCode::PoolUnready,
+                        format!("no replica became ready within {waited} ms"),
+                    )
+                };
+                if t.fail(code, why, None) {
+                    self.metrics
+                        .tasks_rejected
+                        .with_label_values(&[&pool.id, code.as_str()])
+                        .inc();
+                }
+                t.mark_released();
+                self.schedule_forget(t.id.clone());
+            }
+        }
+    }
+
     /// Drains a pool (SPEC §2): new submissions get POOL_UNAVAILABLE at once, nothing more is
     /// dispatched, running tasks may finish until `deadline`; then whatever still runs is
     /// canceled and whatever still waits fails with POOL_UNAVAILABLE. Returns once drained.

@@ -529,3 +529,28 @@ async fn replicasets_and_pool_health() {
         "{env}"
     );
 }
+
+/// Nothing waits forever: a queued task fails after timeouts.queue_ms (or its own deadline).
+#[tokio::test]
+async fn queued_tasks_time_out() {
+    let s = Server::start(&mock_config(
+        1,
+        "",
+        "stall_after_tokens = 1",
+        "[timeouts]\nqueue_ms = 2500",
+    ));
+    assert_eq!(s.submit(DATA_KEY, task("hog", 5)).await.status(), 202);
+    // First in the queue, so its predicted start (one service time, 1 s before any sample)
+    // fits the deadline and admission takes it; it then waits past the deadline.
+    let mut d = task("deadline", 5);
+    d["deadline_ms"] = json!(1500);
+    assert_eq!(s.submit(DATA_KEY, d).await.status(), 202);
+    assert_eq!(s.submit(DATA_KEY, task("waits", 5)).await.status(), 202);
+    let w = read_events(s.stream(DATA_KEY, "waits").await).await;
+    assert_eq!(names(&w), ["started", "error"]);
+    assert_eq!(w[1].1["code"], "ADMISSION_REJECT");
+    let d = read_events(s.stream(DATA_KEY, "deadline").await).await;
+    assert_eq!(d[1].1["code"], "DEADLINE_UNMET");
+    assert_eq!(s.metric("llorch_queue_depth", &[]).await, 0.0);
+    assert_eq!(s.cancel(DATA_KEY, "hog").await.status(), 204);
+}

@@ -138,7 +138,7 @@ fn validate(cfg: &Config, file: &str) -> Result<(), ConfigError> {
         return Err(bad("priorities".into(), "weights must be > 0".into()));
     }
     let t = &cfg.timeouts;
-    if t.first_token_ms == 0 || t.idle_ms == 0 || t.wall_ms == 0 {
+    if t.queue_ms == 0 || t.first_token_ms == 0 || t.idle_ms == 0 || t.wall_ms == 0 {
         return Err(bad("timeouts".into(), "timeouts must be > 0".into()));
     }
     if cfg.sessions.ttl_ms == 0 || cfg.sessions.max_turns == 0 || cfg.sessions.max_sessions == 0 {

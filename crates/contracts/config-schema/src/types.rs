@@ -169,6 +169,9 @@ impl PrioritiesConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct TimeoutsConfig {
+    /// Longest wait in a queue before a task fails (POOL_UNREADY when its pool has no Ready
+    /// replica, else ADMISSION_REJECT): nothing waits forever for a pool that never comes back.
+    pub queue_ms: u64,
     /// Longest wait from dispatch to the first token.
     pub first_token_ms: u64,
     /// Longest gap between two tokens.
@@ -180,6 +183,7 @@ pub struct TimeoutsConfig {
 impl Default for TimeoutsConfig {
     fn default() -> Self {
         TimeoutsConfig {
+            queue_ms: 300_000,
             first_token_ms: 30_000,
             idle_ms: 10_000,
             wall_ms: 600_000,
