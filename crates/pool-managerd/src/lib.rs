@@ -5,6 +5,7 @@
 //!
 //! Must never depend on orchestratord; it talks to engines through adapter crates only.
 
+pub mod engines;
 pub mod gated;
 pub mod policy;
 pub mod provision;

@@ -1,10 +1,7 @@
 //! A replica whose engine keeps crashing: restarts back off, then the circuit breaker opens,
 //! and both are visible in pool health and in Prometheus (ORCH-3038, 3053).
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-use orchestratord::PoolController;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crash_loop_opens_the_breaker_visibly() {
@@ -38,7 +35,7 @@ async fn crash_loop_opens_the_breaker_visibly() {
         orchestratord::Listener::Tcp(listener),
         cfg,
         overrides,
-        Some(engines.clone() as Arc<dyn PoolController>),
+        Some(llorch_serve::controller(engines.clone())),
         std::future::pending(),
         move || {
             let _ = tx.send(());

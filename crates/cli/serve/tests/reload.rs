@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use orchestratord::PoolController;
 
 const KEY: &str = "reload-data-key";
 const CONTROL: &str = "reload-control-key";
@@ -36,7 +35,7 @@ async fn start() -> Stack {
         orchestratord::Listener::Tcp(listener),
         cfg,
         overrides,
-        Some(engines.clone() as Arc<dyn PoolController>),
+        Some(llorch_serve::controller(engines.clone())),
         std::future::pending(),
         move || {
             let _ = tx.send(());

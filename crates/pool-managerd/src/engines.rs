@@ -1,0 +1,261 @@
+//! [`Engines`]: every supervised replica of an appliance config, by pool — started from the
+//! config, preloaded, reloaded with a new model beside the old one (switch or roll back), and
+//! stopped. The all-in-one `llorch serve` and (next) the pool-managerd daemon both use it.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use adapter_api::WorkerAdapter;
+use api_types::ErrorCode;
+use config_schema::Config;
+use llamacpp_adapter::{LlamaCppAdapter, LlamaCppConfig};
+
+use crate::gated::GatedAdapter;
+
+/// Each supervised replica's readiness-gated adapter, by (pool id, replica id) — the shape
+/// orchestratord takes as `AdapterOverrides`.
+pub type ReplicaAdapters = HashMap<(String, String), Arc<dyn WorkerAdapter>>;
+use crate::policy::RestartConfig;
+use crate::supervisor::{EngineSpec, Phase, ReplicaStatus, Supervisor};
+
+/// Model path of a supervised pool: `model_ref` is a local path (`file:` prefix optional).
+fn model_path(model_ref: &str) -> &Path {
+    Path::new(model_ref.strip_prefix("file:").unwrap_or(model_ref))
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+fn engine_spec(
+    pool: &config_schema::PoolConfig,
+    proc_cfg: &config_schema::LlamaCppProcessConfig,
+    replica: &config_schema::ReplicaConfig,
+    model_ref: &str,
+    model_sha256: Option<String>,
+) -> anyhow::Result<EngineSpec> {
+    Ok(EngineSpec {
+        pool_id: pool.id.clone(),
+        replica_id: replica.id.clone(),
+        binary: proc_cfg.server_binary.clone().into(),
+        model: model_path(model_ref).to_path_buf(),
+        model_sha256,
+        port: free_port()?,
+        slots: replica.slots,
+        ctx_per_slot: pool.ctx_max,
+        devices: replica.devices.clone(),
+        extra_args: proc_cfg.extra_args.clone(),
+        restart: RestartConfig::default(),
+        ready_timeout: Duration::from_millis(proc_cfg.ready_timeout_ms),
+    })
+}
+
+/// Spawns the engine and wraps its adapter in the readiness gate.
+fn start_replica(
+    spec: EngineSpec,
+    model_ref: &str,
+) -> anyhow::Result<(Supervisor, Arc<dyn WorkerAdapter>)> {
+    let engine = LlamaCppAdapter::new(LlamaCppConfig::new(spec.base_url(), model_ref))?;
+    let sup = Supervisor::spawn(spec);
+    let gated = GatedAdapter::new(Arc::new(engine), sup.subscribe());
+    Ok((sup, Arc::new(gated)))
+}
+
+/// The engines of `llorch serve`, by pool, with reload (start beside, switch, roll back).
+pub struct Engines {
+    cfg: Config,
+    live: tokio::sync::Mutex<HashMap<String, Vec<Supervisor>>>,
+    retiring: tokio::sync::Mutex<HashMap<String, Vec<Supervisor>>>,
+    last_error: std::sync::Mutex<HashMap<String, String>>,
+}
+
+impl Engines {
+    /// Starts every supervised replica of `cfg`.
+    pub fn start(cfg: &Config) -> anyhow::Result<(Arc<Engines>, ReplicaAdapters)> {
+        let mut live: HashMap<String, Vec<Supervisor>> = HashMap::new();
+        let mut overrides = ReplicaAdapters::new();
+        for pool in &cfg.pools {
+            let Some(proc_cfg) = &pool.llamacpp else {
+                continue;
+            };
+            for r in pool.replicas.iter().filter(|r| r.endpoint.is_none()) {
+                let spec = engine_spec(
+                    pool,
+                    proc_cfg,
+                    r,
+                    &pool.model_ref,
+                    pool.model_sha256.clone(),
+                )?;
+                let (sup, adapter) = start_replica(spec, &pool.model_ref)?;
+                overrides.insert((pool.id.clone(), r.id.clone()), adapter);
+                live.entry(pool.id.clone()).or_default().push(sup);
+            }
+        }
+        let engines = Engines {
+            cfg: cfg.clone(),
+            live: tokio::sync::Mutex::new(live),
+            retiring: tokio::sync::Mutex::new(HashMap::new()),
+            last_error: std::sync::Mutex::new(HashMap::new()),
+        };
+        Ok((Arc::new(engines), overrides))
+    }
+
+    /// Status of every live engine, as (pool id, replica index, status).
+    pub async fn statuses(&self) -> Vec<(String, usize, ReplicaStatus)> {
+        let live = self.live.lock().await;
+        let mut out = Vec::new();
+        for (pool, sups) in live.iter() {
+            for (i, s) in sups.iter().enumerate() {
+                out.push((pool.clone(), i, s.status()));
+            }
+        }
+        out
+    }
+
+    /// Waits until every live engine is Ready or has failed once; true when all are Ready.
+    pub async fn wait_preloaded(&self, limit: Duration) -> bool {
+        let live = self.live.lock().await;
+        let mut all = true;
+        for s in live.values().flatten() {
+            let st = s
+                .wait_for(limit, |st| {
+                    st.phase == Phase::Ready || st.last_error.is_some()
+                })
+                .await;
+            if st.is_none_or(|st| st.phase != Phase::Ready) {
+                tracing::error!(status = ?s.status(), "engine not ready; its pool answers POOL_UNREADY");
+                all = false;
+            }
+        }
+        all
+    }
+
+    pub async fn shutdown(&self) {
+        for (_, sups) in self.live.lock().await.drain() {
+            for s in sups {
+                s.shutdown().await;
+            }
+        }
+        for (_, sups) in self.retiring.lock().await.drain() {
+            for s in sups {
+                s.shutdown().await;
+            }
+        }
+    }
+
+    fn set_error(&self, pool: &str, e: String) {
+        self.last_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(pool.to_string(), e);
+    }
+}
+
+impl Engines {
+    /// Starts the new model beside the old one on every supervised replica of the pool;
+    /// returns the new Ready adapters, or rolls back (stops every new engine) on the first
+    /// failure. The old engines keep running until [`Engines::retire_old`].
+    pub async fn reload(
+        &self,
+        pool_id: &str,
+        new_model_ref: &str,
+        new_model_sha256: Option<&str>,
+    ) -> Result<Vec<(String, Arc<dyn WorkerAdapter>)>, ErrorCode> {
+        let Some(pool) = self.cfg.pool(pool_id) else {
+            return Err(ErrorCode::NotFound);
+        };
+        let Some(proc_cfg) = &pool.llamacpp else {
+            self.set_error(pool_id, "pool's engines are not supervised here".into());
+            return Err(ErrorCode::PoolUnavailable);
+        };
+        let mut started = Vec::new();
+        let mut adapters = Vec::new();
+        for r in pool.replicas.iter().filter(|r| r.endpoint.is_none()) {
+            let spec = engine_spec(
+                pool,
+                proc_cfg,
+                r,
+                new_model_ref,
+                new_model_sha256.map(String::from),
+            )
+            .map_err(|_| ErrorCode::Internal)?;
+            let (sup, adapter) =
+                start_replica(spec, new_model_ref).map_err(|_| ErrorCode::Internal)?;
+            started.push(sup);
+            adapters.push((r.id.clone(), adapter));
+        }
+        // The first failure of any new engine rolls the whole reload back: never half.
+        let limit = Duration::from_millis(proc_cfg.ready_timeout_ms);
+        let mut failure = None;
+        for s in &started {
+            let st = s
+                .wait_for(limit, |st| {
+                    st.phase == Phase::Ready || st.last_error.is_some()
+                })
+                .await;
+            match st {
+                Some(st) if st.phase == Phase::Ready => {}
+                Some(st) => {
+                    let why = st.last_error.unwrap_or_default();
+                    let code = if why.starts_with("UNTRUSTED_ARTIFACT") {
+                        ErrorCode::UntrustedArtifact
+                    } else {
+                        ErrorCode::PoolUnready
+                    };
+                    failure = Some((code, why));
+                    break;
+                }
+                None => {
+                    failure = Some((
+                        ErrorCode::PoolUnready,
+                        format!("not ready within {} ms", limit.as_millis()),
+                    ));
+                    break;
+                }
+            }
+        }
+        if let Some((code, why)) = failure {
+            for s in started {
+                s.shutdown().await;
+            }
+            self.set_error(pool_id, why);
+            return Err(code);
+        }
+        let old = self.live.lock().await.insert(pool_id.to_string(), started);
+        if let Some(old) = old {
+            self.retiring
+                .lock()
+                .await
+                .entry(pool_id.to_string())
+                .or_default()
+                .extend(old);
+        }
+        Ok(adapters)
+    }
+
+    /// Stops the engines a reload replaced.
+    pub async fn retire_old(&self, pool_id: &str) {
+        let old = self
+            .retiring
+            .lock()
+            .await
+            .remove(pool_id)
+            .unwrap_or_default();
+        for s in old {
+            s.shutdown().await;
+        }
+    }
+
+    /// Why the pool's last reload failed.
+    pub fn last_error(&self, pool_id: &str) -> Option<String> {
+        self.last_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(pool_id)
+            .cloned()
+    }
+}
