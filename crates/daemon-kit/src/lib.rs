@@ -182,6 +182,27 @@ pub mod testing {
     use std::os::unix::process::CommandExt;
     use std::process::{Child, Command};
 
+    /// Waits for an sd_notify datagram with a line equal to `needle` on `sock` (bound by the
+    /// test and passed as NOTIFY_SOCKET); false after `limit`. `sock` needs a read timeout.
+    pub fn wait_notify(
+        sock: &std::os::unix::net::UnixDatagram,
+        needle: &str,
+        limit: std::time::Duration,
+    ) -> bool {
+        let start = std::time::Instant::now();
+        let mut buf = [0u8; 4096];
+        while start.elapsed() < limit {
+            if let Ok(n) = sock.recv(&mut buf)
+                && String::from_utf8_lossy(&buf[..n])
+                    .lines()
+                    .any(|l| l == needle)
+            {
+                return true;
+            }
+        }
+        false
+    }
+
     /// Spawns `program args…` with `fd` as its fd 3 and LISTEN_FDS=1, LISTEN_PID=<its pid>
     /// (set by an `exec`ing shell, so it is the daemon's own pid), like systemd's socket
     /// activation. `configure` adds env, stdio and the like.

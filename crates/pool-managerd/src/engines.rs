@@ -69,6 +69,8 @@ fn start_replica(
 pub struct Engines {
     cfg: Config,
     live: tokio::sync::Mutex<HashMap<String, Vec<Supervisor>>>,
+    /// Per pool, aligned with `live`: (replica id, engine base URL).
+    endpoints: std::sync::Mutex<HashMap<String, Vec<(String, String)>>>,
     retiring: tokio::sync::Mutex<HashMap<String, Vec<Supervisor>>>,
     last_error: std::sync::Mutex<HashMap<String, String>>,
 }
@@ -77,6 +79,7 @@ impl Engines {
     /// Starts every supervised replica of `cfg`.
     pub fn start(cfg: &Config) -> anyhow::Result<(Arc<Engines>, ReplicaAdapters)> {
         let mut live: HashMap<String, Vec<Supervisor>> = HashMap::new();
+        let mut endpoints: HashMap<String, Vec<(String, String)>> = HashMap::new();
         let mut overrides = ReplicaAdapters::new();
         for pool in &cfg.pools {
             let Some(proc_cfg) = &pool.llamacpp else {
@@ -90,14 +93,20 @@ impl Engines {
                     &pool.model_ref,
                     pool.model_sha256.clone(),
                 )?;
+                let url = spec.base_url();
                 let (sup, adapter) = start_replica(spec, &pool.model_ref)?;
                 overrides.insert((pool.id.clone(), r.id.clone()), adapter);
                 live.entry(pool.id.clone()).or_default().push(sup);
+                endpoints
+                    .entry(pool.id.clone())
+                    .or_default()
+                    .push((r.id.clone(), url));
             }
         }
         let engines = Engines {
             cfg: cfg.clone(),
             live: tokio::sync::Mutex::new(live),
+            endpoints: std::sync::Mutex::new(endpoints),
             retiring: tokio::sync::Mutex::new(HashMap::new()),
             last_error: std::sync::Mutex::new(HashMap::new()),
         };
@@ -111,6 +120,39 @@ impl Engines {
         for (pool, sups) in live.iter() {
             for (i, s) in sups.iter().enumerate() {
                 out.push((pool.clone(), i, s.status()));
+            }
+        }
+        out
+    }
+
+    /// The replica registry: every live engine with its endpoint and supervision state.
+    pub async fn records(&self) -> Vec<api_types::ReplicaRecord> {
+        let live = self.live.lock().await;
+        let endpoints = self
+            .endpoints
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let mut out = Vec::new();
+        for pool in &self.cfg.pools {
+            let (Some(sups), Some(eps)) = (live.get(&pool.id), endpoints.get(&pool.id)) else {
+                continue;
+            };
+            for (sup, (replica_id, url)) in sups.iter().zip(eps) {
+                let st = sup.status();
+                out.push(api_types::ReplicaRecord {
+                    pool_id: pool.id.clone(),
+                    replica_id: replica_id.clone(),
+                    engine: pool.engine.as_str().into(),
+                    engine_url: url.clone(),
+                    phase: st.phase.name().into(),
+                    ready: st.phase == Phase::Ready,
+                    restarts: st.restarts,
+                    circuit_open: matches!(st.phase, Phase::BreakerOpen { .. }),
+                    last_error: st.last_error,
+                    cpu: st.cpu,
+                    pid: st.pid,
+                });
             }
         }
         out
@@ -174,6 +216,7 @@ impl Engines {
         };
         let mut started = Vec::new();
         let mut adapters = Vec::new();
+        let mut urls = Vec::new();
         for r in pool.replicas.iter().filter(|r| r.endpoint.is_none()) {
             let spec = engine_spec(
                 pool,
@@ -183,6 +226,7 @@ impl Engines {
                 new_model_sha256.map(String::from),
             )
             .map_err(|_| ErrorCode::Internal)?;
+            urls.push((r.id.clone(), spec.base_url()));
             let (sup, adapter) =
                 start_replica(spec, new_model_ref).map_err(|_| ErrorCode::Internal)?;
             started.push(sup);
@@ -226,6 +270,10 @@ impl Engines {
             return Err(code);
         }
         let old = self.live.lock().await.insert(pool_id.to_string(), started);
+        self.endpoints
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(pool_id.to_string(), urls);
         if let Some(old) = old {
             self.retiring
                 .lock()

@@ -9,4 +9,5 @@ pub mod engines;
 pub mod gated;
 pub mod policy;
 pub mod provision;
+pub mod registry;
 pub mod supervisor;

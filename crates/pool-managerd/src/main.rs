@@ -1,6 +1,6 @@
-//! `pool-managerd`: the pool manager daemon. This release provides the engine provisioning
-//! command; the supervising daemon mode with its replica registry API is in progress (see
-//! README "Status"). `llorch serve` runs the supervisor in-process today.
+//! `pool-managerd`: the pool manager daemon. `serve` supervises every `[pools.llamacpp]`
+//! replica of the config and publishes the replica registry (socket-activated, sd_notify);
+//! `provision-engine` builds llama-server; `digest` prints a file's SHA-256.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -16,6 +16,14 @@ struct Args {
 
 #[derive(Subcommand)]
 enum Cmd {
+    /// Supervise the config's engines and serve the replica registry API.
+    Serve {
+        #[arg(long)]
+        config: PathBuf,
+        /// `IP:port` or `unix:/path.sock`; ignored when systemd passes a socket.
+        #[arg(long, default_value = "127.0.0.1:8090")]
+        listen: String,
+    },
     /// Build llama-server from a llama.cpp source tarball (cached by digest); prints its path.
     ProvisionEngine {
         #[arg(long)]
@@ -30,10 +38,40 @@ enum Cmd {
     Digest { file: PathBuf },
 }
 
+async fn serve(config: PathBuf, listen: String) -> anyhow::Result<()> {
+    let cfg = config_schema::load_file(&config)?;
+    let (engines, _adapters) = pool_managerd::engines::Engines::start(&cfg)?;
+    // Preload before READY=1: dependents start once the engines are up (or known broken).
+    engines
+        .wait_preloaded(std::time::Duration::from_secs(600))
+        .await;
+    let listener = daemon_kit::Listener::from_systemd_or_bind(&listen).await?;
+    tracing::info!(listen = %listener.describe(), "serving the replica registry");
+    daemon_kit::spawn_watchdog();
+    daemon_kit::notify_ready("engines preloaded");
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let result = listener
+        .serve(
+            pool_managerd::registry::router(engines.clone(), stop_rx),
+            async move {
+                daemon_kit::shutdown_signal().await;
+                daemon_kit::notify_stopping();
+                let _ = stop_tx.send(true);
+            },
+        )
+        .await;
+    engines.shutdown().await;
+    Ok(result?)
+}
+
 fn main() -> ExitCode {
     daemon_kit::init_logging();
     let args = Args::parse();
     let result = match args.command {
+        Cmd::Serve { config, listen } => match tokio::runtime::Runtime::new() {
+            Ok(rt) => rt.block_on(serve(config, listen)),
+            Err(e) => Err(e.into()),
+        },
         Cmd::ProvisionEngine {
             source,
             cache,

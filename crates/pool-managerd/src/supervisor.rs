@@ -62,6 +62,20 @@ pub enum Phase {
     Stopped,
 }
 
+impl Phase {
+    /// Stable name for APIs and logs.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Phase::Starting => "starting",
+            Phase::Ready => "ready",
+            Phase::Backoff { .. } => "backoff",
+            Phase::BreakerOpen { .. } => "breaker_open",
+            Phase::Failed => "failed",
+            Phase::Stopped => "stopped",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReplicaStatus {
     pub phase: Phase,

@@ -83,3 +83,24 @@ pub struct ReloadRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub new_model_sha256: Option<String>,
 }
+
+/// One entry of pool-managerd's replica registry (`GET /v1/replicas`, and the `snapshot`
+/// events of `GET /v1/replicas/watch`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ReplicaRecord {
+    pub pool_id: String,
+    pub replica_id: String,
+    pub engine: String,
+    /// Where the engine listens (loopback).
+    pub engine_url: String,
+    /// Supervisor phase: starting, ready, backoff, breaker_open, failed, stopped.
+    pub phase: String,
+    pub ready: bool,
+    pub restarts: u32,
+    pub circuit_open: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    pub cpu: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+}

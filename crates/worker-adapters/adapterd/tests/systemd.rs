@@ -9,19 +9,12 @@ use std::time::{Duration, Instant};
 use adapter_api::WorkerAdapter;
 use adapter_api::client::{Endpoint, HttpWorker};
 
-fn wait_for(notify: &UnixDatagram, needle: &str) {
-    let start = Instant::now();
-    let mut buf = [0u8; 1024];
-    while start.elapsed() < Duration::from_secs(10) {
-        if let Ok(n) = notify.recv(&mut buf)
-            && String::from_utf8_lossy(&buf[..n])
-                .lines()
-                .any(|l| l == needle)
-        {
-            return;
-        }
-    }
-    panic!("no {needle} from llorch-adapterd");
+fn wait_for(sock: &UnixDatagram, needle: &str) {
+    let limit = Duration::from_secs(10);
+    assert!(
+        daemon_kit::testing::wait_notify(sock, needle, limit),
+        "no {needle} from llorch-adapterd"
+    );
 }
 
 #[tokio::test]
