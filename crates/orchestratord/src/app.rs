@@ -181,3 +181,61 @@ pub async fn serve_managed(
     prober.abort();
     result
 }
+
+/// An orchestrator serving on an ephemeral 127.0.0.1 port in a background task, for tests,
+/// benchmarks and embedding. Shuts down gracefully on [`LocalServer::stop`] or when dropped.
+pub struct LocalServer {
+    /// `http://127.0.0.1:PORT`
+    pub base: String,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl LocalServer {
+    /// Starts serving and returns once the server is ready (first replica probe done).
+    pub async fn start(
+        cfg: Config,
+        overrides: AdapterOverrides,
+        controller: Option<Arc<dyn PoolController>>,
+    ) -> anyhow::Result<LocalServer> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let base = format!("http://{}", listener.local_addr()?);
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(serve_managed(
+            Listener::Tcp(listener),
+            cfg,
+            overrides,
+            controller,
+            async move {
+                // A dropped LocalServer (sender gone) stops the server too.
+                let _ = stopped.await;
+            },
+            move || {
+                let _ = ready_tx.send(());
+            },
+            || {},
+        ));
+        if ready_rx.await.is_err() {
+            let err = task
+                .await
+                .map_err(anyhow::Error::from)
+                .and_then(|r| r)
+                .err();
+            anyhow::bail!("orchestratord stopped before it was ready: {err:?}");
+        }
+        Ok(LocalServer { base, stop, task })
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    /// Graceful shutdown; fails if it takes longer than 5 s.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        let _ = self.stop.send(());
+        tokio::time::timeout(Duration::from_secs(5), self.task)
+            .await
+            .map_err(|_| anyhow::anyhow!("orchestratord did not stop within 5 s"))??
+    }
+}

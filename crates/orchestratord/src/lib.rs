@@ -28,6 +28,7 @@ pub mod state;
 pub mod task;
 
 pub use app::{
-    AdapterOverrides, Listener, build, build_managed, build_with, serve, serve_managed, serve_with,
+    AdapterOverrides, Listener, LocalServer, build, build_managed, build_with, serve,
+    serve_managed, serve_with,
 };
 pub use state::PoolController;

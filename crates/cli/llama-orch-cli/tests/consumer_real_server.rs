@@ -26,25 +26,11 @@ slots = 1
 mock = { tokens_per_second = 500 }
 "#;
 
-async fn start_server() -> String {
+async fn start_server() -> orchestratord::LocalServer {
     let cfg = config_schema::parse_str(CONFIG, "consumer.toml").unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
-    tokio::spawn(async move {
-        orchestratord::serve(
-            orchestratord::Listener::Tcp(listener),
-            cfg,
-            std::future::pending(),
-            move || {
-                let _ = ready_tx.send(());
-            },
-            || {},
-        )
+    orchestratord::LocalServer::start(cfg, Default::default(), None)
         .await
-    });
-    ready_rx.await.unwrap();
-    url
+        .unwrap()
 }
 
 fn llorch(url: &str, args: &[&str]) -> std::process::Output {
@@ -58,7 +44,8 @@ fn llorch(url: &str, args: &[&str]) -> std::process::Output {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn submit_streams_tokens_and_prints_summary() {
-    let url = start_server().await;
+    let server = start_server().await;
+    let url = server.base.clone();
     let u = url.clone();
     let out = tokio::task::spawn_blocking(move || {
         llorch(
@@ -114,7 +101,8 @@ async fn submit_streams_tokens_and_prints_summary() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn errors_show_code_and_retry_hint() {
-    let url = start_server().await;
+    let server = start_server().await;
+    let url = server.base.clone();
     // Occupy the slot and the one queue place, then a third submission is refused with 429.
     for id in ["busy", "queued"] {
         let u = url.clone();

@@ -28,21 +28,14 @@ async fn crash_loop_opens_the_breaker_visibly() {
         !engines.wait_preloaded(Duration::from_secs(60)).await,
         "a broken model cannot become Ready"
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    tokio::spawn(orchestratord::serve_managed(
-        orchestratord::Listener::Tcp(listener),
+    let server = orchestratord::LocalServer::start(
         cfg,
         overrides,
         Some(llorch_serve::controller(engines.clone())),
-        std::future::pending(),
-        move || {
-            let _ = tx.send(());
-        },
-        || {},
-    ));
-    rx.await.unwrap();
+    )
+    .await
+    .unwrap();
+    let base = server.base.clone();
     let http = reqwest::Client::new();
     let start = Instant::now();
     let health = loop {

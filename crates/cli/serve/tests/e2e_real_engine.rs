@@ -21,6 +21,8 @@ fn config(replicas: u32, slots: u32) -> config_schema::Config {
 }
 
 struct Stack {
+    /// Held for the test's length: dropping it stops the server.
+    _server: orchestratord::LocalServer,
     base: String,
     engines: std::sync::Arc<llorch_serve::Engines>,
     http: reqwest::Client,
@@ -34,22 +36,12 @@ async fn start(replicas: u32, slots: u32) -> Stack {
         "{:?}",
         engines.statuses().await
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    tokio::spawn(orchestratord::serve_with(
-        orchestratord::Listener::Tcp(listener),
-        cfg,
-        overrides,
-        std::future::pending(),
-        move || {
-            let _ = tx.send(());
-        },
-        || {},
-    ));
-    rx.await.unwrap();
+    let server = orchestratord::LocalServer::start(cfg, overrides, None)
+        .await
+        .unwrap();
     Stack {
-        base,
+        base: server.base.clone(),
+        _server: server,
         engines,
         http: reqwest::Client::new(),
     }

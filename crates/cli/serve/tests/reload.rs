@@ -11,6 +11,8 @@ const KEY: &str = "reload-data-key";
 const CONTROL: &str = "reload-control-key";
 
 struct Stack {
+    /// Held for the test's length: dropping it stops the server.
+    _server: orchestratord::LocalServer,
     base: String,
     http: reqwest::Client,
     model: String,
@@ -28,23 +30,16 @@ async fn start() -> Stack {
     let cfg = config_schema::parse_str(&toml, "reload.toml").unwrap();
     let (engines, overrides) = llorch_serve::Engines::start(&cfg).unwrap();
     assert!(engines.wait_preloaded(Duration::from_secs(120)).await);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    tokio::spawn(orchestratord::serve_managed(
-        orchestratord::Listener::Tcp(listener),
+    let server = orchestratord::LocalServer::start(
         cfg,
         overrides,
         Some(llorch_serve::controller(engines.clone())),
-        std::future::pending(),
-        move || {
-            let _ = tx.send(());
-        },
-        || {},
-    ));
-    rx.await.unwrap();
+    )
+    .await
+    .unwrap();
     Stack {
-        base,
+        base: server.base.clone(),
+        _server: server,
         http: reqwest::Client::new(),
         model: e.model.display().to_string(),
         sha: e.model_sha256,

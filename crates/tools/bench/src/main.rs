@@ -40,14 +40,13 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use adapter_api::{GenerateRequest, WorkerAdapter, WorkerEvent};
-use anyhow::{Context, anyhow, bail, ensure};
+use anyhow::{anyhow, bail, ensure};
 use api_types::TaskAccepted;
 use clap::Parser;
 use eventsource_stream::Eventsource;
 use futures::StreamExt;
 use mock_adapter::{MockAdapter, MockBehaviour};
 use reqwest::header::CONTENT_TYPE;
-use tokio::sync::oneshot;
 
 const DATA_KEY: &str = "bench-data-key";
 const MODEL_REF: &str = "mock:tiny";
@@ -251,48 +250,12 @@ fn behaviour(slots: u32) -> MockBehaviour {
 }
 
 /// orchestratord serving on an ephemeral port until [`Server::stop`].
-struct Server {
-    base: String,
-    stop: oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<anyhow::Result<()>>,
-}
+type Server = orchestratord::LocalServer;
 
-impl Server {
-    /// Starts serving and returns once the first replica probe is done (ready).
-    async fn start(config: &str) -> anyhow::Result<Server> {
-        let cfg = config_schema::parse_str(config, "bench").map_err(|e| anyhow!("{e}"))?;
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let base = format!("http://{}", listener.local_addr()?);
-        let (stop, stopped) = oneshot::channel::<()>();
-        let (ready_tx, ready_rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(orchestratord::serve(
-            orchestratord::Listener::Tcp(listener),
-            cfg,
-            async move {
-                let _ = stopped.await;
-            },
-            move || {
-                let _ = ready_tx.send(());
-            },
-            || {},
-        ));
-        if ready_rx.await.is_err() {
-            let err = task.await?.err();
-            bail!("orchestratord stopped before it was ready: {err:?}");
-        }
-        Ok(Server { base, stop, task })
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("{}{}", self.base, path)
-    }
-
-    async fn stop(self) -> anyhow::Result<()> {
-        let _ = self.stop.send(());
-        tokio::time::timeout(Duration::from_secs(5), self.task)
-            .await
-            .context("orchestratord did not stop within 5 s")??
-    }
+/// Starts a mock-engine server from a config text; returns once it is ready.
+async fn start_server(config: &str) -> anyhow::Result<Server> {
+    let cfg = config_schema::parse_str(config, "bench").map_err(|e| anyhow!("{e}"))?;
+    orchestratord::LocalServer::start(cfg, Default::default(), None).await
 }
 
 /// One HTTP/1.1 client for a whole scenario, with room for every concurrent connection.
@@ -509,7 +472,7 @@ async fn submit_burst(
 
 /// 1. Accepted submissions: 64 slots, a queue that never fills, one token per task.
 async fn submissions_accepted(sizes: &Sizes) -> anyhow::Result<()> {
-    let server = Server::start(&config(64, 100_000, "tokens_per_second = 0")).await?;
+    let server = start_server(&config(64, 100_000, "tokens_per_second = 0")).await?;
     let client = http_client()?;
     let url = server.url("/v1/tasks");
     let body = task_body(1);
@@ -527,7 +490,7 @@ async fn submissions_accepted(sizes: &Sizes) -> anyhow::Result<()> {
 
 /// 2. Refused submissions: the only slot is stalled and the one-place queue is full.
 async fn submissions_rejected(sizes: &Sizes) -> anyhow::Result<()> {
-    let server = Server::start(&config(1, 1, "stall_after_tokens = 0")).await?;
+    let server = start_server(&config(1, 1, "stall_after_tokens = 0")).await?;
     let client = http_client()?;
     let url = server.url("/v1/tasks");
     let body = task_body(1);
@@ -592,7 +555,7 @@ async fn direct_first_token(mock: &MockAdapter) -> anyhow::Result<Duration> {
 
 async fn first_token_latency(sizes: &Sizes) -> anyhow::Result<()> {
     let slots = 4;
-    let server = Server::start(&config(slots, 256, "tokens_per_second = 0")).await?;
+    let server = start_server(&config(slots, 256, "tokens_per_second = 0")).await?;
     let client = http_client()?;
     let body = task_body(FIRST_TOKEN_MAX_TOKENS);
     let mock = MockAdapter::new(MODEL_REF, behaviour(slots));
@@ -730,7 +693,7 @@ async fn direct_stream_tokens(mock: Arc<MockAdapter>) -> anyhow::Result<u64> {
 
 async fn relayed_tokens(sizes: &Sizes) -> anyhow::Result<()> {
     let slots = *RELAY_STREAMS.iter().max().unwrap_or(&1) as u32;
-    let server = Arc::new(Server::start(&config(slots, 100_000, "tokens_per_second = 0")).await?);
+    let server = Arc::new(start_server(&config(slots, 100_000, "tokens_per_second = 0")).await?);
     let client = http_client()?;
     let body: Arc<str> = task_body(RELAY_MAX_TOKENS).into();
     let mock = Arc::new(MockAdapter::new(MODEL_REF, behaviour(slots)));

@@ -19,7 +19,6 @@ use llamacpp_adapter::{LlamaCppAdapter, LlamaCppConfig};
 use pool_managerd::gated::GatedAdapter;
 use pool_managerd::policy::RestartConfig;
 use pool_managerd::supervisor::{EngineSpec, Phase, Supervisor};
-use tokio::sync::oneshot;
 
 use crate::{DATA_KEY, http_client, percentile, row, section};
 
@@ -107,8 +106,7 @@ struct Stack {
     /// orchestratord's base URL.
     orch: String,
     model_ref: String,
-    stop: oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+    server: orchestratord::LocalServer,
 }
 
 impl Stack {
@@ -173,27 +171,14 @@ impl Stack {
         }
         let ready_in = t0.elapsed();
 
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let orch = format!("http://{}", listener.local_addr()?);
-        let (stop, stopped) = oneshot::channel::<()>();
-        let (ready_tx, ready_rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(orchestratord::serve_with(
-            orchestratord::Listener::Tcp(listener),
-            cfg,
-            overrides,
-            async move {
-                let _ = stopped.await;
-            },
-            move || {
-                let _ = ready_tx.send(());
-            },
-            || {},
-        ));
-        if ready_rx.await.is_err() {
-            let err = task.await.map(|r| r.err());
-            sup.shutdown().await;
-            bail!("orchestratord stopped before it was ready: {err:?}");
-        }
+        let server = match orchestratord::LocalServer::start(cfg, overrides, None).await {
+            Ok(s) => s,
+            Err(e) => {
+                sup.shutdown().await;
+                return Err(e);
+            }
+        };
+        let orch = server.base.clone();
         println!(
             "  llama-server ready in {:.1} s at {engine_url} (pid {}), orchestratord at {orch}",
             ready_in.as_secs_f64(),
@@ -204,18 +189,14 @@ impl Stack {
             engine: engine_url,
             orch,
             model_ref,
-            stop,
-            task,
+            server,
         })
     }
 
     async fn stop(self) -> anyhow::Result<()> {
-        let _ = self.stop.send(());
-        let served = tokio::time::timeout(Duration::from_secs(5), self.task).await;
+        let served = self.server.stop().await;
         self.sup.shutdown().await;
         served
-            .context("orchestratord did not stop within 5 s")?
-            .map_err(|e| anyhow!("orchestratord task: {e}"))?
     }
 }
 

@@ -83,19 +83,10 @@ endpoint = "unix:{}"
         "chain.toml",
     )
     .unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    tokio::spawn(orchestratord::serve(
-        orchestratord::Listener::Tcp(listener),
-        cfg,
-        std::future::pending(),
-        move || {
-            let _ = tx.send(());
-        },
-        || {},
-    ));
-    rx.await.unwrap();
+    let server = orchestratord::LocalServer::start(cfg, Default::default(), None)
+        .await
+        .unwrap();
+    let base = server.base.clone();
 
     let http = reqwest::Client::new();
     let body = serde_json::json!({
