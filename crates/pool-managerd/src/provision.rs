@@ -10,6 +10,17 @@ use std::process::Command;
 use anyhow::{Context, bail};
 use sha2::Digest;
 
+/// Where provisioned engines, models and build tools live: `$XDG_CACHE_HOME/llama-orch` or
+/// `~/.cache/llama-orch`. (`cargo xtask fetch-engine` and the test fixtures use the same rule;
+/// they stay dependency-free, so they spell it out themselves.)
+pub fn cache_dir() -> PathBuf {
+    std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .unwrap_or_else(|| PathBuf::from("/tmp"))
+        .join("llama-orch")
+}
+
 /// Lower-case hex SHA-256 of a file, streamed.
 pub fn sha256_file(path: &Path) -> std::io::Result<String> {
     let mut f = std::fs::File::open(path)?;

@@ -18,14 +18,7 @@ use config_schema::Config;
 use orchestratord::PoolController;
 pub use pool_managerd::engines::Engines;
 
-/// `$XDG_CACHE_HOME/llama-orch` or `~/.cache/llama-orch`.
-pub fn cache_dir() -> PathBuf {
-    std::env::var_os("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
-        .unwrap_or_else(|| PathBuf::from("/tmp"))
-        .join("llama-orch")
-}
+pub use pool_managerd::provision::cache_dir;
 
 /// The embedded default config, filled in from the provisioned engine record.
 pub fn default_config(listen: &str) -> anyhow::Result<Config> {
