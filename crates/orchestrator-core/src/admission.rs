@@ -16,6 +16,9 @@ pub struct AdmissionInput<'a> {
     pub deadline_ms: Option<u64>,
     /// Predicted wait before a slot frees up, from [`crate::ServiceTimeEstimator`].
     pub predicted_start_ms: u64,
+    /// Predicted time from dispatch to the last token, from measured replica rates
+    /// ([`crate::DecodeRate`]); `None` while nothing has been measured.
+    pub predicted_service_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,6 +38,7 @@ pub enum AdmissionError {
     DeadlineInfeasible {
         deadline_ms: u64,
         predicted_start_ms: u64,
+        predicted_finish_ms: u64,
     },
 }
 
@@ -57,9 +61,10 @@ impl std::fmt::Display for AdmissionError {
             AdmissionError::DeadlineInfeasible {
                 deadline_ms,
                 predicted_start_ms,
+                predicted_finish_ms,
             } => write!(
                 f,
-                "deadline {deadline_ms} ms cannot be met: predicted start in {predicted_start_ms} ms"
+                "deadline {deadline_ms} ms cannot be met: predicted start in {predicted_start_ms} ms, finish in {predicted_finish_ms} ms"
             ),
         }
     }
@@ -97,13 +102,17 @@ pub fn check_admission(
             ctx: input.ctx,
         });
     }
-    if let Some(deadline_ms) = input.deadline_ms
-        && input.predicted_start_ms >= deadline_ms
-    {
-        return Err(AdmissionError::DeadlineInfeasible {
-            deadline_ms,
-            predicted_start_ms: input.predicted_start_ms,
-        });
+    if let Some(deadline_ms) = input.deadline_ms {
+        let finish = input
+            .predicted_start_ms
+            .saturating_add(input.predicted_service_ms.unwrap_or(0));
+        if input.predicted_start_ms >= deadline_ms || finish > deadline_ms {
+            return Err(AdmissionError::DeadlineInfeasible {
+                deadline_ms,
+                predicted_start_ms: input.predicted_start_ms,
+                predicted_finish_ms: finish,
+            });
+        }
     }
     Ok(prompt_tokens)
 }
@@ -119,6 +128,7 @@ mod tests {
             max_tokens,
             deadline_ms: None,
             predicted_start_ms: 0,
+            predicted_service_ms: None,
         }
     }
 
@@ -155,6 +165,19 @@ mod tests {
         assert!(matches!(
             check_admission(&i, &ModelLimits { ctx_max: 100 }),
             Err(AdmissionError::DeadlineInfeasible { .. })
+        ));
+        // Starting in time is not enough: the measured decode time must fit too.
+        i.deadline_ms = Some(100);
+        i.predicted_start_ms = 40;
+        i.predicted_service_ms = Some(60);
+        assert!(check_admission(&i, &ModelLimits { ctx_max: 100 }).is_ok());
+        i.predicted_service_ms = Some(61);
+        assert!(matches!(
+            check_admission(&i, &ModelLimits { ctx_max: 100 }),
+            Err(AdmissionError::DeadlineInfeasible {
+                predicted_finish_ms: 101,
+                ..
+            })
         ));
     }
 }

@@ -1,5 +1,6 @@
-//! Pure scheduling logic of llama-orch: bounded priority queues with full policies, admission
-//! checks, replica placement, sessions, seeds and start-time prediction.
+//! Pure scheduling logic of llama-orch: weighted fair queuing with EDF and full policies,
+//! admission checks, tenant quotas, replica placement, preemption choices, sessions with
+//! budgets and KV residency, seeds, and start/finish-time prediction.
 //!
 //! Everything here is plain data and functions: no I/O, no clock (callers pass `now_ms`), no
 //! tokio/axum/reqwest. That keeps it property-testable (see `tests/`) and lets orchestratord
@@ -8,9 +9,12 @@
 pub mod admission;
 pub mod placement;
 pub mod predict;
+pub mod preempt;
 pub mod queue;
+pub mod quota;
 pub mod seed;
 pub mod session;
+pub mod share;
 
 pub use admission::{
     AdmissionError, AdmissionInput, ModelLimits, check_admission, estimate_prompt_tokens,
@@ -18,7 +22,10 @@ pub use admission::{
 pub use placement::{
     PlacementDecision, PlacementRequest, ReplicaState, ReplicaView, choose_replica,
 };
-pub use predict::{ServiceTimeEstimator, on_time_probability};
-pub use queue::{EnqueueOutcome, FullPolicy, PoolQueue};
+pub use predict::{DecodeRate, ServiceTimeEstimator, on_time_probability, pool_service_ms};
+pub use preempt::{RunningView, hard_preemption_victim};
+pub use queue::{Dispatched, EnqueueOutcome, FlowKey, FullPolicy, PoolQueue, Weights};
+pub use quota::{QuotaBook, QuotaKind, QuotaViolation, TenantQuota};
 pub use seed::seed_from_task_id;
 pub use session::{SessionError, SessionStore, SessionTurn, SessionView};
+pub use share::ShareTracker;

@@ -47,6 +47,65 @@ impl ServiceTimeEstimator {
     }
 }
 
+/// Measured speed of one replica: time to first token and time per generated token, as
+/// exponentially weighted means. Deadline feasibility uses it only once it has samples: an
+/// unmeasured replica is not assumed slow or fast.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct DecodeRate {
+    ttft_ms: f64,
+    ms_per_token: f64,
+    samples: u64,
+}
+
+impl DecodeRate {
+    const ALPHA: f64 = 0.2;
+
+    /// A finished task: `first_token_ms` from dispatch to its first token, then `tokens` more
+    /// in `decode_ms`.
+    pub fn observe(&mut self, first_token_ms: u64, tokens: u32, decode_ms: u64) {
+        let ttft = first_token_ms as f64;
+        let per = if tokens > 1 {
+            decode_ms as f64 / f64::from(tokens - 1)
+        } else {
+            self.ms_per_token
+        };
+        if self.samples == 0 {
+            self.ttft_ms = ttft;
+            self.ms_per_token = per;
+        } else {
+            self.ttft_ms = Self::ALPHA * ttft + (1.0 - Self::ALPHA) * self.ttft_ms;
+            self.ms_per_token = Self::ALPHA * per + (1.0 - Self::ALPHA) * self.ms_per_token;
+        }
+        self.samples += 1;
+    }
+
+    pub fn samples(&self) -> u64 {
+        self.samples
+    }
+
+    /// Tokens per second, when measured.
+    pub fn tokens_per_second(&self) -> Option<f64> {
+        (self.samples > 0 && self.ms_per_token > 0.0).then(|| 1000.0 / self.ms_per_token)
+    }
+
+    /// Expected time from dispatch to the end of a task of `tokens` tokens.
+    pub fn expected_service_ms(&self, tokens: u32) -> Option<f64> {
+        (self.samples > 0).then(|| self.ttft_ms + self.ms_per_token * f64::from(tokens))
+    }
+}
+
+/// Expected service time of a task on a pool: the mean over the measured replicas' rates.
+pub fn pool_service_ms<'a>(
+    rates: impl IntoIterator<Item = &'a DecodeRate>,
+    tokens: u32,
+) -> Option<f64> {
+    let v: Vec<f64> = rates
+        .into_iter()
+        .filter_map(|r| r.expected_service_ms(tokens))
+        .collect();
+    (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
+}
+
 /// Probability that a task finishes by its deadline, given the time it already waited and the
 /// expected remaining service time. A logistic curve around the expected finish, with a spread
 /// of a quarter of the service time: a crude but monotone estimate until EDF (issue 4) brings
@@ -84,5 +143,16 @@ mod tests {
         assert_eq!(e.predicted_start_ms(1, 1, 2), 100);
         assert_eq!(e.predicted_start_ms(3, 1, 2), 200);
         assert_eq!(e.predicted_start_ms(0, 0, 0), u64::MAX);
+    }
+
+    #[test]
+    fn decode_rate_is_unknown_until_measured() {
+        let mut r = DecodeRate::default();
+        assert_eq!(r.expected_service_ms(10), None);
+        r.observe(50, 11, 100);
+        assert_eq!(r.expected_service_ms(10), Some(150.0));
+        assert_eq!(r.tokens_per_second(), Some(100.0));
+        let other = DecodeRate::default();
+        assert_eq!(pool_service_ms([&r, &other], 10), Some(150.0));
     }
 }

@@ -1,26 +1,29 @@
 //! Property tests of the queue and placement invariants (ORCH-3004, 3005, 3008–3011).
+//! Fairness, starvation, deadlines and quotas: see `scheduling.rs`.
 
 use std::collections::{HashMap, HashSet};
 
 use api_types::Priority;
 use orchestrator_core::{
-    EnqueueOutcome, FullPolicy, PlacementRequest, PoolQueue, ReplicaState, ReplicaView,
-    choose_replica,
+    EnqueueOutcome, FlowKey, FullPolicy, PlacementRequest, PoolQueue, ReplicaState, ReplicaView,
+    Weights, choose_replica,
 };
 use proptest::prelude::*;
 
 #[derive(Debug, Clone)]
 enum Op {
-    Enqueue(Priority),
+    Enqueue(Priority, u8),
     Pop,
     Cancel(usize),
+    Requeue,
 }
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
-        4 => prop_oneof![Just(Priority::Interactive), Just(Priority::Batch)].prop_map(Op::Enqueue),
+        4 => (prop_oneof![Just(Priority::Interactive), Just(Priority::Batch)], 0u8..3).prop_map(|(p, t)| Op::Enqueue(p, t)),
         2 => Just(Op::Pop),
         1 => any::<usize>().prop_map(Op::Cancel),
+        1 => Just(Op::Requeue),
     ]
 }
 
@@ -34,22 +37,23 @@ fn policy() -> impl Strategy<Value = FullPolicy> {
 
 proptest! {
     /// Every admitted task leaves exactly once (popped, canceled or evicted) or is still queued;
-    /// capacity is never exceeded; pops follow strict priority and FIFO within a priority;
-    /// eviction never takes higher-priority work than the arriving task.
+    /// capacity is never exceeded (requeues aside); pops are FIFO within each (tenant,
+    /// priority) flow; positions match what the queue really does; eviction never takes
+    /// higher-priority work than the arriving task.
     #[test]
     fn queue_conserves_tasks_and_orders_them(cap in 1u32..8, pol in policy(), ops in proptest::collection::vec(op(), 0..200)) {
-        let mut q: PoolQueue<(Priority, u64)> = PoolQueue::new(cap, pol);
+        let mut q: PoolQueue<(Priority, u64)> = PoolQueue::new(cap, pol, Weights::default());
         let mut seq = 0u64;
         let mut admitted: HashMap<String, (Priority, u64)> = HashMap::new();
         let mut gone: HashSet<String> = HashSet::new();
-        let mut last_popped: HashMap<Priority, u64> = HashMap::new();
+        let mut last_popped: HashMap<FlowKey, u64> = HashMap::new();
         for op in ops {
             match op {
-                Op::Enqueue(p) => {
+                Op::Enqueue(p, t) => {
                     seq += 1;
                     let id = format!("t{seq}");
                     let before = q.len();
-                    match q.enqueue(id.clone(), p, (p, seq)) {
+                    match q.enqueue(id.clone(), FlowKey::new(format!("tenant{t}"), p), None, (p, seq), 0) {
                         EnqueueOutcome::Admitted { position, evicted } => {
                             if let Some((eid, (ep, _))) = evicted {
                                 prop_assert!(before as u32 >= cap);
@@ -59,21 +63,30 @@ proptest! {
                                 prop_assert!(gone.insert(eid.clone()));
                                 prop_assert!(admitted.contains_key(&eid));
                             }
-                            prop_assert_eq!(q.position_of(&id), Some(position));
+                            prop_assert_eq!(q.position_of(&id, 0), Some(position));
                             admitted.insert(id, (p, seq));
                         }
                         EnqueueOutcome::Rejected(_) => prop_assert_eq!(q.len(), before),
                     }
                 }
                 Op::Pop => {
-                    let expected_priority = Priority::ALL.into_iter().find(|p| q.depth(*p) > 0);
-                    match q.pop_next() {
-                        Some((id, (p, s))) => {
-                            prop_assert_eq!(Some(p), expected_priority);
-                            if let Some(prev) = last_popped.insert(p, s) { prop_assert!(prev < s, "FIFO broken"); }
-                            prop_assert!(gone.insert(id));
+                    let predicted = q.dispatch_order(0).first().map(|s| s.to_string());
+                    match q.pop_next(0) {
+                        Some(d) => {
+                            prop_assert_eq!(Some(&d.id), predicted.as_ref(), "position 0 is what starts next");
+                            if let Some(prev) = last_popped.insert(d.flow.clone(), d.item.1) { prop_assert!(prev < d.item.1, "FIFO within a flow broken"); }
+                            prop_assert!(gone.insert(d.id));
                         }
                         None => prop_assert!(q.is_empty()),
+                    }
+                }
+                Op::Requeue => {
+                    // A replica failed before the task started: it goes back where it was.
+                    let order: Vec<String> = q.dispatch_order(0).into_iter().map(String::from).collect();
+                    if let Some(d) = q.pop_next(0) {
+                        q.requeue_front(d);
+                        let again: Vec<String> = q.dispatch_order(0).into_iter().map(String::from).collect();
+                        prop_assert_eq!(order, again);
                     }
                 }
                 Op::Cancel(i) => {
@@ -87,6 +100,7 @@ proptest! {
                 }
             }
             prop_assert!(q.len() <= cap as usize);
+            prop_assert_eq!(q.len(), q.depth(Priority::Interactive) + q.depth(Priority::Batch));
         }
         let queued: HashSet<String> = q.ids().into_iter().map(String::from).collect();
         prop_assert!(queued.is_disjoint(&gone));

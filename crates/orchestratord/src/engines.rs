@@ -32,6 +32,7 @@ pub fn adapter_for(
                     error_after_tokens: m.error_after_tokens,
                     stall_after_tokens: m.stall_after_tokens,
                     disconnect_after_tokens: m.disconnect_after_tokens,
+                    interruptible: m.interruptible,
                 },
             )))
         }

@@ -2,8 +2,8 @@
 //! by `tests/metrics_contract.rs`; change both together.
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 pub struct Metrics {
@@ -26,6 +26,13 @@ pub struct Metrics {
     pub sessions_active: IntGauge,
     pub replica_restarts: IntCounterVec,
     pub replica_circuit_open: IntGaugeVec,
+    pub admission_share: GaugeVec,
+    pub deadlines_met_ratio: GaugeVec,
+    pub preemptions: IntCounterVec,
+    pub quota_rejections: IntCounterVec,
+    pub queue_wait: HistogramVec,
+    pub start_prediction_error: HistogramVec,
+    pub priority_inversions: IntCounterVec,
 }
 
 /// Latency buckets in seconds, 1 ms … 60 s.
@@ -42,6 +49,13 @@ fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterV
 
 fn gauge(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
     let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("static metric definition");
+    r.register(Box::new(g.clone()))
+        .expect("metric registered once");
+    g
+}
+
+fn float_gauge(r: &Registry, name: &str, help: &str, labels: &[&str]) -> GaugeVec {
+    let g = GaugeVec::new(Opts::new(name, help), labels).expect("static metric definition");
     r.register(Box::new(g.clone()))
         .expect("metric registered once");
     g
@@ -184,6 +198,48 @@ impl Metrics {
                 "llorch_replica_circuit_open",
                 "1 while a replica's restart circuit breaker is open.",
                 &["pool_id", "replica_id", "engine"],
+            ),
+            admission_share: float_gauge(
+                &r,
+                "llorch_admission_share",
+                "Share of recent dispatches per tenant and priority (EWMA over ~100 dispatches); tracks the configured weights under contention.",
+                &["tenant", "priority"],
+            ),
+            deadlines_met_ratio: float_gauge(
+                &r,
+                "llorch_deadlines_met_ratio",
+                "Of the tasks with a deadline that ended, the fraction that completed in time.",
+                &["priority"],
+            ),
+            preemptions: counter(
+                &r,
+                "llorch_preemptions_total",
+                "Preemptions: soft (queued work shed) or hard (running work interrupted).",
+                &["mode", "engine"],
+            ),
+            quota_rejections: counter(
+                &r,
+                "llorch_quota_rejections_total",
+                "Submissions refused by a tenant quota, by quota.",
+                &["tenant", "quota"],
+            ),
+            queue_wait: histogram(
+                &r,
+                "llorch_queue_wait_seconds",
+                "Admission to dispatch.",
+                POOL_PRIO,
+            ),
+            start_prediction_error: histogram(
+                &r,
+                "llorch_start_prediction_error_seconds",
+                "Absolute error of predicted_start_ms against the real wait, at dispatch.",
+                POOL_PRIO,
+            ),
+            priority_inversions: counter(
+                &r,
+                "llorch_priority_inversions_total",
+                "Dispatch rounds that left interactive work waiting while a slot was free (must stay 0).",
+                &["pool_id"],
             ),
             registry: r,
         }

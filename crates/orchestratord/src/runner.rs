@@ -10,7 +10,7 @@ use adapter_api::{WorkerError, WorkerEvent};
 use api_types::{EndEvent, ErrorCode, StreamEvent};
 use futures::StreamExt;
 
-use crate::state::{AppState, Queued};
+use crate::state::{AppState, Queued, Usage};
 use crate::task::Task;
 
 enum Outcome {
@@ -18,6 +18,7 @@ enum Outcome {
     NotStarted(WorkerError),
     Completed {
         tokens: u32,
+        first_token_ms: u64,
     },
     Failed {
         tokens: u32,
@@ -43,7 +44,7 @@ pub async fn run(
     let labels = [pool.id.as_str(), r.id.as_str(), engine, version.as_str()];
     if !task.mark_running() {
         // Canceled between dequeue and start: nothing reached the engine.
-        state.release(pool_idx, replica, None, &task);
+        state.release(pool_idx, replica, Usage::default(), &task);
         return;
     }
     state
@@ -62,21 +63,26 @@ pub async fn run(
         .tokens_in
         .with_label_values(&labels)
         .inc_by(u64::from(task.prompt_tokens));
-    task.push(StreamEvent::Metrics(state.metrics_event(&task, kv_warm)));
+    task.push(StreamEvent::Metrics(
+        state.metrics_event(&task, replica, kv_warm),
+    ));
     let dispatched = Instant::now();
     let job_id = q.request.job_id.clone();
     // The adapter this task runs on, even if a reload swaps the replica's adapter meanwhile.
     let adapter = r.adapter();
     let outcome = drive(&state, &task, &adapter, pool_idx, replica, &version, &q).await;
     let decode_ms = dispatched.elapsed().as_millis() as u64;
-    let (tokens, service) = match outcome {
+    let usage = match outcome {
         Outcome::NotStarted(e) => {
             state.mark_replica_unready(pool_idx, replica, &e.to_string());
             tracing::info!(job_id = %task.id, pool_id = %pool.id, replica_id = %r.id, error = %e, "replica refused the job; requeued");
             state.requeue(pool_idx, replica, q);
             return;
         }
-        Outcome::Completed { tokens } => {
+        Outcome::Completed {
+            tokens,
+            first_token_ms,
+        } => {
             state
                 .metrics
                 .tasks_completed
@@ -87,7 +93,12 @@ pub async fn run(
                 .decode_duration
                 .with_label_values(&[labels[0], labels[2], labels[3]])
                 .observe(decode_ms as f64 / 1000.0);
-            (tokens, Some(decode_ms))
+            Usage {
+                tokens_out: tokens,
+                completed: true,
+                first_token_ms: Some(first_token_ms),
+                decode_ms: decode_ms.saturating_sub(first_token_ms),
+            }
         }
         Outcome::Failed { tokens, code } => {
             if code == ErrorCode::WorkerReset {
@@ -99,20 +110,28 @@ pub async fn run(
                 .with_label_values(&[labels[0], labels[1], labels[2], labels[3], code.as_str()])
                 .inc();
             free_engine_slot(&adapter, &job_id).await;
-            (tokens, None)
+            Usage {
+                tokens_out: tokens,
+                decode_ms,
+                ..Usage::default()
+            }
         }
         Outcome::Canceled { tokens } => {
             free_engine_slot(&adapter, &job_id).await;
-            (tokens, None)
+            Usage {
+                tokens_out: tokens,
+                decode_ms,
+                ..Usage::default()
+            }
         }
     };
     tracing::info!(
         job_id = %task.id, tenant = %task.tenant, pool_id = %pool.id, replica_id = %r.id, engine,
         session_id = task.session_id.as_deref().unwrap_or(""), model = %pool.model_ref(),
         queue_time_ms = (dispatched - task.admitted_at).as_millis() as u64, decode_time_ms = decode_ms,
-        tokens_in = task.prompt_tokens, tokens_out = tokens, "task finished"
+        tokens_in = task.prompt_tokens, tokens_out = usage.tokens_out, "task finished"
     );
-    state.release(pool_idx, replica, service, &task);
+    state.release(pool_idx, replica, usage, &task);
 }
 
 /// Makes sure the engine no longer works on the job before its slot is reused.
@@ -176,6 +195,8 @@ async fn drive(
         task.priority.as_str(),
     ]);
     let mut n: u32 = 0;
+    let started = Instant::now();
+    let mut first_token_ms = 0;
     loop {
         let limit = Duration::from_millis(if n == 0 { t.first_token_ms } else { t.idle_ms });
         let item = tokio::select! {
@@ -213,6 +234,7 @@ async fn drive(
                 }
                 if n == 0 {
                     first_token.observe(task.admitted_at.elapsed().as_secs_f64());
+                    first_token_ms = started.elapsed().as_millis() as u64;
                 }
                 n += 1;
                 tokens_out.inc();
@@ -223,7 +245,10 @@ async fn drive(
                     decode_ms: e.decode_ms,
                 };
                 return if task.push(StreamEvent::End(end)) {
-                    Outcome::Completed { tokens: n }
+                    Outcome::Completed {
+                        tokens: n,
+                        first_token_ms,
+                    }
                 } else {
                     Outcome::Canceled { tokens: n }
                 };

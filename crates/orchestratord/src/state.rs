@@ -15,11 +15,13 @@ use api_types::{
     Engine, ErrorCode, MetricsEvent, Priority, ReplicaSnapshot, ReplicaStatus, StartedEvent,
     StreamEvent, TaskAccepted, TaskRequest, Workload,
 };
-use config_schema::{Config, FullPolicy as CfgFullPolicy};
+use config_schema::{Config, FullPolicy as CfgFullPolicy, Role};
 use orchestrator_core::{
-    AdmissionError, AdmissionInput, EnqueueOutcome, FullPolicy, ModelLimits, PlacementRequest,
-    PoolQueue, ReplicaState, ReplicaView, ServiceTimeEstimator, SessionError, SessionStore,
-    check_admission, choose_replica, seed_from_task_id,
+    AdmissionError, AdmissionInput, DecodeRate, Dispatched, EnqueueOutcome, FlowKey, FullPolicy,
+    ModelLimits, PlacementRequest, PoolQueue, QuotaBook, QuotaViolation, ReplicaState, ReplicaView,
+    RunningView, ServiceTimeEstimator, SessionStore, ShareTracker, TenantQuota, Weights,
+    check_admission, choose_replica, hard_preemption_victim, on_time_probability, pool_service_ms,
+    seed_from_task_id,
 };
 
 use crate::auth::{KeyRing, Principal};
@@ -118,6 +120,29 @@ pub struct Queued {
     pub task: Arc<Task>,
     pub request: GenerateRequest,
     pub affinity: Option<String>,
+    /// Where it sat in the fair queue, set when it is dispatched, so that a requeue puts it
+    /// back exactly there.
+    pub ticket: Option<Dispatched<()>>,
+    pub admitted_ms: u64,
+    pub predicted_start_ms: u64,
+}
+
+/// What a finished task used, for quotas, session budgets, rates and deadline statistics.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Usage {
+    pub tokens_out: u32,
+    /// Ended with `end` (not an error or cancel).
+    pub completed: bool,
+    /// Dispatch to first token, and first token to end, when it produced tokens.
+    pub first_token_ms: Option<u64>,
+    pub decode_ms: u64,
+}
+
+/// A task holding a slot, for hard preemption.
+pub struct RunningTask {
+    pub task: Arc<Task>,
+    pub replica: usize,
+    pub started_ms: u64,
 }
 
 pub struct PoolSched {
@@ -129,6 +154,14 @@ pub struct PoolSched {
     pub restarts: Vec<u32>,
     pub circuit_open: Vec<bool>,
     pub estimator: ServiceTimeEstimator,
+    /// Measured speed per replica (deadline feasibility, ORCH-3075).
+    pub rates: Vec<DecodeRate>,
+    /// Per replica: whether its adapter declares interruptible decode (hard preemption).
+    pub interruptible: Vec<bool>,
+    pub running: HashMap<String, RunningTask>,
+    /// A hard preemption is under way (the victim's id): wait for its slot before choosing
+    /// another victim.
+    pub preempting: Option<String>,
     /// Drained pools take no new work; set by `POST /v1/pools/{id}/drain`.
     pub draining: bool,
 }
@@ -153,6 +186,10 @@ impl PoolSched {
 pub struct Sched {
     pub pools: Vec<PoolSched>,
     pub sessions: SessionStore,
+    pub quotas: QuotaBook,
+    pub shares: ShareTracker,
+    /// Per priority: tasks with a deadline that ended, and how many of them met it.
+    pub deadlines: [(u64, u64); 2],
 }
 
 pub struct AppState {
@@ -188,6 +225,18 @@ impl AppState {
         controller: Option<Arc<dyn PoolController>>,
     ) -> Arc<Self> {
         let metrics = Metrics::new();
+        let weights = Weights {
+            priority: [
+                cfg.priorities.interactive_weight,
+                cfg.priorities.batch_weight,
+            ],
+            tenants: cfg
+                .tenants
+                .iter()
+                .map(|t| (t.id.clone(), t.weight))
+                .collect(),
+            default_tenant: 1,
+        };
         let sched_pools = pools
             .iter()
             .zip(&cfg.pools)
@@ -199,7 +248,7 @@ impl AppState {
                     CfgFullPolicy::ShedLowPriority => FullPolicy::ShedLowPriority,
                 };
                 PoolSched {
-                    queue: PoolQueue::new(q.capacity, policy),
+                    queue: PoolQueue::new(q.capacity, policy, weights.clone()),
                     replicas: p
                         .replicas
                         .iter()
@@ -217,15 +266,59 @@ impl AppState {
                     restarts: vec![0; p.replicas.len()],
                     circuit_open: vec![false; p.replicas.len()],
                     estimator: ServiceTimeEstimator::default(),
+                    rates: vec![DecodeRate::default(); p.replicas.len()],
+                    interruptible: vec![false; p.replicas.len()],
+                    running: HashMap::new(),
+                    preempting: None,
                     draining: false,
                 }
             })
             .collect();
         let s = &cfg.sessions;
+        let quota = |l: config_schema::TenantLimits| TenantQuota {
+            max_concurrent: l.max_concurrent,
+            requests_per_second: l.requests_per_second,
+            burst: l.burst.unwrap_or(1),
+            tokens_per_minute: l.tokens_per_minute,
+        };
         let sched = Sched {
             pools: sched_pools,
-            sessions: SessionStore::new(s.ttl_ms, s.max_turns, s.max_sessions),
+            sessions: SessionStore::new(s.ttl_ms, s.max_turns, s.max_sessions)
+                .with_budgets(s.token_budget, s.time_budget_ms)
+                .with_kv_residency(s.kv_sessions_per_replica),
+            quotas: QuotaBook::new(
+                quota(cfg.tenant_defaults),
+                cfg.tenants
+                    .iter()
+                    .map(|t| (t.id.clone(), quota(t.limits())))
+                    .collect(),
+            ),
+            shares: ShareTracker::default(),
+            deadlines: [(0, 0); 2],
         };
+        // Export the zero of counters operators alert on, before the first event.
+        for pool in &pools {
+            metrics.priority_inversions.with_label_values(&[&pool.id]);
+            for mode in ["soft", "hard"] {
+                metrics
+                    .preemptions
+                    .with_label_values(&[mode, pool.engine.as_str()]);
+            }
+        }
+        for key in cfg.auth.api_keys.iter().filter(|k| k.role == Role::Data) {
+            let l = cfg.tenant_limits(&key.tenant);
+            for (set, quota) in [
+                (l.max_concurrent.is_some(), "max_concurrent"),
+                (l.requests_per_second.is_some(), "requests_per_second"),
+                (l.tokens_per_minute.is_some(), "tokens_per_minute"),
+            ] {
+                if set {
+                    metrics
+                        .quota_rejections
+                        .with_label_values(&[&key.tenant, quota]);
+                }
+            }
+        }
         Arc::new(AppState {
             keys: KeyRing::new(&cfg.auth),
             metrics,
@@ -342,23 +435,36 @@ impl AppState {
         };
         let outcome = self.admit_and_enqueue(caller, &req, pool_idx, &prompt, task.clone(), seed);
         match outcome {
-            Ok((accepted, evicted)) => {
+            Ok((accepted, evicted, on_time)) => {
                 if let Some(ev) = evicted {
-                    ev.fail(
-                        ErrorCode::QueueFullDropLru,
-                        "evicted from a full queue by a newer task",
-                        None,
-                    );
-                    ev.mark_released();
+                    // Soft preemption (shed-low-priority) or drop-lru: never silent.
+                    let (code, why) = match pool.full_policy {
+                        CfgFullPolicy::ShedLowPriority => (
+                            ErrorCode::AdmissionReject,
+                            "preempted while queued: shed to admit higher-priority work",
+                        ),
+                        _ => (
+                            ErrorCode::QueueFullDropLru,
+                            "evicted from a full queue by a newer task",
+                        ),
+                    };
+                    ev.fail(code, why, None);
+                    if pool.full_policy == CfgFullPolicy::ShedLowPriority {
+                        self.metrics
+                            .preemptions
+                            .with_label_values(&["soft", pool.engine.as_str()])
+                            .inc();
+                    }
                     self.metrics
                         .tasks_rejected
-                        .with_label_values(&[&pool.id, ErrorCode::QueueFullDropLru.as_str()])
+                        .with_label_values(&[&pool.id, code.as_str()])
                         .inc();
-                    self.schedule_forget(ev.id.clone());
+                    self.retire(&ev, Usage::default());
                 }
                 task.push(StreamEvent::Started(StartedEvent {
                     queue_position: accepted.queue_position,
                     predicted_start_ms: accepted.predicted_start_ms,
+                    on_time_probability: on_time,
                 }));
                 self.metrics
                     .tasks_enqueued
@@ -438,11 +544,16 @@ impl AppState {
         prompt: &str,
         task: Arc<Task>,
         seed: u64,
-    ) -> Result<(TaskAccepted, Option<Arc<Task>>), ApiError> {
+    ) -> Result<(TaskAccepted, Option<Arc<Task>>, f64), ApiError> {
         let now = self.now_ms();
         let pool = &self.pools[pool_idx];
         let mut guard = self.sched();
-        let Sched { pools, sessions } = &mut *guard;
+        let Sched {
+            pools,
+            sessions,
+            quotas,
+            ..
+        } = &mut *guard;
         let ps = &mut pools[pool_idx];
         if ps.draining {
             return Err(
@@ -457,19 +568,35 @@ impl AppState {
                     .with_retry_after(ps.backoff_ms().max(1000)),
             );
         }
-        let affinity = match &req.session_id {
-            Some(sid) => {
+        let reserved = task.reserved_tokens();
+        let turn = match &req.session_id {
+            Some(sid) => Some(
                 sessions
-                    .check_turn(&caller.tenant, sid, now)
-                    .map_err(|e| match e {
-                        SessionError::MaxTurns { .. } => ApiError::invalid(e.to_string()),
-                    })?
-                    .affinity
-            }
+                    .check_turn(&caller.tenant, sid, now, reserved)
+                    .map_err(|e| ApiError::invalid(e.to_string()))?,
+            ),
             None => None,
         };
-        let position = ps.queue.len() as u32;
-        let predicted_start_ms = ps.estimator.predicted_start_ms(position, free, total);
+        let mean_service = ps.estimator.mean_ms() as u64;
+        quotas
+            .check(&caller.tenant, reserved, now, mean_service)
+            .map_err(|v| self.quota_error(&caller.tenant, v))?;
+        let flow = FlowKey::new(caller.tenant.clone(), req.priority);
+        // Predicted start if it were queued now: the tasks that would go first, from a what-if
+        // run of the fair scheduler over the real queue.
+        let ahead = ps.queue.len() as u32;
+        let predicted_start_ms = ps.estimator.predicted_start_ms(ahead, free, total);
+        let tokens = req
+            .expected_tokens
+            .unwrap_or(req.max_tokens)
+            .min(req.max_tokens);
+        let ready_rates = ps
+            .rates
+            .iter()
+            .zip(&ps.replicas)
+            .filter(|(_, r)| r.state == ReplicaState::Ready)
+            .map(|(rate, _)| rate);
+        let predicted_service_ms = pool_service_ms(ready_rates, tokens).map(|ms| ms as u64);
         let prompt_tokens = check_admission(
             &AdmissionInput {
                 ctx: req.ctx,
@@ -477,6 +604,7 @@ impl AppState {
                 max_tokens: req.max_tokens,
                 deadline_ms: req.deadline_ms,
                 predicted_start_ms,
+                predicted_service_ms,
             },
             &ModelLimits {
                 ctx_max: pool.ctx_max,
@@ -499,12 +627,23 @@ impl AppState {
                 strict_determinism: req.determinism == Some(api_types::Determinism::Strict),
             },
             task: task.clone(),
-            affinity,
+            // Sessions remember "pool/replica": a session that moves to another pool is cold.
+            affinity: turn.as_ref().and_then(|t| {
+                t.affinity
+                    .as_deref()?
+                    .strip_prefix(pool.id.as_str())?
+                    .strip_prefix('/')
+                    .map(String::from)
+            }),
+            ticket: None,
+            admitted_ms: now,
+            predicted_start_ms,
         };
         let policy_label = pool.full_policy.label();
+        let deadline_at = req.deadline_ms.map(|d| now.saturating_add(d));
         match ps
             .queue
-            .enqueue(queued.task.id.clone(), req.priority, queued)
+            .enqueue(queued.task.id.clone(), flow, deadline_at, queued, now)
         {
             EnqueueOutcome::Rejected(_) => {
                 self.metrics
@@ -530,12 +669,19 @@ impl AppState {
                         .with_label_values(&[&pool.id, policy_label])
                         .inc();
                 }
+                quotas.commit(&caller.tenant, reserved, now);
                 if let Some(sid) = &req.session_id {
-                    sessions.commit_turn(&caller.tenant, sid, now);
+                    sessions.commit_turn(&caller.tenant, sid, now, reserved);
                 }
                 self.update_queue_gauges(&pool.id, ps);
                 self.metrics.sessions_active.set(sessions.len() as i64);
                 let predicted_start_ms = ps.estimator.predicted_start_ms(position, free, total);
+                if let Some(q) = ps.queue.get_mut(&task.id) {
+                    q.predicted_start_ms = predicted_start_ms;
+                }
+                let expected = predicted_start_ms as f64
+                    + predicted_service_ms.map_or(ps.estimator.mean_ms(), |s| s as f64);
+                let on_time = on_time_probability(0, req.deadline_ms, expected);
                 Ok((
                     TaskAccepted {
                         task_id: task.id.clone(),
@@ -543,10 +689,31 @@ impl AppState {
                         predicted_start_ms,
                         backoff_ms: 0,
                         stream_url: format!("/v1/tasks/{}/stream", task.id),
+                        session_tokens_remaining: turn.as_ref().and_then(|t| t.tokens_remaining),
+                        session_time_remaining_ms: turn.as_ref().and_then(|t| t.time_remaining_ms),
                     },
                     evicted.map(|(_, q)| q.task),
+                    on_time,
                 ))
             }
+        }
+    }
+
+    fn quota_error(&self, tenant: &str, v: QuotaViolation) -> ApiError {
+        match v {
+            QuotaViolation::Exceeded {
+                kind,
+                retry_after_ms,
+                ..
+            } => {
+                self.metrics
+                    .quota_rejections
+                    .with_label_values(&[tenant, kind.as_str()])
+                    .inc();
+                ApiError::new(ErrorCode::AdmissionReject, v.to_string())
+                    .with_retry_after(retry_after_ms)
+            }
+            QuotaViolation::NeverFits { .. } => ApiError::invalid(v.to_string()),
         }
     }
 
@@ -559,14 +726,22 @@ impl AppState {
         }
     }
 
-    /// Starts as many queued tasks of a pool as free Ready slots allow.
+    /// Starts as many queued tasks of a pool as free Ready slots allow, in fair-share/EDF
+    /// order; when interactive work still waits with no free slot, considers hard preemption.
     pub fn dispatch(self: &Arc<Self>, pool_idx: usize) {
         let mut starts = Vec::new();
-        {
+        let now = self.now_ms();
+        let pool = &self.pools[pool_idx];
+        let preempt = {
             let mut guard = self.sched();
-            let Sched { pools, sessions } = &mut *guard;
+            let Sched {
+                pools,
+                sessions,
+                shares,
+                ..
+            } = &mut *guard;
             let ps = &mut pools[pool_idx];
-            while let Some((_, head)) = ps.queue.peek_next().filter(|_| !ps.draining) {
+            while let Some((_, head)) = ps.queue.peek_next(now).filter(|_| !ps.draining) {
                 let req = PlacementRequest {
                     device_mask: None,
                     affinity: head.affinity.as_deref(),
@@ -574,22 +749,78 @@ impl AppState {
                 let Some(decision) = choose_replica(&ps.replicas, &req) else {
                     break;
                 };
-                let Some((_, queued)) = ps.queue.pop_next() else {
+                let Some(d) = ps.queue.pop_next(now) else {
                     break;
                 };
+                shares.observe(&d.flow);
+                let (ticket, mut queued) = d.split();
+                queued.ticket = Some(ticket);
                 let r = &mut ps.replicas[decision.replica];
                 r.slots_busy += 1;
                 if let Some(sid) = &queued.task.session_id {
-                    sessions.record_placement(&queued.task.tenant, sid, &r.id, 0);
+                    sessions.record_placement(
+                        &queued.task.tenant,
+                        sid,
+                        &format!("{}/{}", pool.id, r.id),
+                        0,
+                    );
                 }
+                ps.running.insert(
+                    queued.task.id.clone(),
+                    RunningTask {
+                        task: queued.task.clone(),
+                        replica: decision.replica,
+                        started_ms: now,
+                    },
+                );
                 let version = ps.engine_versions[decision.replica].clone();
                 starts.push((queued, decision, version, r.slots_busy));
             }
-            self.update_queue_gauges(&self.pools[pool_idx].id, ps);
+            // Priority inversion: interactive work waiting while a slot it could use is free.
+            // The loop above never leaves one; this guards the invariant against future
+            // placement constraints and is exported so operators can alert on it.
+            if !ps.draining
+                && ps.queue.depth(Priority::Interactive) > 0
+                && choose_replica(&ps.replicas, &PlacementRequest::default()).is_some()
+            {
+                self.metrics
+                    .priority_inversions
+                    .with_label_values(&[&pool.id])
+                    .inc();
+            }
+            let preempt = self.choose_preemption(ps, now);
+            for (k, v) in shares.shares() {
+                self.metrics
+                    .admission_share
+                    .with_label_values(&[&k.tenant, k.priority.as_str()])
+                    .set(v);
+            }
+            self.update_queue_gauges(&pool.id, ps);
+            preempt
+        };
+        if let Some(victim) = preempt {
+            tracing::info!(job_id = %victim.id, pool_id = %pool.id, "hard preemption: interrupting batch work for waiting interactive work");
+            self.metrics
+                .preemptions
+                .with_label_values(&["hard", pool.engine.as_str()])
+                .inc();
+            let _ = victim.cancel_with(
+                ErrorCode::AdmissionReject,
+                "preempted: interrupted to serve higher-priority work (retry)",
+            );
         }
         for (queued, decision, version, busy) in starts {
-            let pool = &self.pools[pool_idx];
             let replica = &pool.replicas[decision.replica];
+            let waited = now.saturating_sub(queued.admitted_ms);
+            let priority = queued.task.priority.as_str();
+            self.metrics
+                .queue_wait
+                .with_label_values(&[&pool.id, priority])
+                .observe(waited as f64 / 1000.0);
+            self.metrics
+                .start_prediction_error
+                .with_label_values(&[&pool.id, priority])
+                .observe(waited.abs_diff(queued.predicted_start_ms) as f64 / 1000.0);
             self.metrics
                 .replica_slots_busy
                 .with_label_values(&[&pool.id, &replica.id, pool.engine.as_str(), &version])
@@ -606,21 +837,56 @@ impl AppState {
         }
     }
 
+    /// Hard preemption (ORCH-3086): when the next task to start is interactive and no slot is
+    /// free, interrupt the most recently started batch task on a replica whose adapter
+    /// declares interruptible decode. One at a time per pool.
+    fn choose_preemption(&self, ps: &mut PoolSched, now: u64) -> Option<Arc<Task>> {
+        if ps.draining || ps.preempting.is_some() {
+            return None;
+        }
+        let (_, head) = ps.queue.peek_next(now)?;
+        let incoming = head.task.priority;
+        let running: Vec<(&RunningTask, RunningView<'_>)> = ps
+            .running
+            .values()
+            .filter(|r| ps.replicas[r.replica].state == ReplicaState::Ready)
+            .map(|r| {
+                (
+                    r,
+                    RunningView {
+                        id: r.task.id.as_str(),
+                        priority: r.task.priority,
+                        started_ms: r.started_ms,
+                        interruptible: ps.interruptible[r.replica],
+                    },
+                )
+            })
+            .collect();
+        let views: Vec<RunningView<'_>> = running.iter().map(|(_, v)| v.clone()).collect();
+        let victim = hard_preemption_victim(&views, incoming)?;
+        let task = running[victim].0.task.clone();
+        ps.preempting = Some(task.id.clone());
+        Some(task)
+    }
+
     /// Gives a slot back (after the engine confirmed the job is gone) and dispatches more work.
-    pub fn release(
-        self: &Arc<Self>,
-        pool_idx: usize,
-        replica: usize,
-        service_ms: Option<u64>,
-        task: &Task,
-    ) {
+    pub fn release(self: &Arc<Self>, pool_idx: usize, replica: usize, usage: Usage, task: &Task) {
         let (busy, version) = {
             let mut s = self.sched();
             let ps = &mut s.pools[pool_idx];
             let r = &mut ps.replicas[replica];
             r.slots_busy = r.slots_busy.saturating_sub(1);
-            if let Some(ms) = service_ms {
-                ps.estimator.observe(ms);
+            ps.running.remove(&task.id);
+            if ps.preempting.as_deref() == Some(task.id.as_str()) {
+                ps.preempting = None;
+            }
+            if usage.completed {
+                let first = usage.first_token_ms.unwrap_or(0);
+                ps.estimator.observe(first + usage.decode_ms);
+                ps.rates[replica].observe(first, usage.tokens_out, usage.decode_ms);
+                // Work whose deadline falls within about two service times must go now.
+                let horizon = (ps.estimator.mean_ms() * 2.0) as u64;
+                ps.queue.set_edf_horizon_ms(horizon);
             }
             (r.slots_busy, ps.engine_versions[replica].clone())
         };
@@ -634,9 +900,49 @@ impl AppState {
                 &version,
             ])
             .set(i64::from(busy));
-        task.mark_released();
-        self.schedule_forget(task.id.clone());
+        self.retire(task, usage);
         self.dispatch(pool_idx);
+    }
+
+    /// A task holds nothing any more: the one place that settles its accounting (quota,
+    /// session budget, deadline statistics) and schedules its record to be forgotten. Safe to
+    /// call twice; only the first call counts.
+    pub fn retire(self: &Arc<Self>, task: &Task, usage: Usage) {
+        if !task.mark_released() {
+            return;
+        }
+        let now = self.now_ms();
+        let used = u64::from(task.prompt_tokens) + u64::from(usage.tokens_out);
+        {
+            let mut s = self.sched();
+            let Sched {
+                sessions,
+                quotas,
+                deadlines,
+                ..
+            } = &mut *s;
+            quotas.finish(&task.tenant, task.reserved_tokens(), used, now);
+            if let Some(sid) = &task.session_id {
+                sessions.settle_turn(
+                    &task.tenant,
+                    sid,
+                    task.reserved_tokens(),
+                    used,
+                    usage.decode_ms,
+                );
+            }
+            if let Some(d) = task.deadline_ms {
+                let met = usage.completed && task.admitted_at.elapsed().as_millis() as u64 <= d;
+                let slot = &mut deadlines[task.priority.index()];
+                slot.1 += 1;
+                slot.0 += u64::from(met);
+                self.metrics
+                    .deadlines_met_ratio
+                    .with_label_values(&[task.priority.as_str()])
+                    .set(slot.0 as f64 / slot.1 as f64);
+            }
+        }
+        self.schedule_forget(task.id.clone());
     }
 
     /// Fails queued tasks that waited longer than `timeouts.queue_ms` or past their own
@@ -647,12 +953,17 @@ impl AppState {
             let (expired, pool_ready) = {
                 let mut s = self.sched();
                 let ps = &mut s.pools[pi];
+                // A deadline that can no longer be met even if the task started now (measured
+                // service time) is failed early: EDF serves feasible work only.
+                let service = Duration::from_millis(ps.estimator.mean_ms() as u64);
+                let measured = ps.rates.iter().any(|r| r.samples() > 0);
                 let expired = ps.queue.remove_where(|q| {
                     let waited = q.task.admitted_at.elapsed();
+                    let finish = if measured { waited + service } else { waited };
                     waited >= limit
                         || q.task
                             .deadline_ms
-                            .is_some_and(|d| waited >= Duration::from_millis(d))
+                            .is_some_and(|d| finish > Duration::from_millis(d))
                 });
                 if !expired.is_empty() {
                     self.update_queue_gauges(&pool.id, ps);
@@ -662,10 +973,11 @@ impl AppState {
             for (_, q) in expired {
                 let t = q.task;
                 let waited = t.admitted_at.elapsed().as_millis() as u64;
-                let (code, why) = if t.deadline_ms.is_some_and(|d| waited >= d) {
+                let by_deadline = t.deadline_ms.is_some() && waited < limit.as_millis() as u64;
+                let (code, why) = if by_deadline {
                     (
                         ErrorCode::DeadlineUnmet,
-                        format!("deadline passed after {waited} ms in the queue"),
+                        format!("deadline can no longer be met after {waited} ms in the queue"),
                     )
                 } else if pool_ready {
                     (
@@ -684,8 +996,7 @@ impl AppState {
                         .with_label_values(&[&pool.id, code.as_str()])
                         .inc();
                 }
-                t.mark_released();
-                self.schedule_forget(t.id.clone());
+                self.retire(&t, Usage::default());
             }
         }
     }
@@ -724,8 +1035,8 @@ impl AppState {
             let mut s = self.sched();
             let ps = &mut s.pools[pool_idx];
             let mut v = Vec::new();
-            while let Some((_, q)) = ps.queue.pop_next() {
-                v.push(q.task);
+            while let Some(d) = ps.queue.pop_next(u64::MAX) {
+                v.push(d.item.task);
             }
             self.update_queue_gauges(&pool_id, ps);
             v
@@ -741,8 +1052,7 @@ impl AppState {
                     .with_label_values(&[&pool_id, ErrorCode::PoolUnavailable.as_str()])
                     .inc();
             }
-            t.mark_released();
-            self.schedule_forget(t.id.clone());
+            self.retire(&t, Usage::default());
         }
         tracing::info!(pool_id = %pool_id, "pool drained");
     }
@@ -809,12 +1119,17 @@ impl AppState {
 
     /// A replica failed under a task: stop placing work on it until a probe finds it Ready.
     pub fn mark_replica_unready(&self, pool_idx: usize, replica: usize, reason: &str) {
-        let mut s = self.sched();
-        let ps = &mut s.pools[pool_idx];
+        let mut guard = self.sched();
+        let Sched {
+            pools, sessions, ..
+        } = &mut *guard;
+        let ps = &mut pools[pool_idx];
         if ps.replicas[replica].state == ReplicaState::Ready {
             ps.replicas[replica].state = ReplicaState::Unready;
             ps.last_errors[replica] = Some(reason.to_string());
             let pool = &self.pools[pool_idx];
+            // Its KV caches are gone (or unreachable): sessions fail over cold.
+            sessions.forget_replica(&format!("{}/{}", pool.id, pool.replicas[replica].id));
             let v = &ps.engine_versions[replica];
             let cpu = if pool.replicas[replica].devices.is_empty() {
                 "true"
@@ -837,21 +1152,30 @@ impl AppState {
 
     /// Gives back the slot of a task that never started on its replica and puts the task at
     /// the head of its queue again (no admitted task is lost to a replica failure).
-    pub fn requeue(self: &Arc<Self>, pool_idx: usize, replica: usize, queued: Queued) {
-        {
+    pub fn requeue(self: &Arc<Self>, pool_idx: usize, replica: usize, mut queued: Queued) {
+        let canceled = {
             let mut s = self.sched();
             let ps = &mut s.pools[pool_idx];
             let r = &mut ps.replicas[replica];
             r.slots_busy = r.slots_busy.saturating_sub(1);
-            let id = queued.task.id.clone();
-            let priority = queued.task.priority;
-            if queued.task.requeue() {
-                ps.queue.requeue_front(id, priority, queued);
+            ps.running.remove(&queued.task.id);
+            if ps.preempting.as_deref() == Some(queued.task.id.as_str()) {
+                ps.preempting = None;
+            }
+            let canceled = if queued.task.requeue()
+                && let Some(ticket) = queued.ticket.take()
+            {
+                ps.queue.requeue_front(ticket.with(queued));
+                None
             } else {
                 // Canceled meanwhile: it holds nothing any more.
-                queued.task.mark_released();
-            }
+                Some(queued.task)
+            };
             self.update_queue_gauges(&self.pools[pool_idx].id, ps);
+            canceled
+        };
+        if let Some(t) = canceled {
+            self.retire(&t, Usage::default());
         }
         self.dispatch(pool_idx);
     }
@@ -884,8 +1208,7 @@ impl AppState {
                 removed
             };
             if removed {
-                task.mark_released();
-                self.schedule_forget(task.id.clone());
+                self.retire(task, Usage::default());
                 return Ok(());
             }
             // Dispatched meanwhile: the runner sees the terminal log and releases the slot.
@@ -906,22 +1229,30 @@ impl AppState {
         });
     }
 
-    pub fn metrics_event(&self, task: &Task, kv_warm: bool) -> MetricsEvent {
-        let (depth, expected_ms) = {
+    /// The `metrics` event of a task at dispatch: queue depth, on-time probability from the
+    /// replica's measured rate, KV warmth, and the session's budgets left.
+    pub fn metrics_event(&self, task: &Task, replica: usize, kv_warm: bool) -> MetricsEvent {
+        let now = self.now_ms();
+        let (depth, expected_ms, session) = {
             let s = self.sched();
             let ps = &s.pools[task.pool];
-            (ps.queue.len() as u32, ps.estimator.mean_ms())
+            let expected = ps.rates[replica]
+                .expected_service_ms(task.max_tokens)
+                .unwrap_or(ps.estimator.mean_ms());
+            let session = task
+                .session_id
+                .as_deref()
+                .and_then(|sid| s.sessions.get(&task.tenant, sid, now));
+            (ps.queue.len() as u32, expected, session)
         };
         let waited = task.admitted_at.elapsed().as_millis() as u64;
         MetricsEvent {
             queue_depth: depth,
-            on_time_probability: orchestrator_core::on_time_probability(
-                waited,
-                task.deadline_ms,
-                expected_ms,
-            ),
+            on_time_probability: on_time_probability(waited, task.deadline_ms, expected_ms),
             kv_warmth: kv_warm,
             tokens_budget_remaining: task.max_tokens,
+            session_tokens_remaining: session.as_ref().and_then(|v| v.tokens_remaining),
+            session_time_remaining_ms: session.as_ref().and_then(|v| v.time_remaining_ms),
         }
     }
 
@@ -937,6 +1268,7 @@ impl AppState {
                     Ok(Ok(h)) => Some((h.restarts, h.circuit_open)),
                     _ => None,
                 };
+                let interruptible = matches!(&props, Ok(Ok(p)) if p.interruptible_decode);
                 let (state, version, error) = match (health, props) {
                     (Ok(Ok(h)), Ok(Ok(p))) if h.state == WorkerState::Ready => {
                         (ReplicaState::Ready, Some(p.engine_version), None)
@@ -958,6 +1290,11 @@ impl AppState {
                     let ps = &mut s.pools[pi];
                     let was = ps.replicas[ri].state;
                     ps.replicas[ri].state = state;
+                    ps.interruptible[ri] = interruptible;
+                    if was == ReplicaState::Ready && state != ReplicaState::Ready {
+                        s.sessions.forget_replica(&format!("{}/{}", pool.id, r.id));
+                    }
+                    let ps = &mut s.pools[pi];
                     if let Some(v) = version {
                         ps.engine_versions[ri] = v;
                     }

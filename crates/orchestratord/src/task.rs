@@ -214,8 +214,16 @@ impl Task {
         self.appended.subscribe()
     }
 
-    pub fn mark_released(&self) {
-        self.released.send_replace(true);
+    /// Marks the task as holding nothing; true only for the first call, so that whoever
+    /// gets true settles its accounting exactly once.
+    pub fn mark_released(&self) -> bool {
+        !self.released.send_replace(true)
+    }
+
+    /// Worst-case tokens of this task (prompt estimate + max_tokens): what quotas and session
+    /// budgets reserve at admission.
+    pub fn reserved_tokens(&self) -> u64 {
+        u64::from(self.prompt_tokens) + u64::from(self.max_tokens)
     }
 
     pub fn is_released(&self) -> bool {

@@ -238,7 +238,7 @@ async fn orch_2007_full_queue_rejects_with_backoff() {
 }
 
 /// drop-lru evicts the oldest queued task, which ends with QUEUE_FULL_DROP_LRU;
-/// shed-low-priority drops queued batch work for interactive work.
+/// shed-low-priority drops queued batch work for interactive work (soft preemption).
 #[tokio::test]
 async fn full_policies_evict_with_typed_errors() {
     let s = Server::start(&mock_config(
@@ -280,8 +280,23 @@ async fn full_policies_evict_with_typed_errors() {
         "shed-low-priority"
     );
     assert_eq!(s.submit(DATA_KEY, task("inter", 5)).await.status(), 202);
+    // Soft preemption (ORCH-3085): the shed batch task gets a typed error, never silence.
     let evs = read_events(s.stream(DATA_KEY, "batch").await).await;
-    assert_eq!(evs.last().unwrap().1["code"], "QUEUE_FULL_DROP_LRU");
+    let last = &evs.last().unwrap().1;
+    assert_eq!(last["code"], "ADMISSION_REJECT");
+    assert!(
+        last["message"].as_str().unwrap().contains("preempted"),
+        "{last}"
+    );
+    assert_eq!(last["retriable"], true);
+    assert_eq!(
+        s.metric(
+            "llorch_preemptions_total",
+            &["mode=\"soft\"", "engine=\"mock\""]
+        )
+        .await,
+        1.0
+    );
 }
 
 /// Injected engine faults become typed stream errors and free the slot (ORCH-3016).

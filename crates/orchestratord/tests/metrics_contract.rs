@@ -83,6 +83,31 @@ fn contract() -> BTreeMap<&'static str, (&'static str, &'static [&'static str])>
             "llorch_replica_circuit_open",
             ("gauge", &["engine", "pool_id", "replica_id"][..]),
         ),
+        (
+            "llorch_admission_share",
+            ("gauge", &["priority", "tenant"][..]),
+        ),
+        ("llorch_deadlines_met_ratio", ("gauge", &["priority"][..])),
+        (
+            "llorch_preemptions_total",
+            ("counter", &["engine", "mode"][..]),
+        ),
+        (
+            "llorch_quota_rejections_total",
+            ("counter", &["quota", "tenant"][..]),
+        ),
+        (
+            "llorch_queue_wait_seconds",
+            ("histogram", &["pool_id", "priority"][..]),
+        ),
+        (
+            "llorch_start_prediction_error_seconds",
+            ("histogram", &["pool_id", "priority"][..]),
+        ),
+        (
+            "llorch_priority_inversions_total",
+            ("counter", &["pool_id"][..]),
+        ),
     ])
 }
 
@@ -115,7 +140,12 @@ mock = { error_after_tokens = 1 }
 "#;
     let cfg = format!(
         "{}{faulty_pool}",
-        mock_config(1, "capacity = 1", "tokens_per_second = 200", "")
+        mock_config(
+            1,
+            "capacity = 1",
+            "tokens_per_second = 200",
+            "[tenant_defaults]\nmax_concurrent = 100\n"
+        )
     );
     let s = Server::start(&cfg);
     // Traffic that touches every family: completed, failed, canceled, rejected.
@@ -130,7 +160,9 @@ mock = { error_after_tokens = 1 }
             .0,
         "error"
     );
-    assert_eq!(s.submit(DATA_KEY, task("a", 3)).await.status(), 202);
+    let mut a = task("a", 3);
+    a["deadline_ms"] = serde_json::json!(60_000);
+    assert_eq!(s.submit(DATA_KEY, a).await.status(), 202);
     read_events(s.stream(DATA_KEY, "a").await).await;
     assert_eq!(s.submit(DATA_KEY, task("b", 300)).await.status(), 202);
     assert_eq!(s.submit(DATA_KEY, task("c", 3)).await.status(), 202);

@@ -145,6 +145,13 @@ pub struct TaskAccepted {
     pub backoff_ms: u64,
     /// Relative URL of the SSE stream (same as the `Location` header).
     pub stream_url: String,
+    /// The session's token budget left after this turn's reservation (also the
+    /// `X-Session-Tokens-Remaining` header); absent without a budget or session.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_tokens_remaining: Option<u64>,
+    /// The session's decode-time budget left (also `X-Session-Time-Remaining-Ms`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_time_remaining_ms: Option<u64>,
 }
 
 /// `started` SSE event.
@@ -152,6 +159,13 @@ pub struct TaskAccepted {
 pub struct StartedEvent {
     pub queue_position: u32,
     pub predicted_start_ms: u64,
+    /// Estimated probability of finishing by `deadline_ms` (1.0 without a deadline).
+    #[serde(default = "one")]
+    pub on_time_probability: f64,
+}
+
+fn one() -> f64 {
+    1.0
 }
 
 /// `token` SSE event: token text `t` at index `i` (0-based, gap-free).
@@ -167,7 +181,15 @@ pub struct MetricsEvent {
     pub queue_depth: u32,
     pub on_time_probability: f64,
     pub kv_warmth: bool,
+    /// Tokens this task may still generate (its max_tokens).
     pub tokens_budget_remaining: u32,
+    /// The session's token budget left after this turn's reservation (absent: no budget or no
+    /// session).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_tokens_remaining: Option<u64>,
+    /// The session's decode-time budget left (absent: no budget or no session).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_time_remaining_ms: Option<u64>,
 }
 
 /// `end` SSE event.
@@ -252,4 +274,10 @@ pub struct SessionInfo {
     pub turns: u32,
     pub kv_bytes: u64,
     pub kv_warmth: bool,
+    /// Token budget left (absent when `sessions.token_budget` is not set).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokens_remaining: Option<u64>,
+    /// Decode-time budget left (absent when `sessions.time_budget_ms` is not set).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_remaining_ms: Option<u64>,
 }

@@ -1,7 +1,7 @@
 use std::collections::HashSet;
 use std::path::Path;
 
-use crate::types::{Config, Role};
+use crate::types::{Config, Role, TenantLimits};
 
 /// Why a config was refused. `Display` gives the operator-facing message.
 #[derive(Debug, thiserror::Error)]
@@ -79,6 +79,34 @@ fn is_valid_id(s: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
 }
 
+fn check_limits(l: &TenantLimits, at: &str) -> Result<(), (String, String)> {
+    let positive = "must be > 0".to_string();
+    if l.max_concurrent == Some(0) {
+        return Err((format!("{at}.max_concurrent"), positive));
+    }
+    if let Some(r) = l.requests_per_second
+        && !(r.is_finite() && r > 0.0)
+    {
+        return Err((
+            format!("{at}.requests_per_second"),
+            "must be a positive number".into(),
+        ));
+    }
+    if l.burst == Some(0) {
+        return Err((format!("{at}.burst"), positive));
+    }
+    if l.burst.is_some() && l.requests_per_second.is_none() {
+        return Err((
+            format!("{at}.burst"),
+            "burst needs requests_per_second".into(),
+        ));
+    }
+    if l.tokens_per_minute == Some(0) {
+        return Err((format!("{at}.tokens_per_minute"), positive));
+    }
+    Ok(())
+}
+
 fn validate(cfg: &Config, file: &str) -> Result<(), ConfigError> {
     let bad = |path: String, message: String| ConfigError::Invalid {
         file: file.to_string(),
@@ -141,8 +169,42 @@ fn validate(cfg: &Config, file: &str) -> Result<(), ConfigError> {
     if t.queue_ms == 0 || t.first_token_ms == 0 || t.idle_ms == 0 || t.wall_ms == 0 {
         return Err(bad("timeouts".into(), "timeouts must be > 0".into()));
     }
-    if cfg.sessions.ttl_ms == 0 || cfg.sessions.max_turns == 0 || cfg.sessions.max_sessions == 0 {
+    let ss = &cfg.sessions;
+    if ss.ttl_ms == 0
+        || ss.max_turns == 0
+        || ss.max_sessions == 0
+        || ss.kv_sessions_per_replica == 0
+        || ss.token_budget == Some(0)
+        || ss.time_budget_ms == Some(0)
+    {
         return Err(bad("sessions".into(), "values must be > 0".into()));
+    }
+    check_limits(&cfg.tenant_defaults, "tenant_defaults").map_err(|(p, m)| bad(p, m))?;
+    let key_tenants: HashSet<&str> = cfg
+        .auth
+        .api_keys
+        .iter()
+        .map(|k| k.tenant.as_str())
+        .collect();
+    let mut tenant_ids = HashSet::new();
+    for (i, t) in cfg.tenants.iter().enumerate() {
+        let p = format!("tenants[{i}]");
+        if !tenant_ids.insert(t.id.as_str()) {
+            return Err(bad(
+                format!("{p}.id"),
+                format!("duplicate tenant `{}`", t.id),
+            ));
+        }
+        if !key_tenants.contains(t.id.as_str()) {
+            return Err(bad(
+                format!("{p}.id"),
+                format!("no API key belongs to tenant `{}`", t.id),
+            ));
+        }
+        if t.weight == 0 {
+            return Err(bad(format!("{p}.weight"), "must be > 0".into()));
+        }
+        check_limits(&t.limits(), &p).map_err(|(p, m)| bad(p, m))?;
     }
     let mut pool_ids = HashSet::new();
     for (i, pool) in cfg.pools.iter().enumerate() {
@@ -349,5 +411,43 @@ slots = 2
             .unwrap_err()
             .to_string();
         assert!(err.starts_with("t.toml:1:"), "{err}");
+    }
+
+    #[test]
+    fn tenant_quotas_parse_and_bad_ones_name_the_key() {
+        let good = format!(
+            "{GOOD}\n[tenant_defaults]\nmax_concurrent = 4\n\n[[tenants]]\nid = \"acme\"\nweight = 3\nrequests_per_second = 2.5\nburst = 5\ntokens_per_minute = 1000\n"
+        );
+        let c = parse_str(&good, "t.toml").unwrap();
+        assert_eq!(c.tenants[0].weight, 3);
+        assert_eq!(c.tenant_limits("acme").burst, Some(5));
+        assert_eq!(c.tenant_limits("other").max_concurrent, Some(4));
+        for (from, to, key) in [
+            ("weight = 3", "weight = 0", "tenants[0].weight"),
+            ("burst = 5", "burst = 0", "tenants[0].burst"),
+            (
+                "requests_per_second = 2.5",
+                "requests_per_second = -1.0",
+                "tenants[0].requests_per_second",
+            ),
+            (
+                "requests_per_second = 2.5",
+                "requests_per_second = nan",
+                "tenants[0].requests_per_second",
+            ),
+            ("requests_per_second = 2.5\n", "", "tenants[0].burst"),
+            ("id = \"acme\"", "id = \"ghost\"", "tenants[0].id"),
+            (
+                "max_concurrent = 4",
+                "max_concurrent = 0",
+                "tenant_defaults.max_concurrent",
+            ),
+            ("burst = 5", "bursts = 5", "bursts"),
+        ] {
+            let err = parse_str(&good.replace(from, to), "t.toml")
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(key), "{to}: {err}");
+        }
     }
 }

@@ -19,8 +19,70 @@ pub struct Config {
     pub timeouts: TimeoutsConfig,
     #[serde(default)]
     pub sessions: SessionsConfig,
+    /// Quotas of every tenant that has no `[[tenants]]` entry of its own.
+    #[serde(default)]
+    pub tenant_defaults: TenantLimits,
+    /// Per-tenant fair-share weight and quotas (ORCH-3075–3077).
+    #[serde(default)]
+    pub tenants: Vec<TenantConfig>,
     #[serde(default)]
     pub pools: Vec<PoolConfig>,
+}
+
+/// Quotas of a tenant; an absent limit is unlimited. Violations are 429 ADMISSION_REJECT with
+/// a Retry-After of when the request would pass.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct TenantLimits {
+    /// Most tasks admitted and not yet finished (queued + running), over all pools.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_concurrent: Option<u32>,
+    /// Sustained submissions per second (token bucket).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub requests_per_second: Option<f64>,
+    /// Submissions allowed at once above the sustained rate (bucket size; default 1).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub burst: Option<u32>,
+    /// Tokens (prompt estimate + max_tokens, unused part refunded at the end) per minute.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tokens_per_minute: Option<u64>,
+}
+
+/// One tenant's share and quotas.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TenantConfig {
+    /// The tenant name used by `auth.api_keys[].tenant`.
+    pub id: String,
+    /// Fair-share weight relative to other tenants (default 1); multiplied by the priority
+    /// weight to give each (tenant, priority) flow its share.
+    #[serde(default = "default_weight")]
+    pub weight: u32,
+    // The limits are spelled out rather than `#[serde(flatten)]`ed: serde cannot combine
+    // flatten with deny_unknown_fields, and misspelled quota keys must be errors.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_concurrent: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requests_per_second: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub burst: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokens_per_minute: Option<u64>,
+}
+
+impl TenantConfig {
+    pub fn limits(&self) -> TenantLimits {
+        TenantLimits {
+            max_concurrent: self.max_concurrent,
+            requests_per_second: self.requests_per_second,
+            burst: self.burst,
+            tokens_per_minute: self.tokens_per_minute,
+        }
+    }
+}
+
+fn default_weight() -> u32 {
+    1
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -199,6 +261,15 @@ pub struct SessionsConfig {
     pub max_turns: u32,
     /// Most live sessions; the least recently used is evicted beyond it.
     pub max_sessions: u32,
+    /// Tokens (prompt + generated) one session may use over all its turns; unlimited if absent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_budget: Option<u64>,
+    /// Decode time one session may use over all its turns; unlimited if absent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub time_budget_ms: Option<u64>,
+    /// Most sessions whose KV cache one replica is assumed to keep (least recently used goes
+    /// cold: its next turn is placed without affinity).
+    pub kv_sessions_per_replica: u32,
 }
 
 impl Default for SessionsConfig {
@@ -207,6 +278,9 @@ impl Default for SessionsConfig {
             ttl_ms: 600_000,
             max_turns: 8,
             max_sessions: 10_000,
+            token_budget: None,
+            time_budget_ms: None,
+            kv_sessions_per_replica: 64,
         }
     }
 }
@@ -292,9 +366,20 @@ pub struct MockEngineConfig {
     pub stall_after_tokens: Option<u32>,
     /// Drop the stream (as if the engine died) after this many tokens.
     pub disconnect_after_tokens: Option<u32>,
+    /// Declare interruptible decode, which allows hard preemption of batch work on this
+    /// replica (no real engine declares it yet; the mock exercises the hook).
+    pub interruptible: bool,
 }
 
 impl Config {
+    /// Quotas of a tenant: its own entry, else `tenant_defaults`.
+    pub fn tenant_limits(&self, tenant: &str) -> TenantLimits {
+        self.tenants
+            .iter()
+            .find(|t| t.id == tenant)
+            .map_or(self.tenant_defaults, TenantConfig::limits)
+    }
+
     pub fn pool(&self, id: &str) -> Option<&PoolConfig> {
         self.pools.iter().find(|p| p.id == id)
     }

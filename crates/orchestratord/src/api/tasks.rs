@@ -21,12 +21,14 @@ use crate::task::Task;
     request_body = TaskRequest,
     responses(
         (status = 202, description = "Admitted and queued", body = TaskAccepted,
-            headers(("Location" = String, description = "URL of the task's SSE stream"))),
+            headers(("Location" = String, description = "URL of the task's SSE stream"),
+                ("X-Session-Tokens-Remaining" = u64, description = "session token budget left (when configured)"),
+                ("X-Session-Time-Remaining-Ms" = u64, description = "session decode-time budget left (when configured)"))),
         (status = 400, description = "INVALID_PARAMS or DEADLINE_UNMET", body = ErrorEnvelope),
         (status = 401, description = "UNAUTHENTICATED", body = ErrorEnvelope),
         (status = 403, description = "FORBIDDEN", body = ErrorEnvelope),
         (status = 413, description = "Body over the size limit", body = ErrorEnvelope),
-        (status = 429, description = "Queue full (ADMISSION_REJECT); see Retry-After and X-Backoff-Ms", body = ErrorEnvelope,
+        (status = 429, description = "Queue full or a tenant quota exceeded (ADMISSION_REJECT); see Retry-After and X-Backoff-Ms", body = ErrorEnvelope,
             headers(("Retry-After" = u64, description = "seconds"), ("X-Backoff-Ms" = u64, description = "milliseconds"))),
         (status = 503, description = "POOL_UNREADY or POOL_UNAVAILABLE", body = ErrorEnvelope),
     ),
@@ -40,6 +42,13 @@ pub async fn submit(
     let mut resp = (StatusCode::ACCEPTED, axum::Json(&accepted)).into_response();
     if let Ok(v) = HeaderValue::from_str(&accepted.stream_url) {
         resp.headers_mut().insert(header::LOCATION, v);
+    }
+    let h = resp.headers_mut();
+    if let Some(n) = accepted.session_tokens_remaining {
+        h.insert("x-session-tokens-remaining", HeaderValue::from(n));
+    }
+    if let Some(n) = accepted.session_time_remaining_ms {
+        h.insert("x-session-time-remaining-ms", HeaderValue::from(n));
     }
     Ok(resp)
 }

@@ -73,6 +73,7 @@ fn adapter(a: &Args) -> anyhow::Result<Arc<dyn WorkerAdapter>> {
                 error_after_tokens: a.error_after_tokens,
                 stall_after_tokens: a.stall_after_tokens,
                 disconnect_after_tokens: a.disconnect_after_tokens,
+                interruptible: false,
             },
         )),
     })

@@ -233,7 +233,9 @@ impl WorkerAdapter for LlamaCppAdapter {
             ctx_max: p.default_generation_settings.n_ctx,
             slots_total: p.total_slots,
             slots_busy: busy,
-            interruptible_decode: true,
+            // Cancel frees the slot, but a preempted decode cannot be resumed: the client
+            // would lose the tokens it already has. Not declared until that changes.
+            interruptible_decode: false,
         })
     }
 

@@ -29,6 +29,9 @@ pub struct MockBehaviour {
     pub error_after_tokens: Option<u32>,
     pub stall_after_tokens: Option<u32>,
     pub disconnect_after_tokens: Option<u32>,
+    /// Declares interruptible decode (the hook for hard preemption; off by default because no
+    /// real engine adapter declares it yet).
+    pub interruptible: bool,
 }
 
 impl Default for MockBehaviour {
@@ -41,6 +44,7 @@ impl Default for MockBehaviour {
             error_after_tokens: None,
             stall_after_tokens: None,
             disconnect_after_tokens: None,
+            interruptible: false,
         }
     }
 }
@@ -131,7 +135,7 @@ impl WorkerAdapter for MockAdapter {
             ctx_max: self.behaviour.ctx_max,
             slots_total: self.behaviour.slots,
             slots_busy: self.slots_busy(),
-            interruptible_decode: true,
+            interruptible_decode: self.behaviour.interruptible,
         })
     }
 
