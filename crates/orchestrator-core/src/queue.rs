@@ -15,9 +15,10 @@
 //! that is what the admission share metric reports.
 //!
 //! **Deadlines: EDF among urgent heads.** A flow head whose absolute deadline falls within the
-//! `edf_horizon_ms` of now is served before fair-share order, earliest deadline first. Its flow
-//! is still charged the stride, so deadlines move work earlier in time without buying a tenant
-//! a bigger share.
+//! `edf_horizon_ms` of now is served before fair-share order, earliest deadline first, as long
+//! as its flow is not already ahead of its fair share by more than one task. Its flow is
+//! charged as usual, so deadlines move work earlier in time without buying a tenant a bigger
+//! share (property-tested in `tests/scheduling.rs`).
 //!
 //! **Full pool.** Capacity is shared by all flows. reject | drop-lru (evict the oldest task of
 //! the same or a lower priority, lowest priority first) | shed-low-priority (evict the newest
@@ -175,6 +176,18 @@ struct Candidate {
     priority: usize,
     head_seq: u64,
     head_deadline: Option<u64>,
+}
+
+/// A task that is not queued (yet), for [`PoolQueue::position_if_enqueued`].
+#[derive(Clone, Copy)]
+struct Phantom {
+    flow: usize,
+    /// Its index in the flow: behind every queued entry.
+    index: usize,
+    pass: u128,
+    stride: u128,
+    priority: usize,
+    deadline_at_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone)]
@@ -379,9 +392,14 @@ impl<T> PoolQueue<T> {
         now_ms: u64,
     ) -> Option<usize> {
         let horizon = now_ms.saturating_add(self.edf_horizon_ms);
+        // A flow may jump the fair order for a deadline only while it is not ahead of its
+        // share by more than one task (as in WF²Q's eligibility): deadlines reorder work, they
+        // do not buy a tenant more than its weight under sustained overload.
+        let min_pass = cands.clone().map(|c| c.pass).min()?;
         let urgent = cands
             .clone()
             .filter(|c| c.head_deadline.is_some_and(|d| d <= horizon))
+            .filter(|c| c.pass <= min_pass + c.stride)
             .min_by_key(|c| (c.head_deadline, c.head_seq));
         if let Some(c) = urgent {
             return Some(c.flow);
@@ -468,11 +486,68 @@ impl<T> PoolQueue<T> {
     /// scheduler over the real queue. O(position × flows).
     pub fn position_of(&self, id: &str, now_ms: u64) -> Option<u32> {
         let target = *self.where_is.get(id)?;
-        let mut cursor = vec![0usize; self.flows.len()];
+        let index = self.flows[target].entries.iter().position(|e| e.id == id)?;
+        self.simulate(target, index, None, now_ms)
+    }
+
+    /// The position a task of `flow` with `deadline_at_ms` would get if it were enqueued now,
+    /// without enqueueing it: what admission uses to predict its start (and check its
+    /// deadline) before committing to anything.
+    pub fn position_if_enqueued(
+        &self,
+        flow: &FlowKey,
+        deadline_at_ms: Option<u64>,
+        now_ms: u64,
+    ) -> u32 {
+        let (target, index, pass, stride) = match self.by_key.get(flow) {
+            Some(&f) => {
+                let fl = &self.flows[f];
+                let pass = if fl.entries.is_empty() {
+                    fl.pass.max(self.vtime)
+                } else {
+                    fl.pass
+                };
+                (f, fl.entries.len(), pass, fl.stride)
+            }
+            None => (
+                self.flows.len(),
+                0,
+                self.vtime,
+                STRIDE / u128::from(self.weights.flow_weight(flow)),
+            ),
+        };
+        let phantom = Phantom {
+            flow: target,
+            index,
+            pass,
+            stride,
+            priority: flow.priority.index(),
+            deadline_at_ms,
+        };
+        self.simulate(target, index, Some(phantom), now_ms)
+            .unwrap_or(self.len() as u32)
+    }
+
+    /// What-if run of the scheduler over the real queue (plus an optional phantom task at the
+    /// tail of its flow): how many tasks start before entry `index` of flow `target`.
+    /// O(position × flows), no allocation per step.
+    fn simulate(
+        &self,
+        target: usize,
+        index: usize,
+        phantom: Option<Phantom>,
+        now_ms: u64,
+    ) -> Option<u32> {
+        let n = self.flows.len() + usize::from(phantom.is_some_and(|p| p.flow == self.flows.len()));
+        let mut cursor = vec![0usize; n];
         let mut pass: Vec<u128> = self.flows.iter().map(|f| f.pass).collect();
+        pass.resize(n, 0);
+        if let Some(p) = phantom {
+            pass[p.flow] = p.pass;
+        }
         let mut ahead = 0u32;
         loop {
-            let cands = self.flows.iter().enumerate().filter_map(|(i, fl)| {
+            let real = self.flows.iter().enumerate().filter_map(|(i, fl)| {
                 fl.entries.get(cursor[i]).map(|e| Candidate {
                     flow: i,
                     pass: pass[i],
@@ -482,12 +557,27 @@ impl<T> PoolQueue<T> {
                     head_deadline: e.deadline_at_ms,
                 })
             });
-            let f = self.choose(cands, now_ms)?;
-            if f == target && self.flows[f].entries[cursor[f]].id == id {
+            // The phantom is its flow's head once the real entries ahead of it have gone.
+            let ghost = phantom
+                .filter(|p| cursor[p.flow] == p.index)
+                .map(|p| Candidate {
+                    flow: p.flow,
+                    pass: pass[p.flow],
+                    stride: p.stride,
+                    priority: p.priority,
+                    head_seq: self.next_seq,
+                    head_deadline: p.deadline_at_ms,
+                });
+            let f = self.choose(real.chain(ghost), now_ms)?;
+            if f == target && cursor[f] == index {
                 return Some(ahead);
             }
+            let stride = self
+                .flows
+                .get(f)
+                .map_or_else(|| phantom.map_or(0, |p| p.stride), |fl| fl.stride);
             cursor[f] += 1;
-            pass[f] += self.flows[f].stride;
+            pass[f] += stride;
             ahead += 1;
         }
     }

@@ -53,8 +53,10 @@ proptest! {
                     seq += 1;
                     let id = format!("t{seq}");
                     let before = q.len();
+                    let predicted = q.position_if_enqueued(&FlowKey::new(format!("tenant{t}"), p), None, 0);
                     match q.enqueue(id.clone(), FlowKey::new(format!("tenant{t}"), p), None, (p, seq), 0) {
                         EnqueueOutcome::Admitted { position, evicted } => {
+                            let was_full = evicted.is_some();
                             if let Some((eid, (ep, _))) = evicted {
                                 prop_assert!(before as u32 >= cap);
                                 prop_assert!(ep >= p, "evicted higher priority work");
@@ -64,6 +66,9 @@ proptest! {
                                 prop_assert!(admitted.contains_key(&eid));
                             }
                             prop_assert_eq!(q.position_of(&id, 0), Some(position));
+                            if !was_full {
+                                prop_assert_eq!(predicted, position, "admission's what-if position is the real one");
+                            }
                             admitted.insert(id, (p, seq));
                         }
                         EnqueueOutcome::Rejected(_) => prop_assert_eq!(q.len(), before),

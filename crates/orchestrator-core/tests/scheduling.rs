@@ -34,30 +34,35 @@ proptest! {
 
     /// Over long runs where every flow stays backlogged, each (tenant, priority) flow gets a
     /// share of dispatches within ±10 % of its weight's share. Arrivals are random (bursty
-    /// refills in random order), so the share does not depend on arrival pattern.
+    /// refills in random order), so the share does not depend on arrival pattern; and a flow
+    /// whose every task carries an urgent deadline does not get more than its share either.
     #[test]
     fn shares_track_weights(
         tenant_w in proptest::collection::vec(1u32..5, 1..4),
         iw in 1u32..10, bw in 1u32..4,
         refill in proptest::collection::vec(0usize..8, 3000),
+        urgent_flow in proptest::option::of(0usize..6),
     ) {
         let w = weights(&tenant_w, iw, bw);
         let flows = all_flows(tenant_w.len());
         let mut q: PoolQueue<()> = PoolQueue::new(100_000, FullPolicy::Reject, w.clone());
+        q.set_edf_horizon_ms(1_000);
+        let urgent = urgent_flow.map(|i| flows[i % flows.len()].clone());
+        let deadline = |f: &FlowKey| (Some(f) == urgent.as_ref()).then_some(0);
         let mut n = 0u64;
         // Everyone starts backlogged.
-        for f in &flows { for _ in 0..2 { n += 1; q.enqueue(format!("x{n}"), f.clone(), None, (), 0); } }
+        for f in &flows { for _ in 0..2 { n += 1; q.enqueue(format!("x{n}"), f.clone(), deadline(f), (), 0); } }
         let mut served: BTreeMap<FlowKey, u64> = BTreeMap::new();
         let total = 3000u64;
         for r in refill.iter().take(total as usize) {
             // Keep every flow backlogged: top up the ones that ran low, plus a random burst.
             for f in &flows {
                 n += 1;
-                if q.flow_depth(f) < 3 { q.enqueue(format!("x{n}"), f.clone(), None, (), 0); }
+                if q.flow_depth(f) < 3 { q.enqueue(format!("x{n}"), f.clone(), deadline(f), (), 0); }
             }
             let f = &flows[*r % flows.len()];
             n += 1;
-            if q.flow_depth(f) < 6 { q.enqueue(format!("x{n}"), f.clone(), None, (), 0); }
+            if q.flow_depth(f) < 6 { q.enqueue(format!("x{n}"), f.clone(), deadline(f), (), 0); }
             let d = q.pop_next(0).unwrap();
             *served.entry(d.flow).or_default() += 1;
         }

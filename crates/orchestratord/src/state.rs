@@ -584,7 +584,8 @@ impl AppState {
         let flow = FlowKey::new(caller.tenant.clone(), req.priority);
         // Predicted start if it were queued now: the tasks that would go first, from a what-if
         // run of the fair scheduler over the real queue.
-        let ahead = ps.queue.len() as u32;
+        let deadline_at = req.deadline_ms.map(|d| now.saturating_add(d));
+        let ahead = ps.queue.position_if_enqueued(&flow, deadline_at, now);
         let predicted_start_ms = ps.estimator.predicted_start_ms(ahead, free, total);
         let tokens = req
             .expected_tokens
@@ -640,7 +641,6 @@ impl AppState {
             predicted_start_ms,
         };
         let policy_label = pool.full_policy.label();
-        let deadline_at = req.deadline_ms.map(|d| now.saturating_add(d));
         match ps
             .queue
             .enqueue(queued.task.id.clone(), flow, deadline_at, queued, now)

@@ -25,11 +25,15 @@
 //!    the task stream: first-token latency, tokens/s and whether the texts match. Skipped with
 //!    a note when the engine is not provisioned (`cargo xtask fetch-engine`), or with
 //!    `--no-real-engine`.
+//! 6. Scheduling under overload (see [`overload`]): two tenants × two priorities at twice the
+//!    pool's capacity; shares, waits, first-token latency, deadline hits and refusals per class.
+//!    `--overload-only` runs just this one.
 //!
 //! It is a benchmark, not a test: it asserts nothing about timings. Run it in release:
 //! `cargo run --release -p llorch-bench -- [--quick] [--no-real-engine]` (or
 //! `cargo xtask bench [--quick]`).
 
+mod overload;
 mod real_engine;
 
 use std::collections::BTreeMap;
@@ -65,6 +69,9 @@ struct Args {
     /// Skip scenario 5 (the real llama.cpp engine).
     #[arg(long)]
     no_real_engine: bool,
+    /// Run only scenario 6 (scheduling under overload).
+    #[arg(long)]
+    overload_only: bool,
     /// Scenario 5: measured rounds (default 10, 3 with --quick); p99 is printed from 100.
     #[arg(long, value_name = "K")]
     real_rounds: Option<usize>,
@@ -131,6 +138,9 @@ fn main() -> anyhow::Result<()> {
     );
     println!("server and clients share one tokio runtime with {cores} worker threads");
 
+    if args.overload_only {
+        return in_runtime(overload::overload(args.quick));
+    }
     in_runtime(submissions_accepted(&sizes))?;
     in_runtime(submissions_rejected(&sizes))?;
     in_runtime(first_token_latency(&sizes))?;
@@ -149,7 +159,7 @@ fn main() -> anyhow::Result<()> {
             }
         }
     }
-    Ok(())
+    in_runtime(overload::overload(args.quick))
 }
 
 /// Runs one scenario on a fresh multi-threaded runtime, then drops whatever it left running.
