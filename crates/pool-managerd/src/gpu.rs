@@ -53,8 +53,19 @@ pub struct Gpus {
 impl Gpus {
     /// Initializes NVML. Never fails: without NVML the result reports no GPUs.
     pub fn discover() -> Gpus {
-        let nvml = Nvml::init().map_err(|e| e.to_string());
-        let gpus = Gpus { nvml };
+        Self::discover_with(Nvml::init())
+    }
+
+    /// [`Gpus::discover`] loading NVML from `lib` (a path to libnvidia-ml.so) instead of the
+    /// system default.
+    pub fn discover_from(lib: &std::ffi::OsStr) -> Gpus {
+        Self::discover_with(Nvml::builder().lib_path(lib).init())
+    }
+
+    fn discover_with(nvml: Result<Nvml, nvml_wrapper::error::NvmlError>) -> Gpus {
+        let gpus = Gpus {
+            nvml: nvml.map_err(|e| e.to_string()),
+        };
         match &gpus.nvml {
             Ok(_) => {
                 let list = gpus.list();
