@@ -64,6 +64,13 @@ impl PoolManager {
         })
     }
 
+    /// `GET path` → [`PoolManager::metrics_text`].
+    pub fn metrics_router(&self, path: &str) -> Router {
+        Router::new()
+            .route(path, get(metrics))
+            .with_state(self.clone())
+    }
+
     /// The pool manager's Prometheus text (replicas, engines, catalog, GPUs).
     pub async fn metrics_text(&self) -> String {
         self.metrics
@@ -74,12 +81,9 @@ impl PoolManager {
     /// The daemon's whole HTTP service: replica registry and feed, catalog, `/metrics`,
     /// `/healthz`; unknown routes get the error envelope.
     pub fn router(&self, stopping: tokio::sync::watch::Receiver<bool>) -> Router {
-        let metrics = Router::new()
-            .route("/metrics", get(metrics))
-            .with_state(self.clone());
         crate::registry::router(self.engines.clone(), stopping)
             .merge(self.catalog_router())
-            .merge(metrics)
+            .merge(self.metrics_router("/metrics"))
             .fallback(crate::http::fallback)
             .layer(axum::middleware::from_fn(crate::http::correlation))
     }
