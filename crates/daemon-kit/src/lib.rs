@@ -16,6 +16,13 @@ use sd_notify::NotifyState;
 pub enum Listener {
     Tcp(tokio::net::TcpListener),
     Unix(tokio::net::UnixListener),
+    /// `inner`, also serving `extra` routes beside whatever router it is given: how a process
+    /// that embeds a server it does not build (`llorch serve` around orchestratord) adds its
+    /// own APIs on the same socket. `extra` must not set a fallback.
+    Mounted {
+        inner: Box<Listener>,
+        extra: Router,
+    },
 }
 
 impl Listener {
@@ -75,8 +82,17 @@ impl Listener {
         }
     }
 
+    /// This listener, also serving `extra` (see [`Listener::Mounted`]).
+    pub fn mount(self, extra: Router) -> Listener {
+        Listener::Mounted {
+            inner: Box::new(self),
+            extra,
+        }
+    }
+
     pub fn describe(&self) -> String {
         match self {
+            Listener::Mounted { inner, .. } => inner.describe(),
             Listener::Tcp(l) => l.local_addr().map(|a| a.to_string()).unwrap_or_default(),
             Listener::Unix(l) => l
                 .local_addr()
@@ -93,6 +109,9 @@ impl Listener {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         match self {
+            Listener::Mounted { inner, extra } => {
+                Box::pin(inner.serve(router.merge(extra), shutdown)).await
+            }
             Listener::Tcp(l) => {
                 // Streams are many small writes: without TCP_NODELAY, Nagle + delayed ACK hold
                 // each back by up to 40 ms (measured by llorch-bench: 5.7k → 300k tokens/s).

@@ -3,7 +3,7 @@
 //! stopped. The all-in-one `llorch serve` and (next) the pool-managerd daemon both use it.
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,17 +12,39 @@ use api_types::ErrorCode;
 use config_schema::Config;
 use llamacpp_adapter::{LlamaCppAdapter, LlamaCppConfig};
 
+use crate::artifacts::{Artifacts, ModelRef};
 use crate::gated::GatedAdapter;
 
 /// Each supervised replica's readiness-gated adapter, by (pool id, replica id) — the shape
 /// orchestratord takes as `AdapterOverrides`.
 pub type ReplicaAdapters = HashMap<(String, String), Arc<dyn WorkerAdapter>>;
 use crate::policy::RestartConfig;
-use crate::supervisor::{EngineSpec, Phase, ReplicaStatus, Supervisor};
+use crate::supervisor::{EngineSpec, ModelSource, Phase, ReplicaStatus, Supervisor};
 
-/// Model path of a supervised pool: `model_ref` is a local path (`file:` prefix optional).
-fn model_path(model_ref: &str) -> &Path {
-    Path::new(model_ref.strip_prefix("file:").unwrap_or(model_ref))
+/// One supervised replica as the metrics and registry see it.
+#[derive(Debug, Clone)]
+pub struct ReplicaView {
+    pub pool_id: String,
+    pub replica_id: String,
+    pub engine: String,
+    pub engine_url: String,
+    pub status: ReplicaStatus,
+}
+
+/// Model file and source of a supervised pool: a local path (`file:` prefix optional) is
+/// used as is; URLs and `sha256:` catalog refs are resolved by the supervisor before each
+/// start.
+fn model_source(model_ref: &str, artifacts: &Arc<Artifacts>) -> (PathBuf, Option<ModelSource>) {
+    match ModelRef::parse(model_ref) {
+        Ok(ModelRef::Local(p)) => (p, None),
+        _ => (
+            PathBuf::new(),
+            Some(ModelSource {
+                model_ref: model_ref.to_string(),
+                artifacts: artifacts.clone(),
+            }),
+        ),
+    }
 }
 
 fn free_port() -> anyhow::Result<u16> {
@@ -37,13 +59,24 @@ fn engine_spec(
     replica: &config_schema::ReplicaConfig,
     model_ref: &str,
     model_sha256: Option<String>,
+    artifacts: &Arc<Artifacts>,
 ) -> anyhow::Result<EngineSpec> {
+    // Defence in depth: config validation already refuses this.
+    if replica.devices.is_empty() && !pool.allow_cpu_inference {
+        anyhow::bail!(
+            "pool {} replica {}: no GPU devices and allow_cpu_inference is not set",
+            pool.id,
+            replica.id
+        );
+    }
+    let (model, source) = model_source(model_ref, artifacts);
     Ok(EngineSpec {
         pool_id: pool.id.clone(),
         replica_id: replica.id.clone(),
         binary: proc_cfg.server_binary.clone().into(),
-        model: model_path(model_ref).to_path_buf(),
+        model,
         model_sha256,
+        source,
         port: free_port()?,
         slots: replica.slots,
         ctx_per_slot: pool.ctx_max,
@@ -68,6 +101,7 @@ fn start_replica(
 /// The engines of `llorch serve`, by pool, with reload (start beside, switch, roll back).
 pub struct Engines {
     cfg: Config,
+    artifacts: Arc<Artifacts>,
     live: tokio::sync::Mutex<HashMap<String, Vec<Supervisor>>>,
     /// Per pool, aligned with `live`: (replica id, engine base URL).
     endpoints: std::sync::Mutex<HashMap<String, Vec<(String, String)>>>,
@@ -76,8 +110,19 @@ pub struct Engines {
 }
 
 impl Engines {
-    /// Starts every supervised replica of `cfg`.
+    /// Starts every supervised replica of `cfg`; models from URLs are downloaded into
+    /// [`crate::provision::cache_dir`], and `sha256:` refs find no catalog (see
+    /// [`Engines::start_with`]).
     pub fn start(cfg: &Config) -> anyhow::Result<(Arc<Engines>, ReplicaAdapters)> {
+        let artifacts = Arc::new(Artifacts::new(&crate::provision::cache_dir(), None));
+        Self::start_with(cfg, artifacts)
+    }
+
+    /// [`Engines::start`] resolving model_refs through `artifacts` (download cache, catalog).
+    pub fn start_with(
+        cfg: &Config,
+        artifacts: Arc<Artifacts>,
+    ) -> anyhow::Result<(Arc<Engines>, ReplicaAdapters)> {
         let mut live: HashMap<String, Vec<Supervisor>> = HashMap::new();
         let mut endpoints: HashMap<String, Vec<(String, String)>> = HashMap::new();
         let mut overrides = ReplicaAdapters::new();
@@ -92,6 +137,7 @@ impl Engines {
                     r,
                     &pool.model_ref,
                     pool.model_sha256.clone(),
+                    &artifacts,
                 )?;
                 let url = spec.base_url();
                 let (sup, adapter) = start_replica(spec, &pool.model_ref)?;
@@ -105,6 +151,7 @@ impl Engines {
         }
         let engines = Engines {
             cfg: cfg.clone(),
+            artifacts,
             live: tokio::sync::Mutex::new(live),
             endpoints: std::sync::Mutex::new(endpoints),
             retiring: tokio::sync::Mutex::new(HashMap::new()),
@@ -123,6 +170,37 @@ impl Engines {
             }
         }
         out
+    }
+
+    /// Every live engine with its ids, endpoint and full supervision status.
+    pub async fn replica_views(&self) -> Vec<ReplicaView> {
+        let live = self.live.lock().await;
+        let endpoints = self
+            .endpoints
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let mut out = Vec::new();
+        for pool in &self.cfg.pools {
+            let (Some(sups), Some(eps)) = (live.get(&pool.id), endpoints.get(&pool.id)) else {
+                continue;
+            };
+            for (sup, (replica_id, url)) in sups.iter().zip(eps) {
+                out.push(ReplicaView {
+                    pool_id: pool.id.clone(),
+                    replica_id: replica_id.clone(),
+                    engine: pool.engine.as_str().into(),
+                    engine_url: url.clone(),
+                    status: sup.status(),
+                });
+            }
+        }
+        out
+    }
+
+    /// The artifacts resolver the engines use (download cache, catalog).
+    pub fn artifacts(&self) -> &Arc<Artifacts> {
+        &self.artifacts
     }
 
     /// The replica registry: every live engine with its endpoint and supervision state.
@@ -224,6 +302,7 @@ impl Engines {
                 r,
                 new_model_ref,
                 new_model_sha256.map(String::from),
+                &self.artifacts,
             )
             .map_err(|_| ErrorCode::Internal)?;
             urls.push((r.id.clone(), spec.base_url()));
@@ -247,6 +326,8 @@ impl Engines {
                     let why = st.last_error.unwrap_or_default();
                     let code = if why.starts_with("UNTRUSTED_ARTIFACT") {
                         ErrorCode::UntrustedArtifact
+                    } else if why.starts_with("MODEL_DEPRECATED") {
+                        ErrorCode::ModelDeprecated
                     } else {
                         ErrorCode::PoolUnready
                     };

@@ -1,5 +1,6 @@
 //! `pool-managerd`: the pool manager daemon. `serve` supervises every `[pools.llamacpp]`
-//! replica of the config and publishes the replica registry (socket-activated, sd_notify);
+//! replica of the config and serves the replica registry, the model catalog and `/metrics`
+//! (socket-activated, sd_notify);
 //! `provision-engine` builds llama-server; `digest` prints a file's SHA-256.
 
 use std::path::PathBuf;
@@ -40,27 +41,24 @@ enum Cmd {
 
 async fn serve(config: PathBuf, listen: String) -> anyhow::Result<()> {
     let cfg = config_schema::load_file(&config)?;
-    let (engines, _adapters) = pool_managerd::engines::Engines::start(&cfg)?;
+    let (pm, _adapters) = pool_managerd::daemon::PoolManager::start(&cfg)?;
     // Preload before READY=1: dependents start once the engines are up (or known broken).
-    engines
+    pm.engines
         .wait_preloaded(std::time::Duration::from_secs(600))
         .await;
     let listener = daemon_kit::Listener::from_systemd_or_bind(&listen).await?;
-    tracing::info!(listen = %listener.describe(), "serving the replica registry");
+    tracing::info!(listen = %listener.describe(), catalog = %pm.catalog.path().display(), "serving the replica registry, catalog and metrics");
     daemon_kit::spawn_watchdog();
     daemon_kit::notify_ready("engines preloaded");
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let result = listener
-        .serve(
-            pool_managerd::registry::router(engines.clone(), stop_rx),
-            async move {
-                daemon_kit::shutdown_signal().await;
-                daemon_kit::notify_stopping();
-                let _ = stop_tx.send(true);
-            },
-        )
+        .serve(pm.router(stop_rx), async move {
+            daemon_kit::shutdown_signal().await;
+            daemon_kit::notify_stopping();
+            let _ = stop_tx.send(true);
+        })
         .await;
-    engines.shutdown().await;
+    pm.engines.shutdown().await;
     Ok(result?)
 }
 

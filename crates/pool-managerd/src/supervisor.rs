@@ -6,14 +6,32 @@
 
 use std::path::PathBuf;
 use std::process::Stdio;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::sync::watch;
 
+use crate::artifacts::{ArtifactError, Artifacts};
 use crate::policy::{RestartConfig, RestartDecision, RestartPolicy};
 use crate::provision::verify_artifact;
+
+/// Where a replica's model comes from when it is not simply [`EngineSpec::model`]: a
+/// `model_ref` (URL or `sha256:` catalog entry) resolved before every start.
+#[derive(Clone)]
+pub struct ModelSource {
+    pub model_ref: String,
+    pub artifacts: Arc<Artifacts>,
+}
+
+impl std::fmt::Debug for ModelSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ModelSource")
+            .field("model_ref", &self.model_ref)
+            .finish_non_exhaustive()
+    }
+}
 
 /// Everything needed to run one replica's engine.
 #[derive(Debug, Clone)]
@@ -21,9 +39,13 @@ pub struct EngineSpec {
     pub pool_id: String,
     pub replica_id: String,
     pub binary: PathBuf,
+    /// The model file (when `source` is None).
     pub model: PathBuf,
     /// Required digest of the model file; checked before every (re)start.
     pub model_sha256: Option<String>,
+    /// When set, the model file is resolved from here before every start (downloaded with
+    /// resume, or looked up in the catalog) and `model` is not used.
+    pub source: Option<ModelSource>,
     pub port: u16,
     pub slots: u32,
     /// Context per slot.
@@ -84,6 +106,9 @@ pub struct ReplicaStatus {
     pub pid: Option<u32>,
     /// True when the engine runs without GPU devices.
     pub cpu: bool,
+    /// Engine starts that reached Ready, and starts that failed (preload outcomes).
+    pub starts_ready: u32,
+    pub starts_failed: u32,
 }
 
 pub struct Supervisor {
@@ -100,6 +125,8 @@ impl Supervisor {
             restarts: 0,
             pid: None,
             cpu: spec.devices.is_empty(),
+            starts_ready: 0,
+            starts_failed: 0,
         });
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
         let task = tokio::spawn(supervise(spec, tx, stop_rx));
@@ -152,10 +179,12 @@ fn set(tx: &watch::Sender<ReplicaStatus>, f: impl FnOnce(&mut ReplicaStatus)) {
     tx.send_modify(f);
 }
 
-fn spawn_engine(spec: &EngineSpec) -> std::io::Result<Child> {
+fn spawn_engine(spec: &EngineSpec, model: &std::path::Path) -> std::io::Result<Child> {
     let mut cmd = Command::new(&spec.binary);
     cmd.arg("-m")
-        .arg(&spec.model)
+        .arg(model)
+        // Prometheus /metrics, folded into pool-managerd's replica metrics.
+        .arg("--metrics")
         .args(["--host", "127.0.0.1", "--port", &spec.port.to_string()])
         .args(["-np", &spec.slots.to_string()])
         .args([
@@ -163,6 +192,9 @@ fn spawn_engine(spec: &EngineSpec) -> std::io::Result<Child> {
             &(spec.ctx_per_slot.saturating_mul(spec.slots)).to_string(),
         ])
         .args(&spec.extra_args)
+        // Number GPUs like NVML does (PCI bus order), so that device ordinals mean the same
+        // GPU to the headroom check and to the engine.
+        .env("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
         // The device mask: an empty mask hides every GPU (CPU replica).
         .env(
             "CUDA_VISIBLE_DEVICES",
@@ -295,20 +327,60 @@ async fn supervise(
     let labels = (spec.pool_id.as_str(), spec.replica_id.as_str());
     let cpu = spec.devices.is_empty();
     loop {
-        if let Some(digest) = &spec.model_sha256
-            && let Err(e) = verify_artifact(&spec.model, digest)
-        {
-            tracing::error!(pool_id = labels.0, replica_id = labels.1, error = %e, "model rejected");
-            set(&tx, |s| {
-                s.phase = Phase::Failed;
-                s.last_error = Some(e.to_string());
-            });
-            let _ = stop.await;
-            set(&tx, |s| s.phase = Phase::Stopped);
-            return;
-        }
         set(&tx, |s| s.phase = Phase::Starting);
-        let failure = match spawn_engine(&spec) {
+        let prepared = tokio::select! {
+            p = prepare(&spec) => p,
+            _ = &mut stop => { set(&tx, |s| s.phase = Phase::Stopped); return; }
+        };
+        let model = match prepared {
+            Ok(m) => m,
+            Err(Preflight::Permanent(e)) => {
+                tracing::error!(pool_id = labels.0, replica_id = labels.1, error = %e, "model rejected");
+                set(&tx, |s| {
+                    s.phase = Phase::Failed;
+                    s.last_error = Some(e);
+                    s.starts_failed += 1;
+                });
+                let _ = stop.await;
+                set(&tx, |s| s.phase = Phase::Stopped);
+                return;
+            }
+            Err(Preflight::Retry(e)) => {
+                // Not a crash (nothing was started), but the same backoff and breaker apply:
+                // a missing GPU or a flaky download must not spin.
+                let now = epoch.elapsed().as_millis() as u64;
+                let decision = policy.on_crash(now);
+                tracing::warn!(pool_id = labels.0, replica_id = labels.1, error = %e, ?decision, cpu, "engine cannot start");
+                let wait_ms = match decision {
+                    RestartDecision::RestartAfter { delay_ms } => {
+                        set(&tx, |s| {
+                            s.phase = Phase::Backoff {
+                                restart_in_ms: delay_ms,
+                            };
+                            s.last_error = Some(e);
+                            s.starts_failed += 1;
+                        });
+                        delay_ms
+                    }
+                    RestartDecision::BreakerOpen { retry_after_ms } => {
+                        set(&tx, |s| {
+                            s.phase = Phase::BreakerOpen {
+                                retry_in_ms: retry_after_ms,
+                            };
+                            s.last_error = Some(e);
+                            s.starts_failed += 1;
+                        });
+                        retry_after_ms
+                    }
+                };
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(wait_ms)) => {}
+                    _ = &mut stop => { set(&tx, |s| s.phase = Phase::Stopped); return; }
+                }
+                continue;
+            }
+        };
+        let failure = match spawn_engine(&spec, &model) {
             Err(e) => format!("cannot start {}: {e}", spec.binary.display()),
             Ok(mut child) => {
                 forward_logs(&mut child, &spec);
@@ -328,6 +400,7 @@ async fn supervise(
                 match ready {
                     Err(e) => {
                         stop_engine(&mut child).await;
+                        set(&tx, |s| s.starts_failed += 1);
                         e
                     }
                     Ok(()) => {
@@ -335,6 +408,7 @@ async fn supervise(
                         set(&tx, |s| {
                             s.phase = Phase::Ready;
                             s.last_error = None;
+                            s.starts_ready += 1;
                         });
                         tracing::info!(
                             pool_id = labels.0,
@@ -389,4 +463,47 @@ async fn supervise(
             _ = &mut stop => { set(&tx, |s| s.phase = Phase::Stopped); return; }
         }
     }
+}
+
+enum Preflight {
+    /// Needs an operator (checksum mismatch, unknown catalog entry, bad model_ref).
+    Permanent(String),
+    /// May pass later (download failure, GPU busy or absent).
+    Retry(String),
+}
+
+/// Everything checked before an engine is spawned: the model file is resolved (downloaded,
+/// looked up) and its checksum verified; a GPU replica's devices exist and have the VRAM
+/// headroom for it (NVML).
+async fn prepare(spec: &EngineSpec) -> Result<PathBuf, Preflight> {
+    let model = match &spec.source {
+        Some(src) => src
+            .artifacts
+            .resolve(&src.model_ref, spec.model_sha256.as_deref())
+            .await
+            .map_err(|e: ArtifactError| {
+                if e.is_permanent() {
+                    Preflight::Permanent(e.to_string())
+                } else {
+                    Preflight::Retry(e.to_string())
+                }
+            })?,
+        None => {
+            if let Some(digest) = &spec.model_sha256 {
+                let (m, d) = (spec.model.clone(), digest.clone());
+                tokio::task::spawn_blocking(move || verify_artifact(&m, &d))
+                    .await
+                    .map_err(|e| Preflight::Retry(e.to_string()))?
+                    .map_err(|e| Preflight::Permanent(e.to_string()))?;
+            }
+            spec.model.clone()
+        }
+    };
+    if !spec.devices.is_empty() {
+        let size = std::fs::metadata(&model).map(|m| m.len()).unwrap_or(0);
+        crate::gpu::gpus()
+            .check_headroom(&spec.devices, crate::gpu::vram_estimate(size))
+            .map_err(|e| Preflight::Retry(e.to_string()))?;
+    }
+    Ok(model)
 }

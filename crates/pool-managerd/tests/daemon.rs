@@ -1,5 +1,5 @@
 //! The pool-managerd daemon the systemd way: socket-activated, READY=1 after the engines
-//! preloaded, the replica registry and its change feed following a real engine crash and
+//! preloaded, the catalog in $STATE_DIRECTORY and /metrics served, the replica registry and its change feed following a real engine crash and
 //! restart, STOPPING=1 and the engines gone after SIGTERM.
 
 use std::os::fd::AsRawFd;
@@ -40,12 +40,16 @@ async fn registry_follows_a_crash_and_restart() {
         &cfg,
         format!(
             "{}{}",
-            test_fixtures::api_keys_toml(&[("pm-data-key", "t", "data")]),
+            test_fixtures::api_keys_toml(&[
+                ("pm-data-key", "t", "data"),
+                ("pm-ctl-key", "o", "control")
+            ]),
             test_fixtures::llamacpp_pool_toml(&e, "llm", 512, &[("cpu0", 1)])
         ),
     )
     .unwrap();
     let notify_path = dir.path().join("notify");
+    let state_dir = dir.path().join("state");
     let notify = UnixDatagram::bind(&notify_path).unwrap();
     notify
         .set_read_timeout(Some(Duration::from_millis(100)))
@@ -58,7 +62,9 @@ async fn registry_follows_a_crash_and_restart() {
         &["serve", "--config", &cfg_arg],
         listener.as_raw_fd(),
         |cmd| {
-            cmd.env("NOTIFY_SOCKET", &notify_path).stderr(Stdio::null());
+            cmd.env("NOTIFY_SOCKET", &notify_path)
+                .env("STATE_DIRECTORY", &state_dir)
+                .stderr(Stdio::null());
         },
     )
     .unwrap();
@@ -88,6 +94,26 @@ async fn registry_follows_a_crash_and_restart() {
         .await
         .unwrap();
     assert_eq!(health.status(), 200);
+
+    // The catalog lives in systemd's $STATE_DIRECTORY; /metrics is served.
+    let cat = http
+        .get(format!("{base}/v1/catalog/models"))
+        .bearer_auth("pm-ctl-key")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cat.status(), 200);
+    assert_eq!(cat.text().await.unwrap(), "[]");
+    assert!(state_dir.join(pool_managerd::catalog::DB_FILE).is_file());
+    let metrics = http.get(format!("{base}/metrics")).send().await.unwrap();
+    assert_eq!(metrics.status(), 200);
+    assert!(
+        metrics
+            .text()
+            .await
+            .unwrap()
+            .contains("llorch_replica_ready{")
+    );
 
     use eventsource_stream::Eventsource;
     let mut feed = Box::pin(

@@ -20,6 +20,7 @@ fn spec(slots: u32) -> EngineSpec {
         binary: e.llama_server,
         model: e.model,
         model_sha256: Some(e.model_sha256),
+        source: None,
         port: test_fixtures::free_port(),
         slots,
         ctx_per_slot: 512,

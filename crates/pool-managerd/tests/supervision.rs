@@ -12,6 +12,7 @@ fn spec(binary: &str, model: std::path::PathBuf, sha: Option<String>) -> EngineS
         binary: binary.into(),
         model,
         model_sha256: sha,
+        source: None,
         port: 1,
         slots: 1,
         ctx_per_slot: 128,

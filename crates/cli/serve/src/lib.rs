@@ -3,6 +3,8 @@
 //! replicas' adapters in-process: the same library code as the separate daemons, wired
 //! together without sockets between them.
 //!
+//! The pool manager's model catalog API and metrics are mounted on the same socket.
+//!
 //! Without `--config` it serves an embedded default: one CPU pool with SmolLM2-135M-Instruct on
 //! the llama-server that `cargo xtask fetch-engine` provisioned (recorded in
 //! `~/.cache/llama-orch/provisioned.json`).
@@ -106,6 +108,10 @@ pub fn controller(engines: Arc<Engines>) -> Arc<dyn PoolController> {
 
 pub use daemon_kit::init_logging;
 
+/// Where `llorch serve` exposes the pool manager's own metrics (orchestratord has `/metrics`;
+/// both export e.g. `llorch_replica_ready`, so they are two scrape targets, not one page).
+pub const POOL_MANAGER_METRICS_PATH: &str = "/metrics/pool-manager";
+
 /// Runs until SIGTERM/SIGINT: engines preload first, then the API serves.
 pub async fn serve(config: Option<PathBuf>, listen: Option<String>) -> anyhow::Result<()> {
     let mut cfg = match &config {
@@ -115,22 +121,46 @@ pub async fn serve(config: Option<PathBuf>, listen: Option<String>) -> anyhow::R
     if let Some(l) = listen {
         cfg.server.listen = l;
     }
-    let (engines, overrides) = Engines::start(&cfg)?;
-    // Preload (ORCH-3001): the API opens once every engine is Ready or has failed, so the first
-    // requests do not meet a cold pool.
-    engines.wait_preloaded(Duration::from_secs(600)).await;
     let listener = daemon_kit::Listener::from_systemd_or_bind(&cfg.server.listen).await?;
     daemon_kit::spawn_watchdog();
-    let result = orchestratord::serve_managed(
+    serve_on(
         listener,
         cfg,
-        overrides,
-        Some(controller(engines.clone())),
         daemon_kit::shutdown_signal(),
         || daemon_kit::notify_ready("serving"),
         daemon_kit::notify_stopping,
     )
+    .await
+}
+
+/// [`serve`] on a given listener with a given shutdown signal (tests, embedding): starts the
+/// pool manager (engines, model catalog), preloads, and serves orchestratord's API with the
+/// catalog API (`/v1/catalog/models…`) and [`POOL_MANAGER_METRICS_PATH`] mounted beside it.
+pub async fn serve_on(
+    listener: daemon_kit::Listener,
+    cfg: Config,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    on_ready: impl FnOnce() + Send,
+    on_stopping: impl FnOnce() + Send + 'static,
+) -> anyhow::Result<()> {
+    let (pm, overrides) = pool_managerd::daemon::PoolManager::start(&cfg)?;
+    // Preload (ORCH-3001): the API opens once every engine is Ready or has failed, so the first
+    // requests do not meet a cold pool.
+    pm.engines.wait_preloaded(Duration::from_secs(600)).await;
+    let listener = listener.mount(
+        pm.catalog_router()
+            .merge(pm.metrics_router(POOL_MANAGER_METRICS_PATH)),
+    );
+    let result = orchestratord::serve_managed(
+        listener,
+        cfg,
+        overrides,
+        Some(controller(pm.engines.clone())),
+        shutdown,
+        on_ready,
+        on_stopping,
+    )
     .await;
-    engines.shutdown().await;
+    pm.engines.shutdown().await;
     result
 }

@@ -5,11 +5,13 @@
 //! from them. This crate must stay free of I/O and of any runtime (no tokio, axum, reqwest);
 //! it depends only on serde and utoipa so every other crate can share it.
 
+pub mod catalog;
 pub mod control;
 pub mod data;
 pub mod error;
 pub mod worker;
 
+pub use catalog::*;
 pub use control::*;
 pub use data::*;
 pub use error::*;

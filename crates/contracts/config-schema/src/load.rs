@@ -235,6 +235,33 @@ fn validate(cfg: &Config, file: &str) -> Result<(), ConfigError> {
                 "must be 64 hex characters".into(),
             ));
         }
+        let is_hex64 = |d: &str| d.len() == 64 && d.bytes().all(|b| b.is_ascii_hexdigit());
+        let lower = pool.model_ref.trim().to_ascii_lowercase();
+        if (lower.starts_with("http://") || lower.starts_with("https://"))
+            && pool.model_sha256.is_none()
+        {
+            return Err(bad(
+                format!("{p}.model_sha256"),
+                "required when model_ref is an http(s) URL: downloads are only trusted by digest"
+                    .into(),
+            ));
+        }
+        if let Some(d) = lower.strip_prefix("sha256:") {
+            if !is_hex64(d) {
+                return Err(bad(
+                    format!("{p}.model_ref"),
+                    "sha256:<digest> needs 64 hex characters".into(),
+                ));
+            }
+            if let Some(s) = &pool.model_sha256
+                && !s.eq_ignore_ascii_case(d)
+            {
+                return Err(bad(
+                    format!("{p}.model_sha256"),
+                    "differs from the digest in model_ref".into(),
+                ));
+            }
+        }
         if pool.llamacpp.is_some() && pool.engine != api_types::Engine::Llamacpp {
             return Err(bad(
                 format!("{p}.llamacpp"),
@@ -376,6 +403,47 @@ slots = 2
         let err = parse_str(&text, "t.toml").unwrap_err().to_string();
         assert!(err.contains("pools[0].ctx_max"), "{err}");
         assert!(err.starts_with("t.toml:11:"), "{err}");
+    }
+
+    #[test]
+    fn url_model_ref_needs_a_digest() {
+        let text = GOOD.replace("mock:tiny", "https://models.example/m.gguf");
+        let err = parse_str(&text, "t.toml").unwrap_err().to_string();
+        assert!(
+            err.contains("pools[0].model_sha256") && err.contains("http(s) URL"),
+            "{err}"
+        );
+        let with = text.replace(
+            "ctx_max = 2048",
+            &format!("ctx_max = 2048\nmodel_sha256 = \"{}\"", "a".repeat(64)),
+        );
+        parse_str(&with, "t.toml").unwrap();
+    }
+
+    #[test]
+    fn catalog_model_ref_needs_a_valid_digest() {
+        let err = parse_str(&GOOD.replace("mock:tiny", "sha256:abc"), "t.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("pools[0].model_ref"), "{err}");
+        let d = "b".repeat(64);
+        let ok = GOOD.replace("mock:tiny", &format!("sha256:{d}"));
+        parse_str(&ok, "t.toml").unwrap();
+        let clash = ok.replace(
+            "ctx_max = 2048",
+            &format!("ctx_max = 2048\nmodel_sha256 = \"{}\"", "c".repeat(64)),
+        );
+        let err = parse_str(&clash, "t.toml").unwrap_err().to_string();
+        assert!(err.contains("differs"), "{err}");
+    }
+
+    #[test]
+    fn pool_manager_section() {
+        let text = format!("[pool_manager]\nstate_dir = \"/var/lib/x\"\n{GOOD}");
+        let c = parse_str(&text, "t.toml").unwrap();
+        assert_eq!(c.pool_manager.state_dir.as_deref(), Some("/var/lib/x"));
+        let bad = format!("[pool_manager]\nstate_dirr = \"/x\"\n{GOOD}");
+        assert!(parse_str(&bad, "t.toml").is_err());
     }
 
     #[test]

@@ -26,6 +26,8 @@ pub struct Config {
     #[serde(default)]
     pub tenants: Vec<TenantConfig>,
     #[serde(default)]
+    pub pool_manager: PoolManagerConfig,
+    #[serde(default)]
     pub pools: Vec<PoolConfig>,
 }
 
@@ -83,6 +85,20 @@ impl TenantConfig {
 
 fn default_weight() -> u32 {
     1
+}
+
+/// Where pool-managerd (and `llorch serve`) keep state and downloads.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct PoolManagerConfig {
+    /// Directory of the model catalog database (`catalog.sqlite3`). Default: systemd's
+    /// `$STATE_DIRECTORY`, else `$XDG_STATE_HOME/llama-orch`, else `~/.local/state/llama-orch`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub state_dir: Option<String>,
+    /// Directory for downloaded models (`<cache_dir>/models/sha256-<digest>`). Default:
+    /// `$XDG_CACHE_HOME/llama-orch`, else `~/.cache/llama-orch`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cache_dir: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -291,6 +307,9 @@ impl Default for SessionsConfig {
 pub struct PoolConfig {
     pub id: String,
     pub engine: Engine,
+    /// The model: a local path (`file:` prefix optional), an `http(s)://` URL (downloaded
+    /// with resume into the cache; needs `model_sha256`), or `sha256:<digest>` naming a
+    /// catalog entry. Mock pools use `mock:<name>`.
     pub model_ref: String,
     /// Largest context a task may ask for.
     pub ctx_max: u32,

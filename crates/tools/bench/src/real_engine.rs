@@ -131,6 +131,7 @@ impl Stack {
             )
             .to_path_buf(),
             model_sha256: pool.model_sha256.clone(),
+            source: None,
             port: std::net::TcpListener::bind("127.0.0.1:0")?
                 .local_addr()?
                 .port(),

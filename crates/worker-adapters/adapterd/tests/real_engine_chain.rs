@@ -17,6 +17,7 @@ async fn orchestratord_to_adapterd_to_llama_server() {
         binary: e.llama_server.clone(),
         model: e.model.clone(),
         model_sha256: Some(e.model_sha256.clone()),
+        source: None,
         port: test_fixtures::free_port(),
         slots: 1,
         ctx_per_slot: 512,

@@ -6,8 +6,13 @@
 //! occupies: cancel closes the job's HTTP connection (llama-server stops decoding on close) and
 //! then waits until `/slots` shows that slot idle again before reporting the cancel done.
 //!
+//! [`LlamaCppAdapter::metrics`] scrapes llama-server's Prometheus `/metrics` (started with
+//! `--metrics`) into typed [`EngineMetrics`] for the pool manager to fold into its replica
+//! metrics.
+//!
 //! Depends on adapter-api only; the engine-native API never leaves this crate.
 
+mod metrics;
 mod wire;
 
 use std::collections::HashMap;
@@ -23,6 +28,7 @@ use eventsource_stream::Eventsource;
 use futures::StreamExt;
 use tokio::sync::{mpsc, watch};
 
+pub use metrics::EngineMetrics;
 pub use wire::{CompletionChunk, EngineError, Props, Slot};
 
 /// Tunables of the adapter.
@@ -131,6 +137,23 @@ impl LlamaCppAdapter {
             t.busy.resize(p.total_slots as usize, false);
         }
         Ok(p)
+    }
+
+    /// Scrapes llama-server's `/metrics` (404 when it runs without `--metrics`).
+    pub async fn metrics(&self) -> Result<EngineMetrics, WorkerError> {
+        let resp = self
+            .http
+            .get(self.url("/metrics"))
+            .timeout(Duration::from_secs(5))
+            .send()
+            .await
+            .map_err(transport)?;
+        let status = resp.status();
+        let body = resp.bytes().await.map_err(transport)?;
+        if !status.is_success() {
+            return Err(wire::error_from_body(status.as_u16(), &body));
+        }
+        Ok(EngineMetrics::parse(&String::from_utf8_lossy(&body)))
     }
 
     pub async fn slots(&self) -> Result<Vec<Slot>, WorkerError> {
