@@ -262,7 +262,13 @@ impl PolicyHost {
             // Determinism: the same snapshot gives the same decision on every host.
             .cranelift_nan_canonicalization(true)
             .relaxed_simd_deterministic(true)
-            .wasm_multi_memory(false);
+            .wasm_multi_memory(false)
+            // Per-call instances: the default 4 GiB virtual reservation (+ guard) per memory
+            // means an mmap/munmap of that size on every call, which serializes calls on the
+            // kernel's mm lock. Plugin memories are small; explicit bounds checks are cheaper.
+            .memory_reservation(0)
+            .memory_guard_size(0)
+            .memory_reservation_for_growth(1 << 20);
         let engine =
             wasmtime::Engine::new(&config).map_err(|e| HostError::Engine(format!("{e:#}")))?;
         Ok(PolicyHost {
