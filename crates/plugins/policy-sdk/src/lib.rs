@@ -64,6 +64,10 @@
 //! `llorch_alloc`, writes the UTF-8 JSON snapshot there and calls the hook, which returns
 //! `ptr << 32 | len` of its UTF-8 JSON decision in the same memory.
 
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
+
 use std::cmp::Ordering;
 use std::collections::BTreeMap;
 
