@@ -8,7 +8,10 @@
 mod load;
 mod types;
 
-pub use load::{ConfigError, load_file, parse_str};
+pub use load::{
+    ConfigError, MAX_POLICY_FUEL, MAX_POLICY_MEMORY_BYTES, MIN_POLICY_MEMORY_BYTES, load_file,
+    parse_str,
+};
 pub use types::*;
 
 /// JSON Schema of [`Config`], pretty-printed with a trailing newline (the committed form).

@@ -1,7 +1,7 @@
 use std::collections::HashSet;
 use std::path::Path;
 
-use crate::types::{Config, Role, TenantLimits};
+use crate::types::{Config, PolicyPluginConfig, Role, TenantLimits};
 
 /// Why a config was refused. `Display` gives the operator-facing message.
 #[derive(Debug, thiserror::Error)]
@@ -103,6 +103,53 @@ fn check_limits(l: &TenantLimits, at: &str) -> Result<(), (String, String)> {
     }
     if l.tokens_per_minute == Some(0) {
         return Err((format!("{at}.tokens_per_minute"), positive));
+    }
+    Ok(())
+}
+
+/// Most fuel a config may give one call (≈ a second of CPU): a plugin is on the admission
+/// and dispatch path, so a typo like an extra zero must not stall the scheduler.
+pub const MAX_POLICY_FUEL: u64 = 1_000_000_000;
+/// Smallest and largest memory a policy plugin may be given: one WebAssembly page (64 KiB)
+/// up to 1 GiB.
+pub const MIN_POLICY_MEMORY_BYTES: u64 = 64 * 1024;
+pub const MAX_POLICY_MEMORY_BYTES: u64 = 1024 * 1024 * 1024;
+
+fn validate_policy(pol: &PolicyPluginConfig, p: &str) -> Result<(), (String, String)> {
+    let module = pol.module.trim();
+    if module.is_empty() {
+        return Err((format!("{p}.module"), "must not be empty".into()));
+    }
+    let lower = module.to_ascii_lowercase();
+    if !(lower.ends_with(".wasm") || lower.ends_with(".wat")) {
+        return Err((
+            format!("{p}.module"),
+            format!("`{module}` must be a `.wasm` module or `.wat` text"),
+        ));
+    }
+    if let Some(id) = &pol.id
+        && !is_valid_id(id)
+    {
+        return Err((
+            format!("{p}.id"),
+            "must be 1-64 chars of [A-Za-z0-9._-]".into(),
+        ));
+    }
+    if pol.fuel == 0 || pol.fuel > MAX_POLICY_FUEL {
+        return Err((
+            format!("{p}.fuel"),
+            format!("must be in 1..={MAX_POLICY_FUEL}"),
+        ));
+    }
+    if !(MIN_POLICY_MEMORY_BYTES..=MAX_POLICY_MEMORY_BYTES).contains(&pol.memory_bytes) {
+        return Err((
+            format!("{p}.memory_bytes"),
+            format!("must be in {MIN_POLICY_MEMORY_BYTES}..={MAX_POLICY_MEMORY_BYTES}"),
+        ));
+    }
+    let mut seen = HashSet::new();
+    if let Some(g) = pol.grants.iter().find(|g| !seen.insert(**g)) {
+        return Err((format!("{p}.grants"), format!("{g:?} listed twice")));
     }
     Ok(())
 }
@@ -267,6 +314,9 @@ fn validate(cfg: &Config, file: &str) -> Result<(), ConfigError> {
                 format!("{p}.llamacpp"),
                 "only for engine = \"llamacpp\"".into(),
             ));
+        }
+        if let Some(pol) = &pool.policy {
+            validate_policy(pol, &format!("{p}.policy")).map_err(|(path, m)| bad(path, m))?;
         }
         if pool.queue.capacity == Some(0) {
             return Err(bad(format!("{p}.queue.capacity"), "must be > 0".into()));
@@ -471,6 +521,59 @@ slots = 2
         let text = GOOD.replace("engine = \"mock\"", "engine = \"llamacpp\"");
         let err = parse_str(&text, "t.toml").unwrap_err().to_string();
         assert!(err.contains("endpoint"), "{err}");
+    }
+
+    const POLICY: &str = "\n[pools.policy]\nmodule = \"plugins/quota.wasm\"\n";
+
+    fn with_policy(extra: &str) -> String {
+        // The [pools.policy] table must come before [[pools.replicas]] closes the pool table.
+        GOOD.replace(
+            "allow_cpu_inference = true\n",
+            &format!("allow_cpu_inference = true\n{POLICY}{extra}\n"),
+        )
+    }
+
+    #[test]
+    fn policy_plugin_parses_with_defaults() {
+        let c = parse_str(&with_policy(""), "t.toml").unwrap();
+        let pol = c.pools[0].policy.as_ref().unwrap();
+        assert_eq!(pol.module, "plugins/quota.wasm");
+        assert_eq!(pol.fuel, crate::default_policy_fuel());
+        assert_eq!(pol.memory_bytes, 16 * 1024 * 1024);
+        assert!(pol.grants.is_empty());
+        let c = parse_str(
+            &with_policy("fuel = 5000\nmemory_bytes = 131072\ngrants = [\"clock\", \"random\"]"),
+            "t.toml",
+        )
+        .unwrap();
+        let pol = c.pools[0].policy.as_ref().unwrap();
+        assert_eq!((pol.fuel, pol.memory_bytes), (5000, 131072));
+        assert_eq!(
+            pol.grants,
+            [crate::PolicyGrant::Clock, crate::PolicyGrant::Random]
+        );
+    }
+
+    #[test]
+    fn policy_plugin_is_strictly_validated() {
+        for (extra, needle) in [
+            ("fuell = 1", "fuell"),
+            ("fuel = 0", "pools[0].policy.fuel"),
+            ("fuel = 2000000000", "pools[0].policy.fuel"),
+            ("memory_bytes = 100", "pools[0].policy.memory_bytes"),
+            ("grants = [\"filesystem\"]", "unknown variant `filesystem`"),
+            ("grants = [\"network\"]", "unknown variant `network`"),
+            ("grants = [\"clock\", \"clock\"]", "listed twice"),
+            ("id = \"bad id\"", "pools[0].policy.id"),
+        ] {
+            let err = parse_str(&with_policy(extra), "t.toml")
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(needle), "{extra}: {err}");
+        }
+        let text = with_policy("").replace("quota.wasm", "quota.so");
+        let err = parse_str(&text, "t.toml").unwrap_err().to_string();
+        assert!(err.contains("pools[0].policy.module"), "{err}");
     }
 
     #[test]

@@ -326,7 +326,56 @@ pub struct PoolConfig {
     /// reaching them through an adapter daemon `endpoint`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub llamacpp: Option<LlamaCppProcessConfig>,
+    /// A WebAssembly policy plugin for this pool's admission and placement (ORCH-3048,
+    /// docs/plugins.md). Absent: the built-in policies only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<PolicyPluginConfig>,
     pub replicas: Vec<ReplicaConfig>,
+}
+
+/// A pool's policy plugin: a WebAssembly module run by the policy host with bounded fuel and
+/// memory and no files, sockets, clock or entropy beyond its `grants`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyPluginConfig {
+    /// Path of the module: a compiled `.wasm` or WebAssembly text (`.wat`). Relative paths are
+    /// resolved against the directory of the config file.
+    pub module: String,
+    /// Name in logs and metrics (`plugin` label); defaults to the module's file stem.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// WebAssembly fuel (≈ instructions) one call may burn before it is stopped and the
+    /// built-in decision is used. Bounds CPU per call.
+    #[serde(default = "default_policy_fuel")]
+    pub fuel: u64,
+    /// Most linear memory the module may hold during one call.
+    #[serde(default = "default_policy_memory_bytes")]
+    pub memory_bytes: u64,
+    /// Extra host functions the module may import. Both stay deterministic: `clock` reads the
+    /// snapshot's `now_ms`, `random` is seeded from the snapshot. Files and sockets are never
+    /// granted.
+    #[serde(default)]
+    pub grants: Vec<PolicyGrant>,
+}
+
+pub fn default_policy_fuel() -> u64 {
+    10_000_000
+}
+
+pub fn default_policy_memory_bytes() -> u64 {
+    16 * 1024 * 1024
+}
+
+/// A capability a policy plugin may be given (see docs/plugins.md).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum PolicyGrant {
+    /// WASI `clock_time_get` / `clock_res_get`, answering the snapshot's `now_ms`.
+    Clock,
+    /// WASI `random_get`, a pseudo-random stream seeded from the snapshot bytes.
+    Random,
 }
 
 /// How a supervised llama.cpp engine is started.
