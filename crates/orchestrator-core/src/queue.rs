@@ -428,7 +428,20 @@ impl<T> PoolQueue<T> {
 
     /// The task that `pop_next(now_ms)` would return, without removing it.
     pub fn peek_next(&self, now_ms: u64) -> Option<(&str, &T)> {
-        let f = self.choose(self.candidates(), now_ms)?;
+        self.peek_next_where(now_ms, |_| true)
+    }
+
+    /// [`Self::peek_next`] among the flows `allowed` accepts (a placement policy may defer a
+    /// flow's head; the others must still be served).
+    pub fn peek_next_where(
+        &self,
+        now_ms: u64,
+        allowed: impl Fn(&FlowKey) -> bool,
+    ) -> Option<(&str, &T)> {
+        let cands = self
+            .candidates()
+            .filter(|c| allowed(&self.flows[c.flow].key));
+        let f = self.choose(cands, now_ms)?;
         self.flows[f]
             .entries
             .front()
@@ -437,7 +450,19 @@ impl<T> PoolQueue<T> {
 
     /// Takes the next task in fair-share/EDF order and charges its flow.
     pub fn pop_next(&mut self, now_ms: u64) -> Option<Dispatched<T>> {
-        let f = self.choose(self.candidates(), now_ms)?;
+        self.pop_next_where(now_ms, |_| true)
+    }
+
+    /// [`Self::pop_next`] among the flows `allowed` accepts.
+    pub fn pop_next_where(
+        &mut self,
+        now_ms: u64,
+        allowed: impl Fn(&FlowKey) -> bool,
+    ) -> Option<Dispatched<T>> {
+        let cands = self
+            .candidates()
+            .filter(|c| allowed(&self.flows[c.flow].key));
+        let f = self.choose(cands, now_ms)?;
         let min_pass = self.candidates().map(|c| c.pass).min().unwrap_or(0);
         self.vtime = self.vtime.max(min_pass);
         let fl = &mut self.flows[f];
@@ -718,6 +743,19 @@ mod tests {
         assert_eq!(q.pop_next(0).unwrap().id, "i0");
         // Once inside the horizon it goes first.
         assert_eq!(q.pop_next(9_950).unwrap().id, "late");
+    }
+
+    #[test]
+    fn a_deferred_flow_is_skipped_and_the_others_served() {
+        let mut q = newq(10, FullPolicy::Reject);
+        push(&mut q, "a1", "a", Interactive, ());
+        push(&mut q, "b1", "b", Interactive, ());
+        let a = FlowKey::new("a", Interactive);
+        assert_eq!(q.peek_next(0).unwrap().0, "a1");
+        assert_eq!(q.peek_next_where(0, |k| *k != a).unwrap().0, "b1");
+        assert_eq!(q.pop_next_where(0, |k| *k != a).unwrap().id, "b1");
+        assert!(q.pop_next_where(0, |k| *k != a).is_none());
+        assert_eq!(q.pop_next(0).unwrap().id, "a1");
     }
 
     #[test]

@@ -60,7 +60,7 @@ pub fn build_managed(
         ));
     }
     let max_body = usize::try_from(cfg.server.max_body_bytes).unwrap_or(usize::MAX);
-    let state = AppState::new(cfg, pools, controller);
+    let state = AppState::new(cfg, pools, controller)?;
     let router = Router::new()
         .route("/v1/tasks", post(api::tasks::submit))
         .route("/v1/tasks/{id}/stream", get(api::tasks::stream))
@@ -70,6 +70,10 @@ pub fn build_managed(
         .route("/v1/capabilities", get(api::control::capabilities))
         .route("/v1/pools/{id}/health", get(api::control::pool_health))
         .route("/v1/pools/{id}/drain", post(api::control::drain))
+        .route(
+            "/v1/pools/{id}/policy/reload",
+            post(api::control::reload_policy),
+        )
         .route("/v1/pools/{id}/reload", post(api::control::reload))
         .route("/v1/replicasets", get(api::control::replicasets))
         .route("/healthz", get(api::ops::healthz))
@@ -149,6 +153,11 @@ pub async fn serve_managed(
                 tick.tick().await;
                 state.probe_replicas().await;
                 state.expire_queued();
+                // A placement plugin may have deferred work while slots were free; give it
+                // another chance even when no slot frees up meanwhile.
+                for pool in 0..state.pools.len() {
+                    state.dispatch(pool);
+                }
             }
         })
     };

@@ -10,7 +10,8 @@
 //! - [`task`] is a task's event log: the single place that enforces stream order and makes
 //!   cancel race-free (no token is appended after a cancel is acknowledged).
 //! - [`api`] has the HTTP handlers; [`error`] maps every failure once to the error envelope;
-//!   [`auth`], [`metrics`], [`openapi`] are what their names say.
+//!   [`auth`], [`metrics`], [`openapi`] are what their names say; [`policy`] loads the pools'
+//!   WebAssembly policy plugins and builds the snapshots their hooks decide on.
 //!
 //! Engines are reached only through `adapter-api` ([`adapter_api::WorkerAdapter`]): over the
 //! worker protocol for real engines, or the in-process mock stand-in. This crate must not
@@ -23,6 +24,7 @@ pub mod engines;
 pub mod error;
 pub mod metrics;
 pub mod openapi;
+pub mod policy;
 pub mod runner;
 pub mod state;
 pub mod task;

@@ -25,7 +25,7 @@ impl Modify for ApiKeyAuth {
     paths(
         api::tasks::submit, api::tasks::stream, api::tasks::cancel,
         api::sessions::get_session, api::sessions::delete_session,
-        api::control::capabilities, api::control::pool_health, api::control::drain, api::control::reload, api::control::replicasets,
+        api::control::capabilities, api::control::pool_health, api::control::drain, api::control::reload, api::control::reload_policy, api::control::replicasets,
         api::ops::healthz, api::ops::readyz, api::ops::metrics, api::ops::openapi,
     ),
     components(schemas(

@@ -18,10 +18,10 @@ use api_types::{
 use config_schema::{Config, FullPolicy as CfgFullPolicy, Role};
 use orchestrator_core::{
     AdmissionError, AdmissionInput, DecodeRate, Dispatched, EnqueueOutcome, FlowKey, FullPolicy,
-    ModelLimits, PlacementRequest, PoolQueue, QuotaBook, QuotaViolation, ReplicaState, ReplicaView,
-    RunningView, ServiceTimeEstimator, SessionStore, ShareTracker, TenantQuota, Weights,
-    check_admission, choose_replica, hard_preemption_victim, on_time_probability, pool_service_ms,
-    seed_from_task_id,
+    ModelLimits, PlacementDecision, PlacementRequest, PoolQueue, QuotaBook, QuotaViolation,
+    ReplicaState, ReplicaView, RunningView, ServiceTimeEstimator, SessionStore, ShareTracker,
+    TenantQuota, Weights, check_admission, choose_replica, hard_preemption_victim,
+    on_time_probability, pool_service_ms, seed_from_task_id,
 };
 
 use crate::auth::{KeyRing, Principal};
@@ -125,6 +125,17 @@ pub struct Queued {
     pub ticket: Option<Dispatched<()>>,
     pub admitted_ms: u64,
     pub predicted_start_ms: u64,
+    /// The context the client asked for (placement plugins see it).
+    pub ctx: u32,
+}
+
+/// What the placement plugin said about the head task.
+enum PlacementChoice {
+    /// No plugin decision (none configured, or it fell back): least-loaded placement.
+    Builtin,
+    Replica(usize),
+    /// Leave the task queued; serve other flows.
+    Defer,
 }
 
 /// What a finished task used, for quotas, session budgets, rates and deadline statistics.
@@ -204,6 +215,8 @@ pub struct AppState {
     controller: Option<Arc<dyn PoolController>>,
     /// One reload at a time per process: a second one waits its turn.
     reloading: tokio::sync::Mutex<()>,
+    /// The pools' WebAssembly policy plugins (admission and placement hooks).
+    pub policy: policy_host::PolicyHost,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -223,8 +236,11 @@ impl AppState {
         cfg: Config,
         pools: Vec<Pool>,
         controller: Option<Arc<dyn PoolController>>,
-    ) -> Arc<Self> {
+    ) -> anyhow::Result<Arc<Self>> {
         let metrics = Metrics::new();
+        let policy = policy_host::PolicyHost::new(&metrics.registry)
+            .map_err(|e| anyhow::anyhow!("policy host: {e:?}"))?;
+        crate::policy::install_configured(&cfg, &policy)?;
         let weights = Weights {
             priority: [
                 cfg.priorities.interactive_weight,
@@ -319,7 +335,8 @@ impl AppState {
                 }
             }
         }
-        Arc::new(AppState {
+        Ok(Arc::new(AppState {
+            policy,
             keys: KeyRing::new(&cfg.auth),
             metrics,
             sched: Mutex::new(sched),
@@ -330,7 +347,7 @@ impl AppState {
             reloading: tokio::sync::Mutex::new(()),
             pools,
             cfg,
-        })
+        }))
     }
 
     pub fn now_ms(&self) -> u64 {
@@ -409,6 +426,9 @@ impl AppState {
             .clone()
             .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
         let seed = req.seed.unwrap_or_else(|| seed_from_task_id(&task_id));
+        let priority = self
+            .admission_policy(caller, &req, pool_idx, &task_id, &prompt)
+            .map_err(|e| reject(&pool.id, e.with_pool(&pool.id)))?;
 
         // Reserve the id first so that two submissions of one id cannot both pass.
         let task = {
@@ -424,7 +444,7 @@ impl AppState {
                 id: task_id.clone(),
                 tenant: caller.tenant.clone(),
                 pool: pool_idx,
-                priority: req.priority,
+                priority,
                 session_id: req.session_id.clone(),
                 prompt_tokens: orchestrator_core::estimate_prompt_tokens(&prompt),
                 max_tokens: req.max_tokens,
@@ -468,11 +488,11 @@ impl AppState {
                 }));
                 self.metrics
                     .tasks_enqueued
-                    .with_label_values(&[&pool.id, req.priority.as_str()])
+                    .with_label_values(&[&pool.id, priority.as_str()])
                     .inc();
                 tracing::info!(
                     job_id = %task_id, tenant = %caller.tenant, pool_id = %pool.id, engine = pool.engine.as_str(),
-                    session_id = req.session_id.as_deref().unwrap_or(""), priority = req.priority.as_str(),
+                    session_id = req.session_id.as_deref().unwrap_or(""), priority = priority.as_str(),
                     queue_position = accepted.queue_position, "task admitted"
                 );
                 self.dispatch(pool_idx);
@@ -536,6 +556,106 @@ impl AppState {
         }
     }
 
+    /// Runs the pool's admission plugin, if any, on a snapshot of the real state; returns the
+    /// priority to queue the task with. A plugin failure falls back to the built-in decision
+    /// (admit as asked), counted by the host.
+    fn admission_policy(
+        &self,
+        caller: &Principal,
+        req: &TaskRequest,
+        pool_idx: usize,
+        task_id: &str,
+        prompt: &str,
+    ) -> Result<Priority, ApiError> {
+        let pool = &self.pools[pool_idx];
+        if self.policy.plugin(&pool.id).is_none() {
+            return Ok(req.priority);
+        }
+        let snapshot = {
+            let s = self.sched();
+            let ps = &s.pools[pool_idx];
+            policy_host::AdmissionSnapshot {
+                pool_id: pool.id.clone(),
+                now_ms: self.now_ms(),
+                task: self.task_info(caller, req, pool, task_id, prompt),
+                queue: crate::policy::queue_state(ps),
+                tenant_usage: crate::policy::tenant_usage(ps, &caller.tenant),
+                replicas: crate::policy::replica_loads(ps, |i| {
+                    ps.replicas[i].state == ReplicaState::Ready
+                }),
+            }
+        };
+        match self.policy.admit(&snapshot) {
+            policy_host::Outcome::Decided { decision, plugin } => match decision {
+                policy_host::AdmissionDecision::Admit => Ok(req.priority),
+                policy_host::AdmissionDecision::Reprioritize { priority } => {
+                    Ok(crate::policy::from_sdk(priority))
+                }
+                policy_host::AdmissionDecision::Reject { reason } => {
+                    let mut e = ApiError::new(
+                        ErrorCode::AdmissionReject,
+                        format!("rejected by policy plugin `{}`: {reason}", plugin.id),
+                    )
+                    .with_retry_after(self.sched().pools[pool_idx].backoff_ms());
+                    e.policy_label = Some("policy-plugin");
+                    Err(e)
+                }
+            },
+            _ => Ok(req.priority),
+        }
+    }
+
+    fn task_info(
+        &self,
+        caller: &Principal,
+        req: &TaskRequest,
+        pool: &Pool,
+        task_id: &str,
+        prompt: &str,
+    ) -> policy_host::TaskInfo {
+        policy_host::TaskInfo {
+            task_id: task_id.to_string(),
+            tenant: caller.tenant.clone(),
+            priority: crate::policy::priority(req.priority),
+            model_ref: pool.model_ref(),
+            ctx: req.ctx,
+            max_tokens: req.max_tokens,
+            prompt_tokens: orchestrator_core::estimate_prompt_tokens(prompt),
+            deadline_ms: req.deadline_ms,
+            session_id: req.session_id.clone(),
+        }
+    }
+
+    /// Swaps a pool's policy plugin for the module its config names, re-read from disk;
+    /// atomic: on any load error the old plugin stays and nothing changes.
+    pub fn reload_policy(
+        self: &Arc<Self>,
+        pool_idx: usize,
+    ) -> Result<api_types::PolicyInfo, ApiError> {
+        let pool = &self.pools[pool_idx];
+        let Some(spec) = crate::policy::spec_for(&self.cfg, &pool.id) else {
+            return Err(ApiError::invalid(format!(
+                "pool `{}` has no [pools.policy] configured",
+                pool.id
+            ))
+            .with_pool(&pool.id));
+        };
+        let info = self.policy.reload(&pool.id, &spec).map_err(|e| {
+            tracing::warn!(pool_id = %pool.id, error = %e, "policy reload refused; old plugin kept");
+            ApiError::invalid(format!("policy reload refused, old plugin kept: {e}"))
+                .with_pool(&pool.id)
+        })?;
+        tracing::info!(pool_id = %pool.id, plugin = %info.id, version = %info.version, "policy plugin reloaded");
+        // Work the old plugin deferred may go now.
+        self.dispatch(pool_idx);
+        Ok(api_types::PolicyInfo {
+            pool_id: pool.id.clone(),
+            plugin_id: info.id.clone(),
+            version: info.version.clone(),
+            abi: format!("{}.{}", info.abi.0, info.abi.1),
+        })
+    }
+
     fn admit_and_enqueue(
         &self,
         caller: &Principal,
@@ -581,7 +701,7 @@ impl AppState {
         quotas
             .check(&caller.tenant, reserved, now, mean_service)
             .map_err(|v| self.quota_error(&caller.tenant, v))?;
-        let flow = FlowKey::new(caller.tenant.clone(), req.priority);
+        let flow = FlowKey::new(caller.tenant.clone(), task.priority);
         // Predicted start if it were queued now: the tasks that would go first, from a what-if
         // run of the fair scheduler over the real queue.
         let deadline_at = req.deadline_ms.map(|d| now.saturating_add(d));
@@ -639,6 +759,7 @@ impl AppState {
             ticket: None,
             admitted_ms: now,
             predicted_start_ms,
+            ctx: req.ctx,
         };
         let policy_label = pool.full_policy.label();
         match ps
@@ -741,15 +862,39 @@ impl AppState {
                 ..
             } = &mut *guard;
             let ps = &mut pools[pool_idx];
-            while let Some((_, head)) = ps.queue.peek_next(now).filter(|_| !ps.draining) {
+            // Flows whose head the placement plugin deferred this round: the others are
+            // still served (no head-of-line blocking across tenants).
+            let mut deferred: Vec<FlowKey> = Vec::new();
+            let plugin = self.policy.plugin(&pool.id).is_some();
+            while !ps.draining {
+                let Some((_, head)) = ps.queue.peek_next_where(now, |k| !deferred.contains(k))
+                else {
+                    break;
+                };
                 let req = PlacementRequest {
                     device_mask: None,
                     affinity: head.affinity.as_deref(),
                 };
-                let Some(decision) = choose_replica(&ps.replicas, &req) else {
+                let Some(builtin) = choose_replica(&ps.replicas, &req) else {
                     break;
                 };
-                let Some(d) = ps.queue.pop_next(now) else {
+                let decision = if plugin {
+                    match self.placement_policy(pool, ps, head, now) {
+                        PlacementChoice::Builtin => builtin,
+                        PlacementChoice::Replica(i) => PlacementDecision {
+                            replica: i,
+                            kv_warm: head.affinity.as_deref() == Some(ps.replicas[i].id.as_str()),
+                        },
+                        PlacementChoice::Defer => {
+                            deferred
+                                .push(FlowKey::new(head.task.tenant.clone(), head.task.priority));
+                            continue;
+                        }
+                    }
+                } else {
+                    builtin
+                };
+                let Some(d) = ps.queue.pop_next_where(now, |k| !deferred.contains(k)) else {
                     break;
                 };
                 shares.observe(&d.flow);
@@ -779,8 +924,14 @@ impl AppState {
             // Priority inversion: interactive work waiting while a slot it could use is free.
             // The loop above never leaves one; this guards the invariant against future
             // placement constraints and is exported so operators can alert on it.
+            let waiting_interactive = ps
+                .queue
+                .peek_next_where(now, |k| {
+                    k.priority == Priority::Interactive && !deferred.contains(k)
+                })
+                .is_some();
             if !ps.draining
-                && ps.queue.depth(Priority::Interactive) > 0
+                && waiting_interactive
                 && choose_replica(&ps.replicas, &PlacementRequest::default()).is_some()
             {
                 self.metrics
@@ -834,6 +985,53 @@ impl AppState {
                 version,
                 queued,
             ));
+        }
+    }
+
+    /// Runs the pool's placement plugin for the task at the head of the queue, over the real
+    /// replica loads, with the built-in eligibility (Ready, free slot) as the candidates.
+    fn placement_policy(
+        &self,
+        pool: &Pool,
+        ps: &PoolSched,
+        head: &Queued,
+        now: u64,
+    ) -> PlacementChoice {
+        let t = &head.task;
+        let snapshot = policy_host::PlacementSnapshot {
+            pool_id: pool.id.clone(),
+            now_ms: now,
+            task: policy_host::TaskInfo {
+                task_id: t.id.clone(),
+                tenant: t.tenant.clone(),
+                priority: crate::policy::priority(t.priority),
+                model_ref: pool.model_ref(),
+                ctx: head.ctx,
+                max_tokens: t.max_tokens,
+                prompt_tokens: t.prompt_tokens,
+                deadline_ms: t.deadline_ms,
+                session_id: t.session_id.clone(),
+            },
+            queue: crate::policy::queue_state(ps),
+            replicas: crate::policy::replica_loads(ps, |i| {
+                let r = &ps.replicas[i];
+                r.state == ReplicaState::Ready && r.has_free_slot()
+            }),
+        };
+        match self.policy.place(&snapshot) {
+            policy_host::Outcome::Decided {
+                decision: policy_host::PlacementDecision::Place { replica_id },
+                ..
+            } => ps
+                .replicas
+                .iter()
+                .position(|r| r.id == replica_id)
+                .map_or(PlacementChoice::Builtin, PlacementChoice::Replica),
+            policy_host::Outcome::Decided {
+                decision: policy_host::PlacementDecision::Defer,
+                ..
+            } => PlacementChoice::Defer,
+            _ => PlacementChoice::Builtin,
         }
     }
 

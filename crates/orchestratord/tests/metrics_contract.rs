@@ -108,6 +108,18 @@ fn contract() -> BTreeMap<&'static str, (&'static str, &'static [&'static str])>
             "llorch_priority_inversions_total",
             ("counter", &["pool_id"][..]),
         ),
+        (
+            "llorch_policy_decisions_total",
+            ("counter", &["decision", "hook", "plugin", "pool_id"][..]),
+        ),
+        (
+            "llorch_policy_fallbacks_total",
+            ("counter", &["hook", "plugin", "pool_id", "reason"][..]),
+        ),
+        (
+            "llorch_policy_call_duration_seconds",
+            ("histogram", &["hook", "pool_id"][..]),
+        ),
     ])
 }
 
@@ -138,8 +150,25 @@ allow_cpu_inference = true
 id = "f0"
 mock = { error_after_tokens = 1 }
 "#;
+    let wat = |name: &str| {
+        format!(
+            "{}/../../examples/plugins/wat/{name}.wat",
+            env!("CARGO_MANIFEST_DIR")
+        )
+    };
+    // Pools with policy plugins, so the policy families are scraped too: one that decides,
+    // one whose answers are garbage (fallbacks).
+    let policy_pools: String = [("good", "good"), ("junk", "garbage")]
+        .iter()
+        .map(|(id, module)| {
+            format!(
+                "\n[[pools]]\nid = \"{id}\"\nengine = \"mock\"\nmodel_ref = \"mock:{id}\"\nctx_max = 1024\nallow_cpu_inference = true\npolicy = {{ module = {:?} }}\n\n[[pools.replicas]]\nid = \"{id}0\"\n",
+                wat(module)
+            )
+        })
+        .collect();
     let cfg = format!(
-        "{}{faulty_pool}",
+        "{}{faulty_pool}{policy_pools}",
         mock_config(
             1,
             "capacity = 1",
@@ -160,6 +189,12 @@ mock = { error_after_tokens = 1 }
             .0,
         "error"
     );
+    for pool in ["good", "junk"] {
+        let mut t = task(pool, 2);
+        t["model_ref"] = serde_json::json!(format!("mock:{pool}"));
+        assert_eq!(s.submit(DATA_KEY, t).await.status(), 202);
+        read_events(s.stream(DATA_KEY, pool).await).await;
+    }
     let mut a = task("a", 3);
     a["deadline_ms"] = serde_json::json!(60_000);
     assert_eq!(s.submit(DATA_KEY, a).await.status(), 202);

@@ -66,6 +66,17 @@ pub struct ReplicaSet {
     pub replicas: Vec<ReplicaSnapshot>,
 }
 
+/// Answer of `POST /v1/pools/{id}/policy/reload`: the plugin now installed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct PolicyInfo {
+    pub pool_id: String,
+    pub plugin_id: String,
+    /// `sha256:` prefix of the module's digest.
+    pub version: String,
+    /// ABI version the module exports, `major.minor`.
+    pub abi: String,
+}
+
 /// `POST /v1/pools/{id}/drain` body.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]

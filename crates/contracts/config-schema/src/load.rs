@@ -36,7 +36,13 @@ pub fn load_file(path: &Path) -> Result<Config, ConfigError> {
         file: file.clone(),
         source,
     })?;
-    parse_str(&text, &file)
+    let mut cfg = parse_str(&text, &file)?;
+    cfg.source_dir = Some(
+        path.parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .map_or_else(|| Path::new(".").to_path_buf(), Path::to_path_buf),
+    );
+    Ok(cfg)
 }
 
 /// Parses and validates a config; `file` is only used in messages.

@@ -29,6 +29,12 @@ pub struct Config {
     pub pool_manager: PoolManagerConfig,
     #[serde(default)]
     pub pools: Vec<PoolConfig>,
+    /// Directory of the file this config was loaded from (set by [`crate::load_file`]):
+    /// relative paths in it (policy modules) are resolved against it, not the working
+    /// directory of whoever started the daemon.
+    #[serde(skip)]
+    #[schemars(skip)]
+    pub source_dir: Option<std::path::PathBuf>,
 }
 
 /// Quotas of a tenant; an absent limit is unlimited. Violations are 429 ADMISSION_REJECT with

@@ -136,6 +136,33 @@ pub async fn drain(
     Ok((StatusCode::ACCEPTED, Json(health)))
 }
 
+/// Swaps the pool's policy plugin for its configured module, re-read from disk (replace the
+/// file, then call this). Atomic: a module that does not load (wrong ABI, forbidden import,
+/// unreadable) is refused with 400 and the old plugin keeps deciding.
+#[utoipa::path(post, path = "/v1/pools/{id}/policy/reload", tag = "control",
+    params(("id" = String, Path, description = "pool id")),
+    responses((status = 200, body = api_types::PolicyInfo), (status = 400, body = ErrorEnvelope),
+        (status = 403, body = ErrorEnvelope), (status = 404, body = ErrorEnvelope)),
+    security(("api_key" = [])))]
+pub async fn reload_policy(
+    State(state): State<Arc<AppState>>,
+    _caller: ControlCaller,
+    Path(id): Path<String>,
+) -> Result<Json<api_types::PolicyInfo>, ApiError> {
+    let i = pool_index(&state, &id)?;
+    // Compiling a module takes milliseconds to seconds: off the async workers.
+    let st = state.clone();
+    let info = tokio::task::spawn_blocking(move || st.reload_policy(i))
+        .await
+        .map_err(|e| {
+            ApiError::new(
+                api_types::ErrorCode::Internal,
+                format!("policy reload: {e}"),
+            )
+        })??;
+    Ok(Json(info))
+}
+
 /// Reloads a pool with a new model: started beside the old one, switched atomically once Ready,
 /// rolled back (old model keeps serving) if it never becomes Ready.
 #[utoipa::path(post, path = "/v1/pools/{id}/reload", tag = "control",

@@ -28,6 +28,9 @@
 //! 6. Scheduling under overload (see [`overload`]): two tenants × two priorities at twice the
 //!    pool's capacity; shares, waits, first-token latency, deadline hits and refusals per class.
 //!    `--overload-only` runs just this one.
+//! 7. Scenario 1 again, without and with a policy plugin (examples/plugins/wat/good.wat) on
+//!    the pool: what the admission and placement hooks cost per submission
+//!    (`--plugin-only`).
 //!
 //! It is a benchmark, not a test: it asserts nothing about timings. Run it in release:
 //! `cargo run --release -p llorch-bench -- [--quick] [--no-real-engine]` (or
@@ -72,6 +75,9 @@ struct Args {
     /// Run only scenario 6 (scheduling under overload).
     #[arg(long)]
     overload_only: bool,
+    /// Run only scenario 7 (admission throughput with and without a policy plugin).
+    #[arg(long)]
+    plugin_only: bool,
     /// Scenario 5: measured rounds (default 10, 3 with --quick); p99 is printed from 100.
     #[arg(long, value_name = "K")]
     real_rounds: Option<usize>,
@@ -141,6 +147,9 @@ fn main() -> anyhow::Result<()> {
     if args.overload_only {
         return in_runtime(overload::overload(args.quick));
     }
+    if args.plugin_only {
+        return in_runtime(submissions_with_plugin(&sizes));
+    }
     in_runtime(submissions_accepted(&sizes))?;
     in_runtime(submissions_rejected(&sizes))?;
     in_runtime(first_token_latency(&sizes))?;
@@ -159,7 +168,8 @@ fn main() -> anyhow::Result<()> {
             }
         }
     }
-    in_runtime(overload::overload(args.quick))
+    in_runtime(overload::overload(args.quick))?;
+    in_runtime(submissions_with_plugin(&sizes))
 }
 
 /// Runs one scenario on a fresh multi-threaded runtime, then drops whatever it left running.
@@ -496,6 +506,44 @@ async fn submissions_accepted(sizes: &Sizes) -> anyhow::Result<()> {
     burst.print(202, "submissions");
     drop(client);
     server.stop().await
+}
+
+/// Scenario 7: scenario 1 with and without a policy plugin on the pool, in the same run. The
+/// plugin is examples/plugins/wat/good.wat with admission and placement hooks, each call in a
+/// fresh wasm instance.
+async fn submissions_with_plugin(sizes: &Sizes) -> anyhow::Result<()> {
+    let plugin = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../../examples/plugins/wat/good.wat"
+    );
+    section(&format!(
+        "7. POST /v1/tasks -> 202 with and without a policy plugin ({} submissions each, {} concurrent)",
+        sizes.submissions, sizes.submitters
+    ));
+    for (label, policy) in [
+        ("no plugin", String::new()),
+        (
+            "good.wat (admission + placement)",
+            format!("policy = {{ module = {plugin:?} }}\n"),
+        ),
+    ] {
+        let cfg = config(64, 100_000, "tokens_per_second = 0").replace(
+            "allow_cpu_inference = true\n",
+            &format!("allow_cpu_inference = true\n{policy}"),
+        );
+        let server = start_server(&cfg).await?;
+        let client = http_client()?;
+        let url = server.url("/v1/tasks");
+        let body = task_body(1);
+        let c = sizes.submitters;
+        submit_burst(&client, &url, &body, c * 10, c).await;
+        let burst = submit_burst(&client, &url, &body, sizes.submissions, c).await;
+        println!("  {label}:");
+        burst.print(202, "submissions");
+        drop(client);
+        server.stop().await?;
+    }
+    Ok(())
 }
 
 /// 2. Refused submissions: the only slot is stalled and the one-place queue is full.
