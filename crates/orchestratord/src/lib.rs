@@ -11,6 +11,8 @@
 //!   cancel race-free (no token is appended after a cancel is acknowledged).
 //! - [`api`] has the HTTP handlers; [`error`] maps every failure once to the error envelope;
 //!   [`auth`], [`metrics`], [`openapi`] are what their names say.
+//! - [`registry_follower`] follows pool-managerd's replica registry (readiness, restarts,
+//!   engine versions, model lifecycle) beside the adapter probes.
 //!
 //! Engines are reached only through `adapter-api` ([`adapter_api::WorkerAdapter`]): over the
 //! worker protocol for real engines, or the in-process mock stand-in. This crate must not
@@ -23,6 +25,7 @@ pub mod engines;
 pub mod error;
 pub mod metrics;
 pub mod openapi;
+pub mod registry_follower;
 pub mod runner;
 pub mod state;
 pub mod task;

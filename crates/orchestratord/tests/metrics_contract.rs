@@ -108,6 +108,7 @@ fn contract() -> BTreeMap<&'static str, (&'static str, &'static [&'static str])>
             "llorch_priority_inversions_total",
             ("counter", &["pool_id"][..]),
         ),
+        ("llorch_registry_feed_up", ("gauge", &[][..])),
     ])
 }
 
