@@ -45,6 +45,9 @@ pub struct RegistryReplica {
     pub ready: bool,
     pub phase: String,
     pub last_error: Option<String>,
+    /// The engine build pool-managerd read from the engine itself; it wins over what the
+    /// adapter reports.
+    pub engine_version: Option<String>,
 }
 
 impl RegistryReplica {
@@ -133,6 +136,7 @@ impl AppState {
                         ready: rec.ready,
                         phase: rec.phase.clone(),
                         last_error: rec.last_error.clone(),
+                        engine_version: rec.engine_version.clone(),
                     };
                     if let Some(v) = &rec.engine_version {
                         ps.engine_versions[ri] = v.clone();

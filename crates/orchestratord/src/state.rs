@@ -1317,7 +1317,10 @@ impl AppState {
                         s.sessions.forget_replica(&format!("{}/{}", pool.id, r.id));
                     }
                     let ps = &mut s.pools[pi];
-                    if let Some(v) = version {
+                    let from_registry = ps.registry[ri]
+                        .as_ref()
+                        .is_some_and(|r| r.engine_version.is_some());
+                    if let Some(v) = version.filter(|_| !from_registry) {
                         ps.engine_versions[ri] = v;
                     }
                     if error.is_some() || state == ReplicaState::Ready {
