@@ -142,7 +142,9 @@ pub async fn serve_managed(
     on_ready: impl FnOnce() + Send,
     on_stopping: impl FnOnce() + Send + 'static,
 ) -> anyhow::Result<()> {
+    let feed = controller.as_ref().and_then(|c| c.registry_feed());
     let (router, state) = build_managed(cfg, overrides, controller)?;
+    let follower = crate::registry_follower::start(&state, feed)?;
     state.probe_replicas().await;
     let prober = {
         let state = state.clone();
@@ -188,6 +190,9 @@ pub async fn serve_managed(
         }
     };
     prober.abort();
+    if let Some(f) = follower {
+        f.abort();
+    }
     result
 }
 

@@ -12,6 +12,8 @@
 //! - [`api`] has the HTTP handlers; [`error`] maps every failure once to the error envelope;
 //!   [`auth`], [`metrics`], [`openapi`] are what their names say; [`policy`] loads the pools'
 //!   WebAssembly policy plugins and builds the snapshots their hooks decide on.
+//! - [`registry_follower`] follows pool-managerd's replica registry (readiness, restarts,
+//!   engine versions, model lifecycle) beside the adapter probes.
 //!
 //! Engines are reached only through `adapter-api` ([`adapter_api::WorkerAdapter`]): over the
 //! worker protocol for real engines, or the in-process mock stand-in. This crate must not
@@ -25,6 +27,7 @@ pub mod error;
 pub mod metrics;
 pub mod openapi;
 pub mod policy;
+pub mod registry_follower;
 pub mod runner;
 pub mod state;
 pub mod task;

@@ -33,6 +33,8 @@ pub struct Metrics {
     pub queue_wait: HistogramVec,
     pub start_prediction_error: HistogramVec,
     pub priority_inversions: IntCounterVec,
+    /// 1 while the pool-managerd registry feed is connected (0 when down or not configured).
+    pub registry_feed_up: IntGauge,
 }
 
 /// Latency buckets in seconds, 1 ms … 60 s.
@@ -241,6 +243,16 @@ impl Metrics {
                 "Dispatch rounds that left interactive work waiting while a slot was free (must stay 0).",
                 &["pool_id"],
             ),
+            registry_feed_up: {
+                let g = IntGauge::new(
+                    "llorch_registry_feed_up",
+                    "1 while pool-managerd's replica registry feed is connected; 0 when it is down (adapter probes only) or not configured.",
+                )
+                .expect("static metric definition");
+                r.register(Box::new(g.clone()))
+                    .expect("metric registered once");
+                g
+            },
             registry: r,
         }
     }

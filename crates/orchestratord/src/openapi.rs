@@ -21,7 +21,7 @@ impl Modify for ApiKeyAuth {
 #[derive(OpenApi)]
 #[openapi(
     info(title = "llama-orch OrchQueue", version = "1.0.0",
-        description = "Queue-centric LLM inference API: submit tasks, stream tokens over SSE, cancel; control plane for pools."),
+        description = "Queue-centric LLM inference API: submit tasks, stream tokens over SSE, cancel; control plane for pools. The `catalog` routes are served by pool-managerd and, under `llorch serve`, on this same port."),
     paths(
         api::tasks::submit, api::tasks::stream, api::tasks::cancel,
         api::sessions::get_session, api::sessions::delete_session,
@@ -36,9 +36,17 @@ impl Modify for ApiKeyAuth {
 )]
 pub struct ApiDoc;
 
+/// orchestratord's routes plus the catalog routes (described in api-types, whose handlers
+/// are pool-managerd's; `llorch serve` serves them on the same port).
+pub fn document() -> utoipa::openapi::OpenApi {
+    let mut doc = ApiDoc::openapi();
+    doc.merge(api_types::catalog_api::document());
+    doc
+}
+
 /// The document as committed: pretty JSON with a trailing newline.
 pub fn document_json() -> String {
-    let mut s = ApiDoc::openapi().to_pretty_json().unwrap_or_default();
+    let mut s = document().to_pretty_json().unwrap_or_default();
     s.push('\n');
     s
 }

@@ -73,6 +73,11 @@ pub trait PoolController: Send + Sync {
     async fn retire_old(&self, pool_id: &str);
     /// Why the last reload failed (for the error message).
     fn last_error(&self, pool_id: &str) -> Option<String>;
+    /// The replica registry of an in-process pool manager (`llorch serve`), followed like
+    /// pool-managerd's feed (see [`crate::registry_follower`]).
+    fn registry_feed(&self) -> Option<crate::registry_follower::RegistryFeed> {
+        None
+    }
 }
 
 pub struct Pool {
@@ -83,6 +88,8 @@ pub struct Pool {
     pub cpu_allowed: bool,
     pub full_policy: CfgFullPolicy,
     pub replicas: Vec<Replica>,
+    /// The model's catalog lifecycle, as the registry reports it.
+    pub(crate) lifecycle: Mutex<crate::registry_follower::Lifecycle>,
 }
 
 impl Pool {
@@ -104,6 +111,7 @@ impl Pool {
             cpu_allowed,
             full_policy,
             replicas,
+            lifecycle: Mutex::default(),
         }
     }
 
@@ -175,6 +183,8 @@ pub struct PoolSched {
     pub preempting: Option<String>,
     /// Drained pools take no new work; set by `POST /v1/pools/{id}/drain`.
     pub draining: bool,
+    /// Per replica: pool-managerd's view when we follow its registry (None: probes decide).
+    pub registry: Vec<Option<crate::registry_follower::RegistryReplica>>,
 }
 
 impl PoolSched {
@@ -287,6 +297,7 @@ impl AppState {
                     running: HashMap::new(),
                     preempting: None,
                     draining: false,
+                    registry: vec![None; p.replicas.len()],
                 }
             })
             .collect();
@@ -517,6 +528,9 @@ impl AppState {
                 ApiError::new(ErrorCode::PoolUnavailable, "server is shutting down")
                     .with_retry_after(1000),
             );
+        }
+        if let Some(e) = crate::registry_follower::lifecycle_refusal(pool) {
+            return Err(e);
         }
         if let Some(t) = &req.tenant
             && *t != caller.tenant
@@ -1483,9 +1497,17 @@ impl AppState {
                         Some("health probe timed out".into()),
                     ),
                 };
+                let retired = crate::registry_follower::is_retired(pool);
                 let became_ready = {
                     let mut s = self.sched();
                     let ps = &mut s.pools[pi];
+                    // pool-managerd's registry (when followed) can veto what the probe saw.
+                    let (state, error) = crate::registry_follower::gate(
+                        retired,
+                        ps.registry[ri].as_ref(),
+                        state,
+                        error.clone(),
+                    );
                     let was = ps.replicas[ri].state;
                     ps.replicas[ri].state = state;
                     ps.interruptible[ri] = interruptible;
@@ -1493,13 +1515,20 @@ impl AppState {
                         s.sessions.forget_replica(&format!("{}/{}", pool.id, r.id));
                     }
                     let ps = &mut s.pools[pi];
-                    if let Some(v) = version {
+                    let from_registry = ps.registry[ri]
+                        .as_ref()
+                        .is_some_and(|r| r.engine_version.is_some());
+                    if let Some(v) = version.filter(|_| !from_registry) {
                         ps.engine_versions[ri] = v;
                     }
                     if error.is_some() || state == ReplicaState::Ready {
                         ps.last_errors[ri] = error.clone();
                     }
-                    if let Some((restarts, open)) = supervision {
+                    // Restarts and breaker come from the registry while it is followed (an
+                    // adapter daemon knows nothing of its engine's restarts).
+                    if let Some((restarts, open)) =
+                        supervision.filter(|_| ps.registry[ri].is_none())
+                    {
                         let engine_labels = [pool.id.as_str(), r.id.as_str(), pool.engine.as_str()];
                         // Always resolve the series so it is exported at 0 before the first restart.
                         let counter = self

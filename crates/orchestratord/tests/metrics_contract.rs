@@ -120,6 +120,7 @@ fn contract() -> BTreeMap<&'static str, (&'static str, &'static [&'static str])>
             "llorch_policy_call_duration_seconds",
             ("histogram", &["hook", "pool_id"][..]),
         ),
+        ("llorch_registry_feed_up", ("gauge", &[][..])),
     ])
 }
 

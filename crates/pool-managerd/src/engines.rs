@@ -107,6 +107,26 @@ pub struct Engines {
     endpoints: std::sync::Mutex<HashMap<String, Vec<(String, String)>>>,
     retiring: tokio::sync::Mutex<HashMap<String, Vec<Supervisor>>>,
     last_error: std::sync::Mutex<HashMap<String, String>>,
+    /// Per pool: the model it serves now (model_ref, required SHA-256), switched by a reload.
+    models: std::sync::Mutex<HashMap<String, (String, Option<String>)>>,
+    /// Engine build per (pool, replica), with the pid it was read from: read once per engine
+    /// process from llama-server's `/props`, so a restart (new pid) reads it again.
+    versions: std::sync::Mutex<HashMap<(String, String), (u32, String)>>,
+    http: reqwest::Client,
+}
+
+/// The digest a pool's model is pinned to: its `model_sha256`, or the digest of a
+/// `sha256:` catalog ref.
+fn model_digest(model_ref: &str, sha: Option<&str>) -> Option<String> {
+    sha.map(str::to_string)
+        .or_else(|| {
+            model_ref
+                .trim()
+                .get(..7)
+                .filter(|p| p.eq_ignore_ascii_case("sha256:"))
+                .map(|_| model_ref.trim()[7..].to_string())
+        })
+        .map(|d| d.to_ascii_lowercase())
 }
 
 impl Engines {
@@ -156,6 +176,16 @@ impl Engines {
             endpoints: std::sync::Mutex::new(endpoints),
             retiring: tokio::sync::Mutex::new(HashMap::new()),
             last_error: std::sync::Mutex::new(HashMap::new()),
+            models: std::sync::Mutex::new(
+                cfg.pools
+                    .iter()
+                    .map(|p| (p.id.clone(), (p.model_ref.clone(), p.model_sha256.clone())))
+                    .collect(),
+            ),
+            versions: std::sync::Mutex::new(HashMap::new()),
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(2))
+                .build()?,
         };
         Ok((Arc::new(engines), overrides))
     }
@@ -203,8 +233,73 @@ impl Engines {
         &self.artifacts
     }
 
-    /// The replica registry: every live engine with its endpoint and supervision state.
+    /// The replica registry: every live engine with its endpoint, supervision state, engine
+    /// build, and model (digest and catalog lifecycle state).
     pub async fn records(&self) -> Vec<api_types::ReplicaRecord> {
+        let mut out = self.supervision_records().await;
+        let models = self
+            .models
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let catalog = self.artifacts.catalog();
+        let mut states = HashMap::new();
+        for r in &mut out {
+            if let Some((model_ref, sha)) = models.get(&r.pool_id) {
+                r.model_ref = Some(model_ref.clone());
+                r.model_digest = model_digest(model_ref, sha.as_deref());
+            }
+            if let (Some(d), Some(c)) = (&r.model_digest, catalog) {
+                // One lookup per model and call; a model outside the catalog has no lifecycle.
+                r.model_state = *states
+                    .entry(d.clone())
+                    .or_insert_with(|| c.get(d).ok().map(|e| e.state));
+            }
+            r.engine_version = self.engine_version(r).await;
+        }
+        out
+    }
+
+    /// The engine build of a Ready replica, cached per engine process.
+    async fn engine_version(&self, r: &api_types::ReplicaRecord) -> Option<String> {
+        let key = (r.pool_id.clone(), r.replica_id.clone());
+        let pid = r.pid?;
+        if let Some((p, v)) = self
+            .versions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+            && *p == pid
+        {
+            return Some(v.clone());
+        }
+        if !r.ready {
+            return None;
+        }
+        #[derive(serde::Deserialize)]
+        struct Props {
+            #[serde(default)]
+            build_info: String,
+        }
+        let props: Props = self
+            .http
+            .get(format!("{}/props", r.engine_url))
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        // The same form the llama.cpp adapter reports, so both views agree.
+        let v = format!("llamacpp-{}", props.build_info);
+        self.versions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key, (pid, v.clone()));
+        Some(v)
+    }
+
+    async fn supervision_records(&self) -> Vec<api_types::ReplicaRecord> {
         let live = self.live.lock().await;
         let endpoints = self
             .endpoints
@@ -230,6 +325,10 @@ impl Engines {
                     last_error: st.last_error,
                     cpu: st.cpu,
                     pid: st.pid,
+                    engine_version: None,
+                    model_ref: None,
+                    model_digest: None,
+                    model_state: None,
                 });
             }
         }
@@ -351,6 +450,16 @@ impl Engines {
             return Err(code);
         }
         let old = self.live.lock().await.insert(pool_id.to_string(), started);
+        self.models
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(
+                pool_id.to_string(),
+                (
+                    new_model_ref.to_string(),
+                    new_model_sha256.map(String::from),
+                ),
+            );
         self.endpoints
             .lock()
             .unwrap_or_else(|p| p.into_inner())

@@ -36,6 +36,20 @@ pub fn router(engines: Arc<Engines>, stopping: tokio::sync::watch::Receiver<bool
         .with_state(Registry { engines, stopping })
 }
 
+/// The registry's snapshots, one at once and one after every change (checked every
+/// [`WATCH_INTERVAL`]): the in-process form of `/v1/replicas/watch` (`llorch serve`).
+pub fn changes(engines: Arc<Engines>) -> impl Stream<Item = Vec<api_types::ReplicaRecord>> {
+    futures::stream::unfold((engines, None), |(engines, last)| async move {
+        loop {
+            let now = engines.records().await;
+            if last.as_ref() != Some(&now) {
+                return Some((now.clone(), (engines, Some(now))));
+            }
+            tokio::time::sleep(WATCH_INTERVAL).await;
+        }
+    })
+}
+
 async fn list(State(r): State<Registry>) -> Json<Vec<api_types::ReplicaRecord>> {
     Json(r.engines.records().await)
 }

@@ -347,3 +347,64 @@ async fn verify_records_a_mismatch_and_blocks_promotion() {
     }
     assert_eq!(s.entry(&id).await.state, ModelState::Draft);
 }
+
+/// Every catalog route the OpenAPI document describes (api-types' `catalog_api`) is one this
+/// router serves, behind the control key: a data key gets 403 with the envelope, where an
+/// unrouted path or method would get 404 or 405.
+#[tokio::test]
+async fn documented_routes_are_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let pm = start(dir.path()).await;
+    let id = format!("sha256:{}", "0".repeat(64));
+    let check = |method: &str, path: &str| {
+        let url = format!("{}{}", pm.base, path.replace("{id}", &id));
+        let body = if path.ends_with("/state") {
+            Some(json!({"state": "active"}))
+        } else if path == "/v1/catalog/models" {
+            Some(json!({"model_ref": "/nope.gguf", "sha256": "0".repeat(64)}))
+        } else {
+            None
+        };
+        let req = match method {
+            "GET" => pm.http.get(url),
+            "POST" => {
+                let r = pm.http.post(url);
+                match body {
+                    Some(b) => r.json(&b),
+                    None => r,
+                }
+            }
+            other => panic!("undocumented method {other}"),
+        };
+        req.bearer_auth(DATA).send()
+    };
+    for (method, path) in api_types::catalog_api::ROUTES {
+        let r = check(method, path).await.unwrap();
+        assert_eq!(r.status(), 403, "{method} {path}");
+        let env: ErrorEnvelope = r.json().await.unwrap();
+        assert_eq!(env.code, ErrorCode::Forbidden, "{method} {path}");
+    }
+    // The check can tell an unrouted path from a routed one.
+    let r = check("POST", "/v1/catalog/models/{id}/nope").await.unwrap();
+    assert_ne!(r.status(), 403);
+    // And ROUTES are exactly the document's catalog paths.
+    let doc = serde_json::to_value(api_types::catalog_api::document()).unwrap();
+    let mut documented: Vec<(String, String)> = doc["paths"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .flat_map(|(p, item)| {
+            item.as_object()
+                .unwrap()
+                .keys()
+                .map(move |m| (m.to_uppercase(), p.clone()))
+        })
+        .collect();
+    let mut routes: Vec<(String, String)> = api_types::catalog_api::ROUTES
+        .iter()
+        .map(|(m, p)| (m.to_string(), p.to_string()))
+        .collect();
+    documented.sort();
+    routes.sort();
+    assert_eq!(documented, routes);
+}

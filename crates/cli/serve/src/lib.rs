@@ -99,6 +99,12 @@ impl PoolController for ServeController {
     fn last_error(&self, pool_id: &str) -> Option<String> {
         self.0.last_error(pool_id)
     }
+
+    /// The same registry pool-managerd serves, without a socket: readiness, restarts and the
+    /// catalog lifecycle of each pool's model reach orchestratord as they change.
+    fn registry_feed(&self) -> Option<orchestratord::registry_follower::RegistryFeed> {
+        Some(Box::pin(pool_managerd::registry::changes(self.0.clone())))
+    }
 }
 
 /// The reload hook for orchestratord over these engines.

@@ -114,4 +114,19 @@ pub struct ReplicaRecord {
     pub cpu: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pid: Option<u32>,
+    /// The engine's build as the adapters report it (e.g. `llamacpp-b1-0c1e570`), known once
+    /// the replica was Ready.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub engine_version: Option<String>,
+    /// The model the replica serves (the pool's current model_ref) and its SHA-256, when
+    /// known (ORCH-3032).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_ref: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_digest: Option<String>,
+    /// Lifecycle state of that model in pool-managerd's catalog; absent when the model is not
+    /// in the catalog (then no lifecycle applies). orchestratord refuses new work for
+    /// Deprecated/Retired models and drains or unloads their pools.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_state: Option<crate::ModelState>,
 }

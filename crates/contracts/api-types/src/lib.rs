@@ -6,6 +6,7 @@
 //! it depends only on serde and utoipa so every other crate can share it.
 
 pub mod catalog;
+pub mod catalog_api;
 pub mod control;
 pub mod data;
 pub mod error;

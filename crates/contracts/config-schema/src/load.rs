@@ -160,6 +160,20 @@ fn validate_policy(pol: &PolicyPluginConfig, p: &str) -> Result<(), (String, Str
     Ok(())
 }
 
+/// `unix:/abs/path.sock` or `http://host[:port]` (no path: the APIs live at fixed paths).
+fn is_endpoint(s: &str) -> bool {
+    if let Some(p) = s.strip_prefix("unix:") {
+        return p.starts_with('/') && p.len() > 1 && !p.ends_with('/');
+    }
+    s.strip_prefix("http://").is_some_and(|rest| {
+        let authority = rest.strip_suffix('/').unwrap_or(rest);
+        !authority.is_empty()
+            && authority
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-.:[]".contains(&b))
+    })
+}
+
 fn validate(cfg: &Config, file: &str) -> Result<(), ConfigError> {
     let bad = |path: String, message: String| ConfigError::Invalid {
         file: file.to_string(),
@@ -174,6 +188,14 @@ fn validate(cfg: &Config, file: &str) -> Result<(), ConfigError> {
     }
     if cfg.server.max_body_bytes == 0 {
         return Err(bad("server.max_body_bytes".into(), "must be > 0".into()));
+    }
+    if let Some(url) = &cfg.pool_manager.registry_url
+        && !is_endpoint(url)
+    {
+        return Err(bad(
+            "pool_manager.registry_url".into(),
+            format!("`{url}` must be `unix:/abs/path.sock` or `http://host:port`"),
+        ));
     }
     let mut digests = HashSet::new();
     for (i, k) in cfg.auth.api_keys.iter().enumerate() {
@@ -500,6 +522,31 @@ slots = 2
         assert_eq!(c.pool_manager.state_dir.as_deref(), Some("/var/lib/x"));
         let bad = format!("[pool_manager]\nstate_dirr = \"/x\"\n{GOOD}");
         assert!(parse_str(&bad, "t.toml").is_err());
+    }
+
+    #[test]
+    fn registry_url_is_validated() {
+        for ok in [
+            "unix:/run/llama-orch/pool-managerd.sock",
+            "http://127.0.0.1:8090",
+            "http://pm.local:8090/",
+        ] {
+            let text = format!("[pool_manager]\nregistry_url = \"{ok}\"\n{GOOD}");
+            let c = parse_str(&text, "t.toml").unwrap();
+            assert_eq!(c.pool_manager.registry_url.as_deref(), Some(ok));
+        }
+        for bad in [
+            "unix:relative.sock",
+            "unix:/",
+            "https://pm:8090",
+            "http://",
+            "http://pm:8090/v1/replicas",
+            "127.0.0.1:8090",
+        ] {
+            let text = format!("[pool_manager]\nregistry_url = \"{bad}\"\n{GOOD}");
+            let err = parse_str(&text, "t.toml").unwrap_err().to_string();
+            assert!(err.contains("pool_manager.registry_url"), "{bad}: {err}");
+        }
     }
 
     #[test]

@@ -105,6 +105,12 @@ pub struct PoolManagerConfig {
     /// `$XDG_CACHE_HOME/llama-orch`, else `~/.cache/llama-orch`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cache_dir: Option<String>,
+    /// orchestratord only: pool-managerd's registry, `unix:/abs/path.sock` or
+    /// `http://host:port`. When set, orchestratord follows its change feed
+    /// (`/v1/replicas/watch`) for readiness, engine versions, restarts and model lifecycle;
+    /// its own 1 s adapter probe stays on as the fallback.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub registry_url: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]

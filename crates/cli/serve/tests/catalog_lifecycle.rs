@@ -1,0 +1,148 @@
+//! Under `llorch serve` the catalog lifecycle reaches orchestratord in-process (the same
+//! registry snapshots pool-managerd serves as its feed): a Deprecated model's pool refuses
+//! new tasks with MODEL_DEPRECATED and drains; a Retired one is unloaded (Unready).
+
+use std::time::{Duration, Instant};
+
+const DATA: &str = "srv-data-key";
+const CONTROL: &str = "srv-control-key";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deprecated_refuses_and_drains_retired_unloads() {
+    let e = test_fixtures::engine();
+    let dir = tempfile::tempdir().unwrap();
+    let toml = format!(
+        "[pool_manager]\nstate_dir = \"{}\"\n{}{}",
+        dir.path().join("state").display(),
+        test_fixtures::api_keys_toml(&[(DATA, "t", "data"), (CONTROL, "ops", "control")]),
+        test_fixtures::llamacpp_pool_toml(&e, "llm", 512, &[("cpu0", 1)])
+    );
+    let cfg = config_schema::parse_str(&toml, "serve.toml").unwrap();
+    let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", tcp.local_addr().unwrap());
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(llorch_serve::serve_on(
+        daemon_kit::Listener::Tcp(tcp),
+        cfg,
+        async move {
+            let _ = stop_rx.await;
+        },
+        move || {
+            let _ = ready_tx.send(());
+        },
+        || {},
+    ));
+    tokio::time::timeout(Duration::from_secs(120), ready_rx)
+        .await
+        .expect("llorch serve did not become ready")
+        .unwrap();
+    let http = reqwest::Client::new();
+    let model = e.model.display().to_string();
+    let submit = || {
+        http.post(format!("{base}/v1/tasks"))
+            .bearer_auth(DATA)
+            .json(&serde_json::json!({
+                "workload": "completion", "model_ref": model, "ctx": 128,
+                "prompt": "Once", "max_tokens": 2
+            }))
+            .send()
+    };
+    let health = || async {
+        http.get(format!("{base}/v1/pools/llm/health"))
+            .bearer_auth(CONTROL)
+            .send()
+            .await
+            .unwrap()
+            .json::<api_types::PoolHealth>()
+            .await
+            .unwrap()
+    };
+    let set_state = |state: &'static str| {
+        http.post(format!(
+            "{base}/v1/catalog/models/sha256:{}/state",
+            e.model_sha256
+        ))
+        .bearer_auth(CONTROL)
+        .json(&serde_json::json!({ "state": state }))
+        .send()
+    };
+
+    // Not in the catalog: no lifecycle applies.
+    assert_eq!(submit().await.unwrap().status(), 202);
+    let r = http
+        .post(format!("{base}/v1/catalog/models"))
+        .bearer_auth(CONTROL)
+        .json(&serde_json::json!({"model_ref": model, "sha256": e.model_sha256}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let r = http
+        .post(format!(
+            "{base}/v1/catalog/models/sha256:{}/verify",
+            e.model_sha256
+        ))
+        .bearer_auth(CONTROL)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(set_state("active").await.unwrap().status(), 200);
+    assert_eq!(submit().await.unwrap().status(), 202);
+
+    assert_eq!(set_state("deprecated").await.unwrap().status(), 200);
+    let start = Instant::now();
+    loop {
+        let r = submit().await.unwrap();
+        if r.status() == 410 {
+            let env: api_types::ErrorEnvelope = r.json().await.unwrap();
+            assert_eq!(env.code, api_types::ErrorCode::ModelDeprecated);
+            assert!(env.message.contains("deprecated"), "{}", env.message);
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(5), "still accepting");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let start = Instant::now();
+    while !health().await.draining {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "pool not draining"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    assert_eq!(set_state("retired").await.unwrap().status(), 200);
+    let start = Instant::now();
+    loop {
+        let h = health().await;
+        let r = &h.replicas[0];
+        if r.status == api_types::ReplicaStatus::Unready {
+            assert!(!h.ready);
+            assert!(
+                r.last_error.as_deref().unwrap().contains("retired"),
+                "{r:?}"
+            );
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "retired pool still ready"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let r = submit().await.unwrap();
+    assert_eq!(r.status(), 410);
+    // A bad lifecycle move changes nothing and says why.
+    let r = set_state("active").await.unwrap();
+    assert_eq!(r.status(), 400);
+    assert_eq!(submit().await.unwrap().status(), 410);
+
+    let _ = stop_tx.send(());
+    tokio::time::timeout(Duration::from_secs(30), server)
+        .await
+        .expect("llorch serve did not stop")
+        .unwrap()
+        .unwrap();
+}
