@@ -1120,7 +1120,9 @@ impl AppState {
     /// session budget, deadline statistics) and schedules its record to be forgotten. Safe to
     /// call twice; only the first call counts.
     pub fn retire(self: &Arc<Self>, task: &Task, usage: Usage) {
-        if !task.mark_released() {
+        // Settle first, then mark released: a canceler waiting for "released" (the 204 of
+        // cancel) must find the quota and budget already given back.
+        if !task.begin_retire() {
             return;
         }
         let now = self.now_ms();
@@ -1154,6 +1156,7 @@ impl AppState {
                     .set(slot.0 as f64 / slot.1 as f64);
             }
         }
+        task.mark_released();
         self.schedule_forget(task.id.clone());
     }
 

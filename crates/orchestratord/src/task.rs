@@ -41,6 +41,7 @@ pub struct Task {
     pub cancel_signal: Notify,
     /// True once the task holds no slot and no queue entry any more.
     released: watch::Sender<bool>,
+    retired: std::sync::atomic::AtomicBool,
 }
 
 /// Why a cancel was refused.
@@ -92,6 +93,7 @@ impl Task {
             appended: watch::channel(0).0,
             cancel_signal: Notify::new(),
             released: watch::channel(false).0,
+            retired: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -214,10 +216,14 @@ impl Task {
         self.appended.subscribe()
     }
 
-    /// Marks the task as holding nothing; true only for the first call, so that whoever
-    /// gets true settles its accounting exactly once.
-    pub fn mark_released(&self) -> bool {
-        !self.released.send_replace(true)
+    /// Marks the task as holding nothing (wakes whoever waits in [`Task::wait_released`]).
+    pub fn mark_released(&self) {
+        self.released.send_replace(true);
+    }
+
+    /// True only for the first call: whoever gets true settles the task's accounting, once.
+    pub fn begin_retire(&self) -> bool {
+        !self.retired.swap(true, std::sync::atomic::Ordering::AcqRel)
     }
 
     /// Worst-case tokens of this task (prompt estimate + max_tokens): what quotas and session
