@@ -217,7 +217,9 @@ impl AppState {
             };
             let state = self.clone();
             lc.drain = Some(tokio::spawn(async move {
-                state.drain(pool_idx, grace).await;
+                state
+                    .drain_because(pool_idx, grace, crate::state::DrainCause::ModelLifecycle)
+                    .await;
             }));
             if to == Some(ModelState::Retired) {
                 drop(lc);

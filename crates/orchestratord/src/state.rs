@@ -137,6 +137,38 @@ pub struct Queued {
     pub ctx: u32,
 }
 
+/// Why a pool is drained: decides the error its tasks end with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DrainCause {
+    /// `POST /v1/pools/{id}/drain` or shutdown: POOL_UNAVAILABLE.
+    Operator,
+    /// The pool's model was Deprecated or Retired in the catalog: MODEL_DEPRECATED.
+    ModelLifecycle,
+}
+
+impl DrainCause {
+    pub fn code(self) -> ErrorCode {
+        match self {
+            DrainCause::Operator => ErrorCode::PoolUnavailable,
+            DrainCause::ModelLifecycle => ErrorCode::ModelDeprecated,
+        }
+    }
+
+    fn running_message(self) -> &'static str {
+        match self {
+            DrainCause::Operator => "pool drained while the task ran",
+            DrainCause::ModelLifecycle => "model retired while the task ran",
+        }
+    }
+
+    fn queued_message(self) -> &'static str {
+        match self {
+            DrainCause::Operator => "pool drained before the task could start",
+            DrainCause::ModelLifecycle => "model deprecated before the task could start",
+        }
+    }
+}
+
 /// What the placement plugin said about the head task.
 enum PlacementChoice {
     /// No plugin decision (none configured, or it fell back): least-loaded placement.
@@ -1220,6 +1252,19 @@ impl AppState {
     /// dispatched, running tasks may finish until `deadline`; then whatever still runs is
     /// canceled and whatever still waits fails with POOL_UNAVAILABLE. Returns once drained.
     pub async fn drain(self: &Arc<Self>, pool_idx: usize, deadline: Duration) {
+        self.drain_because(pool_idx, deadline, DrainCause::Operator)
+            .await;
+    }
+
+    /// [`Self::drain`], telling the tasks it ends why: an operator's drain is
+    /// POOL_UNAVAILABLE, a drain caused by the catalog (model Deprecated or Retired) is
+    /// MODEL_DEPRECATED, so clients learn to move to another model rather than retry.
+    pub async fn drain_because(
+        self: &Arc<Self>,
+        pool_idx: usize,
+        deadline: Duration,
+        cause: DrainCause,
+    ) {
         self.sched().pools[pool_idx].draining = true;
         let pool_id = self.pools[pool_idx].id.clone();
         tracing::info!(pool_id = %pool_id, deadline_ms = deadline.as_millis() as u64, "draining pool");
@@ -1244,7 +1289,9 @@ impl AppState {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         for t in in_flight(self) {
-            let _ = self.cancel(&t, "drain").await;
+            let _ = self
+                .cancel_as(&t, "drain", cause.code(), cause.running_message())
+                .await;
         }
         let waiting: Vec<Arc<Task>> = {
             let mut s = self.sched();
@@ -1257,14 +1304,10 @@ impl AppState {
             v
         };
         for t in waiting {
-            if t.fail(
-                ErrorCode::PoolUnavailable,
-                "pool drained before the task could start",
-                None,
-            ) {
+            if t.fail(cause.code(), cause.queued_message(), None) {
                 self.metrics
                     .tasks_rejected
-                    .with_label_values(&[&pool_id, ErrorCode::PoolUnavailable.as_str()])
+                    .with_label_values(&[&pool_id, cause.code().as_str()])
                     .inc();
             }
             self.retire(&t, Usage::default());
@@ -1397,14 +1440,19 @@ impl AppState {
 
     /// Cancels a task (ORCH-3017, 3026). Returns once it holds no slot (bounded wait).
     pub async fn cancel(self: &Arc<Self>, task: &Arc<Task>, reason: &str) -> Result<(), ApiError> {
-        let ended = if reason == "drain" {
-            task.cancel_with(
-                ErrorCode::PoolUnavailable,
-                "pool drained while the task ran",
-            )
-        } else {
-            task.cancel()
-        };
+        self.cancel_as(task, reason, ErrorCode::Canceled, "canceled by client")
+            .await
+    }
+
+    /// [`Self::cancel`] with the terminal error the task's stream ends with.
+    pub async fn cancel_as(
+        self: &Arc<Self>,
+        task: &Arc<Task>,
+        reason: &str,
+        code: ErrorCode,
+        message: &str,
+    ) -> Result<(), ApiError> {
+        let ended = task.cancel_with(code, message);
         let phase = ended.map_err(|CancelRefused::AlreadyFinished| {
             ApiError::new(ErrorCode::TaskFinished, "task already finished")
         })?;
