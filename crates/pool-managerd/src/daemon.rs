@@ -41,6 +41,7 @@ impl PoolManager {
             .unwrap_or_else(crate::provision::cache_dir);
         let artifacts = Arc::new(Artifacts::new(&cache, Some(catalog.clone())));
         let (engines, adapters) = Engines::start_with(cfg, artifacts.clone())?;
+        engines.spawn_lifecycle_watch();
         Ok((
             PoolManager {
                 engines,

@@ -353,6 +353,60 @@ impl Engines {
         all
     }
 
+    /// Unloads pools whose model the catalog has Retired (SPEC §2: Retired unloads): their
+    /// engines are stopped, so the GPU memory is given back, and their replicas stay in the
+    /// registry as stopped. Retired is final in the catalog; a pool comes back only through a
+    /// reload with another model. Returns how many engines this call stopped.
+    pub async fn unload_retired(&self) -> usize {
+        let Some(catalog) = self.artifacts.catalog() else {
+            return 0;
+        };
+        let models = self
+            .models
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let mut stopped = 0;
+        let mut live = self.live.lock().await;
+        for (pool, sups) in live.iter_mut() {
+            let Some(digest) = models
+                .get(pool)
+                .and_then(|(m, sha)| model_digest(m, sha.as_deref()))
+            else {
+                continue;
+            };
+            let retired = catalog
+                .get(&digest)
+                .is_ok_and(|e| e.state == api_types::ModelState::Retired);
+            if retired {
+                for s in sups.iter_mut() {
+                    if s.stop() {
+                        stopped += 1;
+                        tracing::info!(pool_id = %pool, model_digest = %digest, "model retired: engine unloaded");
+                    }
+                }
+            }
+        }
+        stopped
+    }
+
+    /// Checks for Retired models every second while these engines live.
+    pub fn spawn_lifecycle_watch(self: &Arc<Self>) {
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let weak = Arc::downgrade(self);
+        rt.spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                let Some(engines) = weak.upgrade() else {
+                    return;
+                };
+                engines.unload_retired().await;
+            }
+        });
+    }
+
     pub async fn shutdown(&self) {
         for (_, sups) in self.live.lock().await.drain() {
             for s in sups {

@@ -158,6 +158,13 @@ impl Supervisor {
             .and_then(|r| r.ok().map(|s| s.clone()))
     }
 
+    /// Stops the engine and its supervision but keeps this handle, whose status ends at
+    /// [`Phase::Stopped`] (an unloaded replica stays visible in the registry). True when this
+    /// call stopped it.
+    pub fn stop(&mut self) -> bool {
+        self.stop.take().is_some_and(|stop| stop.send(()).is_ok())
+    }
+
     /// Stops the engine (SIGTERM to its process group, SIGKILL after 5 s) and the supervisor.
     pub async fn shutdown(mut self) {
         if let Some(stop) = self.stop.take() {

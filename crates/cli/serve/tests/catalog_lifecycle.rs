@@ -134,6 +134,30 @@ async fn deprecated_refuses_and_drains_retired_unloads() {
     }
     let r = submit().await.unwrap();
     assert_eq!(r.status(), 410);
+    // Retired unloads: the pool manager stops the engine (its GPU memory is given back).
+    let start = Instant::now();
+    loop {
+        let m = http
+            .get(format!("{base}/metrics/pool-manager"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if m.lines().any(|l| {
+            l.starts_with("llorch_replica_state{")
+                && l.contains("state=\"stopped\"")
+                && l.ends_with(" 1")
+        }) {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "engine of a retired model still running:\n{m}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     // A bad lifecycle move changes nothing and says why.
     let r = set_state("active").await.unwrap();
     assert_eq!(r.status(), 400);
