@@ -614,7 +614,12 @@ impl AppState {
         prompt: &str,
     ) -> Result<Priority, ApiError> {
         let pool = &self.pools[pool_idx];
-        if self.policy.plugin(&pool.id).is_none() {
+        // No snapshot to build unless the pool's plugin has an admission hook.
+        if !self
+            .policy
+            .plugin(&pool.id)
+            .is_some_and(|p| p.info().admits)
+        {
             return Ok(req.priority);
         }
         let snapshot = {
@@ -911,7 +916,10 @@ impl AppState {
             // Flows whose head the placement plugin deferred this round: the others are
             // still served (no head-of-line blocking across tenants).
             let mut deferred: Vec<FlowKey> = Vec::new();
-            let plugin = self.policy.plugin(&pool.id).is_some();
+            let plugin = self
+                .policy
+                .plugin(&pool.id)
+                .is_some_and(|p| p.info().places);
             while !ps.draining {
                 let Some((_, head)) = ps.queue.peek_next_where(now, |k| !deferred.contains(k))
                 else {

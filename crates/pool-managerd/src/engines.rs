@@ -255,6 +255,10 @@ impl Engines {
                     .entry(d.clone())
                     .or_insert_with(|| c.get(d).ok().map(|e| e.state));
             }
+            if r.model_state == Some(api_types::ModelState::Retired) && !r.ready {
+                // Say why it stopped: a stopped engine alone would read like a fault.
+                r.last_error = Some("model retired in the catalog: engine unloaded".into());
+            }
             r.engine_version = self.engine_version(r).await;
         }
         out

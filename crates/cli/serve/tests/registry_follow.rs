@@ -271,7 +271,7 @@ async fn registry_feed_drives_placement_and_catalog_lifecycle() {
     .await;
     assert!(!draining(&http, &base).await);
 
-    // Retired: refused, and the replica is unloaded (Unready) although its engine runs.
+    // Retired: refused, the replica is unloaded (Unready) and pool-managerd stops its engine.
     set_state(&pm_http, pm_base, &e.model_sha256, "deprecated").await;
     set_state(&pm_http, pm_base, &e.model_sha256, "retired").await;
     until("retired: unready", Duration::from_secs(5), || async {
