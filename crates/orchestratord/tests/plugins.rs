@@ -23,27 +23,14 @@ const KEY_BLOCKED: &str = "plugin-key-blocked";
 const KEY_BULK: &str = "plugin-key-bulk";
 
 fn config(policy: &str, replicas: &str) -> String {
+    let keys = test_fixtures::api_keys_toml(&[
+        (KEY_A, "tenant-a", "data"),
+        (KEY_BLOCKED, "blocked", "data"),
+        (KEY_BULK, "bulk", "data"),
+        (CONTROL_KEY, "ops", "control"),
+    ]);
     format!(
-        r#"
-[[auth.api_keys]]
-key = "{KEY_A}"
-tenant = "tenant-a"
-role = "data"
-
-[[auth.api_keys]]
-key = "{KEY_BLOCKED}"
-tenant = "blocked"
-role = "data"
-
-[[auth.api_keys]]
-key = "{KEY_BULK}"
-tenant = "bulk"
-role = "data"
-
-[[auth.api_keys]]
-key = "{CONTROL_KEY}"
-tenant = "ops"
-role = "control"
+        r#"{keys}
 
 [[pools]]
 id = "p"

@@ -2,41 +2,18 @@
 //! registry snapshots pool-managerd serves as its feed): a Deprecated model's pool refuses
 //! new tasks with MODEL_DEPRECATED and drains; a Retired one is unloaded (Unready).
 
+mod common;
+
 use std::time::{Duration, Instant};
 
-const DATA: &str = "srv-data-key";
-const CONTROL: &str = "srv-control-key";
+use common::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deprecated_refuses_and_drains_retired_unloads() {
     let e = test_fixtures::engine();
     let dir = tempfile::tempdir().unwrap();
-    let toml = format!(
-        "[pool_manager]\nstate_dir = \"{}\"\n{}{}",
-        dir.path().join("state").display(),
-        test_fixtures::api_keys_toml(&[(DATA, "t", "data"), (CONTROL, "ops", "control")]),
-        test_fixtures::llamacpp_pool_toml(&e, "llm", 512, &[("cpu0", 1)])
-    );
-    let cfg = config_schema::parse_str(&toml, "serve.toml").unwrap();
-    let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", tcp.local_addr().unwrap());
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(llorch_serve::serve_on(
-        daemon_kit::Listener::Tcp(tcp),
-        cfg,
-        async move {
-            let _ = stop_rx.await;
-        },
-        move || {
-            let _ = ready_tx.send(());
-        },
-        || {},
-    ));
-    tokio::time::timeout(Duration::from_secs(120), ready_rx)
-        .await
-        .expect("llorch serve did not become ready")
-        .unwrap();
+    let srv = Serve::start(catalog_config(&e, &dir.path().join("state"))).await;
+    let base = srv.base.clone();
     let http = reqwest::Client::new();
     let model = e.model.display().to_string();
     let submit = || {
@@ -70,24 +47,8 @@ async fn deprecated_refuses_and_drains_retired_unloads() {
 
     // Not in the catalog: no lifecycle applies.
     assert_eq!(submit().await.unwrap().status(), 202);
-    let r = http
-        .post(format!("{base}/v1/catalog/models"))
-        .bearer_auth(CONTROL)
-        .json(&serde_json::json!({"model_ref": model, "sha256": e.model_sha256}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201);
-    let r = http
-        .post(format!(
-            "{base}/v1/catalog/models/sha256:{}/verify",
-            e.model_sha256
-        ))
-        .bearer_auth(CONTROL)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    assert_eq!(register(&http, &base, &e).await.status(), 201);
+    assert_eq!(verify(&http, &base, &e).await.status(), 200);
     assert_eq!(set_state("active").await.unwrap().status(), 200);
     assert_eq!(submit().await.unwrap().status(), 202);
 
@@ -163,10 +124,5 @@ async fn deprecated_refuses_and_drains_retired_unloads() {
     assert_eq!(r.status(), 400);
     assert_eq!(submit().await.unwrap().status(), 410);
 
-    let _ = stop_tx.send(());
-    tokio::time::timeout(Duration::from_secs(30), server)
-        .await
-        .expect("llorch serve did not stop")
-        .unwrap()
-        .unwrap();
+    srv.stop().await;
 }

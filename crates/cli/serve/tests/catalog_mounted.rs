@@ -1,42 +1,17 @@
 //! `llorch serve` mounts the pool manager's catalog API and metrics beside orchestratord's
 //! API on one socket, with the same API keys; the catalog lives in `pool_manager.state_dir`.
 
-use std::time::Duration;
+mod common;
 
-const DATA: &str = "srv-data-key";
-const CONTROL: &str = "srv-control-key";
+use common::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn catalog_and_pool_manager_metrics_are_served_beside_the_api() {
     let e = test_fixtures::engine();
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state");
-    let toml = format!(
-        "[pool_manager]\nstate_dir = \"{}\"\n{}{}",
-        state.display(),
-        test_fixtures::api_keys_toml(&[(DATA, "t", "data"), (CONTROL, "ops", "control")]),
-        test_fixtures::llamacpp_pool_toml(&e, "llm", 512, &[("cpu0", 1)])
-    );
-    let cfg = config_schema::parse_str(&toml, "serve.toml").unwrap();
-    let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", tcp.local_addr().unwrap());
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(llorch_serve::serve_on(
-        daemon_kit::Listener::Tcp(tcp),
-        cfg,
-        async move {
-            let _ = stop_rx.await;
-        },
-        move || {
-            let _ = ready_tx.send(());
-        },
-        || {},
-    ));
-    tokio::time::timeout(Duration::from_secs(120), ready_rx)
-        .await
-        .expect("llorch serve did not become ready")
-        .unwrap();
+    let srv = Serve::start(catalog_config(&e, &state)).await;
+    let base = srv.base.clone();
     let http = reqwest::Client::new();
 
     // orchestratord's API is there …
@@ -58,23 +33,8 @@ async fn catalog_and_pool_manager_metrics_are_served_beside_the_api() {
         .await
         .unwrap();
     assert_eq!(r.status(), 403);
-    let r = http
-        .post(format!("{base}/v1/catalog/models"))
-        .bearer_auth(CONTROL)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201);
-    let r = http
-        .post(format!(
-            "{base}/v1/catalog/models/sha256:{}/verify",
-            e.model_sha256
-        ))
-        .bearer_auth(CONTROL)
-        .send()
-        .await
-        .unwrap();
+    assert_eq!(register(&http, &base, &e).await.status(), 201);
+    let r = verify(&http, &base, &e).await;
     assert_eq!(r.status(), 200);
     let entry: api_types::CatalogEntry = r.json().await.unwrap();
     assert_eq!(
@@ -110,10 +70,5 @@ async fn catalog_and_pool_manager_metrics_are_served_beside_the_api() {
     let r = http.get(format!("{base}/v1/nope")).send().await.unwrap();
     assert_eq!(r.status(), 404);
 
-    let _ = stop_tx.send(());
-    tokio::time::timeout(Duration::from_secs(30), server)
-        .await
-        .expect("llorch serve did not stop")
-        .unwrap()
-        .unwrap();
+    srv.stop().await;
 }

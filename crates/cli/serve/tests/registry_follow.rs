@@ -5,12 +5,13 @@
 //! id as the supervised engine: its adapter probe always answers Ready, so every Unready seen
 //! below can only have come from the registry feed.
 
+mod common;
+
 use std::time::{Duration, Instant};
 
-use pool_managerd::daemon::PoolManager;
+use common::{CONTROL, DATA, register, verify};
 
-const DATA: &str = "reg-data-key";
-const CONTROL: &str = "reg-control-key";
+use pool_managerd::daemon::PoolManager;
 
 fn keys() -> String {
     test_fixtures::api_keys_toml(&[(DATA, "t", "data"), (CONTROL, "ops", "control")])
@@ -229,24 +230,8 @@ async fn registry_feed_drives_placement_and_catalog_lifecycle() {
     assert_eq!(submit(&http, &base).await.status(), 202);
 
     // Catalog lifecycle through pool-managerd's API.
-    let r = pm_http
-        .post(format!("{pm_base}/v1/catalog/models"))
-        .bearer_auth(CONTROL)
-        .json(&serde_json::json!({"model_ref": e.model.display().to_string(), "sha256": e.model_sha256}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201);
-    let r = pm_http
-        .post(format!(
-            "{pm_base}/v1/catalog/models/sha256:{}/verify",
-            e.model_sha256
-        ))
-        .bearer_auth(CONTROL)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    assert_eq!(register(&pm_http, pm_base, &e).await.status(), 201);
+    assert_eq!(verify(&pm_http, pm_base, &e).await.status(), 200);
     set_state(&pm_http, pm_base, &e.model_sha256, "active").await;
     assert_eq!(submit(&http, &base).await.status(), 202);
 

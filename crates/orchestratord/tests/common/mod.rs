@@ -18,24 +18,11 @@ pub const CONTROL_KEY: &str = "test-control-key";
 
 /// Config head shared by tests: two tenants with data keys, one control key.
 pub fn auth_toml() -> String {
-    format!(
-        r#"
-[[auth.api_keys]]
-key = "{DATA_KEY}"
-tenant = "tenant-a"
-role = "data"
-
-[[auth.api_keys]]
-key = "{DATA_KEY_B}"
-tenant = "tenant-b"
-role = "data"
-
-[[auth.api_keys]]
-key = "{CONTROL_KEY}"
-tenant = "ops"
-role = "control"
-"#
-    )
+    test_fixtures::api_keys_toml(&[
+        (DATA_KEY, "tenant-a", "data"),
+        (DATA_KEY_B, "tenant-b", "data"),
+        (CONTROL_KEY, "ops", "control"),
+    ])
 }
 
 /// A config with one mock pool `p` serving `mock:tiny`.
