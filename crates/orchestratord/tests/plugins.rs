@@ -316,3 +316,84 @@ async fn deferred_work_waits_and_starts_after_the_policy_changes() {
     let evs = read_events(s.stream(KEY_A, "d1").await).await;
     assert_eq!(evs.last().unwrap().0, "end", "{evs:?}");
 }
+
+/// The SDK path through the real binary: the Rust example plugin built to wasm32-wasip1
+/// (`examples/plugins/tenant-half/tenant_half.wasm`, from `cargo xtask build-plugins`) keeps
+/// tenant-a on at most half of the pool's replicas. tenant-a's third task waits although r1 is
+/// idle, another tenant's task still takes r1, and the waiting task starts as soon as one of
+/// tenant-a's own slots frees.
+#[tokio::test]
+async fn sdk_built_plugin_keeps_a_tenant_to_half_the_replicas() {
+    let plugin = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../examples/plugins/tenant-half/tenant_half.wasm");
+    assert!(plugin.exists(), "{} is committed", plugin.display());
+    let replicas = "[[pools.replicas]]\nid = \"r0\"\nslots = 2\nmock = { stall_after_tokens = 1 }\n\n[[pools.replicas]]\nid = \"r1\"\nslots = 2\nmock = { stall_after_tokens = 1 }\n";
+    let s = Server::start(&config(&module(&plugin), replicas));
+    eventually("ready", || async {
+        s.pool_health().await["replicas"]
+            .as_array()
+            .is_some_and(|r| r.iter().all(|r| r["status"] == "ready"))
+    })
+    .await;
+    let busy = |h: &serde_json::Value| {
+        (
+            h["replicas"][0]["slots_busy"].as_u64().unwrap(),
+            h["replicas"][1]["slots_busy"].as_u64().unwrap(),
+        )
+    };
+
+    for id in ["a1", "a2"] {
+        assert_eq!(submit(&s, KEY_A, id, "interactive").await.status(), 202);
+        eventually("placed", || async {
+            s.metric("llorch_queue_depth", &["priority=\"interactive\""])
+                .await
+                == 0.0
+        })
+        .await;
+    }
+    assert_eq!(busy(&s.pool_health().await), (2, 0), "tenant-a shares r0");
+
+    assert_eq!(submit(&s, KEY_A, "a3", "interactive").await.status(), 202);
+    eventually("deferred by the plugin", || async {
+        s.metric("llorch_policy_decisions_total", &["decision=\"defer\""])
+            .await
+            >= 1.0
+    })
+    .await;
+    assert_eq!(
+        busy(&s.pool_health().await),
+        (2, 0),
+        "r1 stays free of tenant-a"
+    );
+
+    // Another tenant is not held up by tenant-a's deferred task.
+    assert_eq!(
+        submit(&s, KEY_BULK, "k1", "interactive").await.status(),
+        202
+    );
+    eventually("k1 on r1", || async {
+        busy(&s.pool_health().await) == (2, 1)
+    })
+    .await;
+    assert_eq!(
+        s.metric("llorch_queue_depth", &["priority=\"interactive\""])
+            .await,
+        1.0,
+        "a3 still queued"
+    );
+
+    // One of tenant-a's slots frees: a3 takes it, on r0.
+    assert_eq!(s.cancel(KEY_A, "a1").await.status(), 204);
+    eventually("a3 started on r0", || async {
+        s.metric("llorch_queue_depth", &["priority=\"interactive\""])
+            .await
+            == 0.0
+            && busy(&s.pool_health().await) == (2, 1)
+    })
+    .await;
+    assert_eq!(s.metric("llorch_policy_fallbacks_total", &[]).await, 0.0);
+    assert_eq!(s.metric("llorch_priority_inversions_total", &[]).await, 0.0);
+    for (key, id) in [(KEY_A, "a2"), (KEY_A, "a3"), (KEY_BULK, "k1")] {
+        assert_eq!(s.cancel(key, id).await.status(), 204, "{id}");
+    }
+}

