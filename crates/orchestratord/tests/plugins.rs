@@ -397,3 +397,39 @@ async fn sdk_built_plugin_keeps_a_tenant_to_half_the_replicas() {
         assert_eq!(s.cancel(key, id).await.status(), 204, "{id}");
     }
 }
+
+/// The shipped systemd unit's sandbox lets policy plugins load. wasmtime compiles a module to
+/// machine code in memory that it then makes executable; systemd's
+/// `MemoryDenyWriteExecute=yes` forbids exactly that. The test reads
+/// systemd/orchestratord.service and, when the unit sets it, applies the same kernel
+/// restriction to the daemon (prctl PR_SET_MDWE, which systemd uses on kernels that have it)
+/// before starting it with a plugin: it must start and decide with the plugin.
+#[tokio::test]
+async fn shipped_unit_sandbox_lets_plugins_compile() {
+    let unit = std::fs::read_to_string(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../systemd/orchestratord.service"),
+    )
+    .unwrap();
+    let mdwe = unit
+        .lines()
+        .any(|l| l.trim().replace(' ', "") == "MemoryDenyWriteExecute=yes");
+    let cfg = config(&module(&wat("good")), ONE_REPLICA);
+    let s = Server::start_customized(&cfg, &[], |cmd| {
+        if mdwe {
+            use std::os::unix::process::CommandExt;
+            const PR_SET_MDWE: libc::c_int = 65;
+            const PR_MDWE_REFUSE_EXEC_GAIN: libc::c_ulong = 1;
+            // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
+            unsafe {
+                cmd.pre_exec(|| {
+                    if libc::prctl(PR_SET_MDWE, PR_MDWE_REFUSE_EXEC_GAIN, 0, 0, 0) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+    });
+    let r = submit(&s, KEY_BLOCKED, "b1", "interactive").await;
+    assert_eq!(r.status(), 429, "the plugin decided");
+}

@@ -66,6 +66,16 @@ impl Server {
     }
 
     pub fn start_with_env(config: &str, env: &[(&str, &str)]) -> Server {
+        Self::start_customized(config, env, |_| {})
+    }
+
+    /// As [`Server::start_with_env`], with a last say over the daemon's `Command` (e.g. the
+    /// process restrictions a systemd unit would apply).
+    pub fn start_customized(
+        config: &str,
+        env: &[(&str, &str)],
+        customize: impl FnOnce(&mut std::process::Command),
+    ) -> Server {
         let dir = tempfile::tempdir().expect("tempdir");
         let cfg_path = dir.path().join("orchestratord.toml");
         std::fs::File::create(&cfg_path)
@@ -95,6 +105,7 @@ impl Server {
                 for (k, v) in env {
                     cmd.env(k, v);
                 }
+                customize(cmd);
             },
         )
         .expect("spawn orchestratord");
