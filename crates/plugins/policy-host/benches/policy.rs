@@ -151,6 +151,15 @@ fn main() {
     assert!(matches!(host.admit(&looping), Outcome::Fallback { .. }));
     assert!(matches!(host.admit(&constant_adm), Outcome::Decided { .. }));
 
+    // The same plugin in a host without the instance pool (what `PolicyHost::new` falls back
+    // to where the pool's address space cannot be reserved): the pool's gain, measured.
+    let on_demand =
+        Arc::new(PolicyHost::new_on_demand(&prometheus::Registry::new()).expect("host"));
+    on_demand
+        .reload("pool", &spec("good", wasm("good.wat"), 10_000_000))
+        .expect("load good.wat on demand");
+    assert!(matches!(on_demand.admit(&adm), Outcome::Decided { .. }));
+
     let rows = [
         (
             format!("admission, good.wat ({adm_len} B)"),
@@ -171,6 +180,12 @@ fn main() {
             }),
         ),
         (
+            "admission, good.wat, no instance pool".to_string(),
+            measure(n, || {
+                std::hint::black_box(on_demand.admit(&adm));
+            }),
+        ),
+        (
             "fallback: out of fuel (100k fuel)".to_string(),
             measure(n / 4, || {
                 std::hint::black_box(host.admit(&looping));
@@ -181,21 +196,33 @@ fn main() {
     // Throughput on every core: the host is shared (&self calls, no lock held during a call).
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
     let per_thread = n / 2;
-    let start = Instant::now();
-    let handles: Vec<_> = (0..threads)
-        .map(|_| {
-            let (host, adm) = (host.clone(), adm.clone());
-            std::thread::spawn(move || {
-                for _ in 0..per_thread {
-                    std::hint::black_box(host.admit(&adm));
-                }
+    let parallel = |host: &Arc<PolicyHost>| {
+        let start = Instant::now();
+        let handles: Vec<_> = (0..threads)
+            .map(|_| {
+                let (host, adm) = (host.clone(), adm.clone());
+                std::thread::spawn(move || {
+                    for _ in 0..per_thread {
+                        std::hint::black_box(host.admit(&adm));
+                    }
+                })
             })
-        })
-        .collect();
-    for h in handles {
-        h.join().expect("bench thread");
-    }
-    let parallel = (threads * per_thread) as f64 / start.elapsed().as_secs_f64();
+            .collect();
+        for h in handles {
+            h.join().expect("bench thread");
+        }
+        (threads * per_thread) as f64 / start.elapsed().as_secs_f64()
+    };
+    let parallel_rows = [
+        (
+            format!("admission, good.wat, {threads} threads"),
+            parallel(&host),
+        ),
+        (
+            format!("same, no instance pool, {threads} threads"),
+            parallel(&on_demand),
+        ),
+    ];
 
     println!();
     println!("policy plugin calls through PolicyHost (good.wat, 8 replicas, {n} calls per row)");
@@ -211,13 +238,9 @@ fn main() {
             rate
         );
     }
-    println!(
-        "{:<40} {:>10} {:>10} {:>14.0}",
-        format!("admission, good.wat, {threads} threads"),
-        "-",
-        "-",
-        parallel
-    );
+    for (name, rate) in &parallel_rows {
+        println!("{name:<40} {:>10} {:>10} {rate:>14.0}", "-", "-");
+    }
 }
 
 /// Snapshot size in bytes as the host serializes it.

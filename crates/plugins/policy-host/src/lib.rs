@@ -13,7 +13,8 @@
 //! - **Bounded**: fuel bounds CPU per call, a resource limiter bounds memory.
 //! - **Pure**: every call runs in a fresh instance (compiled once, instantiated per call from a
 //!   pre-linked `InstancePre`), so the same snapshot gives the same decision, also after a call
-//!   that trapped.
+//!   that trapped. Instances come from wasmtime's pooling allocator, so a call costs no
+//!   mmap/munmap (see [`PolicyHost::new`]).
 //! - **Never fatal**: a trap, exhausted fuel, refused memory or a malformed answer becomes
 //!   [`Outcome::Fallback`] with a [`FallbackReason`]; the caller applies its built-in decision.
 //!   Nothing here panics on plugin output.
@@ -29,6 +30,7 @@
 
 mod metrics;
 mod plugin;
+mod slots;
 mod wasi;
 
 use std::collections::HashMap;
@@ -239,6 +241,9 @@ impl PluginSpec {
 /// The policy plugins of all pools, with one shared wasmtime engine and the metrics.
 pub struct PolicyHost {
     engine: wasmtime::Engine,
+    /// Bounds concurrent calls to the instance pool's size, so a burst waits for a slot
+    /// instead of failing instantiation and silently falling back. `None`: on-demand engine.
+    gate: Option<slots::Gate>,
     /// Pool id → plugin. Readers clone the `Arc` under the read lock and call outside it, so a
     /// swap never waits for a plugin call and a call never sees half of a swap.
     plugins: RwLock<HashMap<String, Arc<Plugin>>>,
@@ -253,26 +258,98 @@ impl std::fmt::Debug for PolicyHost {
     }
 }
 
+/// Instance slots of the pool: concurrent calls are bounded by the threads that make them
+/// (orchestratord's runtime workers), so a few per core is plenty; each slot reserves (not
+/// commits) address space for the largest memory a plugin may be given.
+pub const INSTANCE_SLOTS_PER_CORE: u32 = 4;
+
+/// See [`INSTANCE_SLOTS_PER_CORE`]; the pool has at least this many slots.
+pub const INSTANCE_SLOTS: u32 = 16;
+
+/// Memory a pooled slot keeps resident between calls and resets with memset instead of
+/// madvise: policy plugins' working sets are small, and madvise would cost TLB shootdowns.
+const KEEP_RESIDENT_BYTES: usize = 1 << 20;
+
+fn engine_config(pool_slots: Option<u32>) -> wasmtime::Config {
+    let mut config = wasmtime::Config::new();
+    config
+        .consume_fuel(true)
+        // Determinism: the same snapshot gives the same decision on every host.
+        .cranelift_nan_canonicalization(true)
+        .relaxed_simd_deterministic(true)
+        .wasm_multi_memory(false)
+        // Plugin memories are small: no 4 GiB reservation and guard per memory, explicit
+        // bounds checks instead.
+        .memory_guard_size(0);
+    match pool_slots {
+        Some(slots) => {
+            let mut pool = wasmtime::PoolingAllocationConfig::new();
+            pool.total_core_instances(slots)
+                .total_memories(slots)
+                .total_tables(slots)
+                .max_memory_size(plugin::MAX_MEMORY_BYTES)
+                .table_elements(plugin::MAX_TABLE_ELEMENTS)
+                .max_unused_warm_slots(slots)
+                .linear_memory_keep_resident(KEEP_RESIDENT_BYTES)
+                .table_keep_resident(KEEP_RESIDENT_BYTES);
+            config
+                .allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool))
+                .memory_reservation(plugin::MAX_MEMORY_BYTES as u64)
+                .memory_reservation_for_growth(0);
+        }
+        None => {
+            // Per-call instances on demand: a small reservation keeps each call's mmap small.
+            config
+                .memory_reservation(0)
+                .memory_reservation_for_growth(1 << 20);
+        }
+    }
+    config
+}
+
 impl PolicyHost {
     /// A host without plugins whose metrics are registered on `registry`.
+    ///
+    /// Every call instantiates its module afresh (purity). With wasmtime's default on-demand
+    /// allocator that is an mmap, mprotect and munmap of the linear memory (and of its
+    /// copy-on-write data image) per call; munmap's TLB shootdowns across cores made those
+    /// syscalls most of a call's cost under load. The pooling allocator reserves
+    /// [`INSTANCE_SLOTS`]-many instance slots once and resets a used slot in place (memset of
+    /// the resident part), so a call makes no memory-map syscalls. Where the reservation is
+    /// refused (e.g. a low `ulimit -v`), the host falls back to on-demand allocation and says
+    /// so in the log.
     pub fn new(registry: &prometheus::Registry) -> Result<PolicyHost, HostError> {
-        let mut config = wasmtime::Config::new();
-        config
-            .consume_fuel(true)
-            // Determinism: the same snapshot gives the same decision on every host.
-            .cranelift_nan_canonicalization(true)
-            .relaxed_simd_deterministic(true)
-            .wasm_multi_memory(false)
-            // Per-call instances: the default 4 GiB virtual reservation (+ guard) per memory
-            // means an mmap/munmap of that size on every call, which serializes calls on the
-            // kernel's mm lock. Plugin memories are small; explicit bounds checks are cheaper.
-            .memory_reservation(0)
-            .memory_guard_size(0)
-            .memory_reservation_for_growth(1 << 20);
-        let engine =
-            wasmtime::Engine::new(&config).map_err(|e| HostError::Engine(format!("{e:#}")))?;
+        let slots = slots::instance_slots();
+        match wasmtime::Engine::new(&engine_config(Some(slots))) {
+            Ok(engine) => PolicyHost::with_engine(registry, engine, Some(slots)),
+            Err(e) => {
+                tracing::warn!(
+                    target: "llorch_policy",
+                    error = %format!("{e:#}"),
+                    slots,
+                    "cannot reserve the policy plugin instance pool; allocating instances on demand (slower)"
+                );
+                PolicyHost::new_on_demand(registry)
+            }
+        }
+    }
+
+    /// A host whose instances are allocated per call, with no pool: what [`PolicyHost::new`]
+    /// falls back to; public so that benchmarks can compare the two.
+    pub fn new_on_demand(registry: &prometheus::Registry) -> Result<PolicyHost, HostError> {
+        let engine = wasmtime::Engine::new(&engine_config(None))
+            .map_err(|e| HostError::Engine(format!("{e:#}")))?;
+        PolicyHost::with_engine(registry, engine, None)
+    }
+
+    fn with_engine(
+        registry: &prometheus::Registry,
+        engine: wasmtime::Engine,
+        pool_slots: Option<u32>,
+    ) -> Result<PolicyHost, HostError> {
         Ok(PolicyHost {
             engine,
+            gate: pool_slots.map(slots::Gate::new),
             plugins: RwLock::new(HashMap::new()),
             metrics: metrics::Metrics::new(registry)?,
         })
@@ -360,7 +437,10 @@ impl PolicyHost {
             return Outcome::NotConfigured;
         };
         let started = Instant::now();
-        let result = plugin.admit(snapshot);
+        let result = {
+            let _slot = self.gate.as_ref().map(slots::Gate::acquire);
+            plugin.admit(snapshot)
+        };
         self.finish(
             Hook::Admission,
             &snapshot.pool_id,
@@ -379,7 +459,10 @@ impl PolicyHost {
             return Outcome::NotConfigured;
         };
         let started = Instant::now();
-        let result = plugin.place(snapshot);
+        let result = {
+            let _slot = self.gate.as_ref().map(slots::Gate::acquire);
+            plugin.place(snapshot)
+        };
         self.finish(
             Hook::Placement,
             &snapshot.pool_id,
@@ -447,5 +530,85 @@ impl PolicyHost {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn good() -> PluginSpec {
+        let text = include_str!("../../../../examples/plugins/wat/good.wat");
+        PluginSpec {
+            id: "good".into(),
+            module: ModuleSource::Bytes(wat::parse_str(text).expect("good.wat")),
+            limits: Limits::default(),
+            grants: vec![],
+        }
+    }
+
+    fn snapshot(tenant: &str) -> AdmissionSnapshot {
+        AdmissionSnapshot {
+            pool_id: "p".into(),
+            now_ms: 0,
+            task: TaskInfo {
+                task_id: "t".into(),
+                tenant: tenant.into(),
+                priority: Priority::Interactive,
+                model_ref: "m".into(),
+                ctx: 512,
+                max_tokens: 8,
+                prompt_tokens: 4,
+                deadline_ms: None,
+                session_id: None,
+            },
+            queue: QueueState {
+                capacity: 8,
+                depth_interactive: 0,
+                depth_batch: 0,
+            },
+            tenant_usage: TenantUsage {
+                running: 0,
+                queued: 0,
+            },
+            replicas: vec![],
+        }
+    }
+
+    /// Both allocation strategies run the same plugin to the same decisions: the on-demand
+    /// fallback (taken where the pool's address space cannot be reserved) is not a lesser host.
+    #[test]
+    fn pooled_and_on_demand_hosts_decide_alike() {
+        let pooled = PolicyHost::new(&prometheus::Registry::new()).unwrap();
+        assert!(
+            pooled.gate.is_some(),
+            "the pool is reserved on this machine"
+        );
+        let on_demand = PolicyHost::new_on_demand(&prometheus::Registry::new()).unwrap();
+        assert!(on_demand.gate.is_none());
+        for host in [&pooled, &on_demand] {
+            host.reload("p", &good()).unwrap();
+            // More calls than the pool has slots: slots are reused, never exhausted.
+            for _ in 0..(2 * INSTANCE_SLOTS) {
+                assert_eq!(
+                    host.admit(&snapshot("blocked")).decision(),
+                    Some(&AdmissionDecision::Reject {
+                        reason: "tenant blocked by policy".into()
+                    })
+                );
+                assert_eq!(
+                    host.admit(&snapshot("acme")).decision(),
+                    Some(&AdmissionDecision::Admit)
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn memory_beyond_a_pool_slot_is_refused_at_load() {
+        let host = PolicyHost::new(&prometheus::Registry::new()).unwrap();
+        let mut spec = good();
+        spec.limits.memory_bytes = plugin::MAX_MEMORY_BYTES as u64 + 1;
+        assert!(matches!(host.load(&spec), Err(LoadError::InvalidLimits(_))));
     }
 }

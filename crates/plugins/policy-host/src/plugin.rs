@@ -94,7 +94,11 @@ struct Limiter {
 }
 
 /// Plenty for any policy; bounds `table.grow` the way `memory_bytes` bounds memory.
-const MAX_TABLE_ELEMENTS: usize = 100_000;
+pub(crate) const MAX_TABLE_ELEMENTS: usize = 100_000;
+
+/// The largest `memory_bytes` a plugin may be given (the config's limit too): each pooled
+/// instance slot reserves this much address space.
+pub(crate) const MAX_MEMORY_BYTES: usize = config_schema::MAX_POLICY_MEMORY_BYTES as usize;
 
 impl ResourceLimiter for Limiter {
     fn memory_growing(
@@ -170,7 +174,14 @@ impl Plugin {
             return Err(LoadError::InvalidLimits("fuel must be > 0".into()));
         }
         let memory_max = usize::try_from(spec.limits.memory_bytes)
-            .map_err(|_| LoadError::InvalidLimits("memory_bytes too large".into()))?;
+            .ok()
+            .filter(|m| *m <= MAX_MEMORY_BYTES)
+            .ok_or_else(|| {
+                LoadError::InvalidLimits(format!(
+                    "memory_bytes is {}, the limit is {MAX_MEMORY_BYTES}",
+                    spec.limits.memory_bytes
+                ))
+            })?;
         let version = format!(
             "sha256:{}",
             &hex::encode(sha2::Sha256::digest(&bytes))[..16]
