@@ -1,7 +1,9 @@
 //! The OpenAPI 3.1 document, generated from the handlers and api-types (ORCH-3044). The
 //! committed copy at docs/api/openapi.json is checked fresh by `tests/contracts_fresh.rs`.
 
+use utoipa::openapi::path::Operation;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
 use crate::api;
@@ -41,7 +43,100 @@ pub struct ApiDoc;
 pub fn document() -> utoipa::openapi::OpenApi {
     let mut doc = ApiDoc::openapi();
     doc.merge(api_types::catalog_api::document());
+    for item in doc.paths.paths.values_mut() {
+        for op in [
+            &mut item.get,
+            &mut item.post,
+            &mut item.put,
+            &mut item.delete,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            add_common_responses(op);
+        }
+    }
     doc
+}
+
+/// Answers that whole classes of routes give, added here once instead of on every handler
+/// (schemathesis found them missing): a route behind an API key answers 401 without a valid
+/// one; a route that reads a JSON body answers 400 (malformed), 413 (too large) and 415 (not
+/// `application/json`), from `ApiJson`. Every response also gets a description (OpenAPI
+/// requires one).
+fn add_common_responses(op: &mut Operation) {
+    let secured = op.security.as_ref().is_some_and(|s| !s.is_empty());
+    let reads_body = op.request_body.is_some();
+    let common: &[(&str, &str, bool)] = &[
+        (
+            "400",
+            "INVALID_PARAMS: malformed or invalid request",
+            reads_body,
+        ),
+        (
+            "401",
+            "UNAUTHENTICATED: missing or unknown API key",
+            secured,
+        ),
+        (
+            "413",
+            "INVALID_PARAMS: body over the size limit",
+            reads_body,
+        ),
+        (
+            "415",
+            "INVALID_PARAMS: body is not `application/json`",
+            reads_body,
+        ),
+    ];
+    for (status, description, applies) in common {
+        if *applies {
+            op.responses
+                .responses
+                .entry((*status).to_string())
+                .or_insert_with(|| error_response(description));
+        }
+    }
+    for (status, response) in op.responses.responses.iter_mut() {
+        if let RefOr::T(r) = response
+            && r.description.is_empty()
+        {
+            r.description = default_description(status).to_string();
+        }
+    }
+}
+
+fn error_response(description: &str) -> RefOr<utoipa::openapi::Response> {
+    RefOr::T(
+        ResponseBuilder::new()
+            .description(description)
+            .content(
+                "application/json",
+                ContentBuilder::new()
+                    .schema(Some(Ref::from_schema_name("ErrorEnvelope")))
+                    .build(),
+            )
+            .build(),
+    )
+}
+
+fn default_description(status: &str) -> &'static str {
+    match status {
+        "200" => "OK",
+        "201" => "Created",
+        "202" => "Accepted",
+        "204" => "No content",
+        "400" => "INVALID_PARAMS",
+        "401" => "UNAUTHENTICATED",
+        "403" => "FORBIDDEN: this route needs a key of another role",
+        "404" => "Not found",
+        "409" => "Conflict",
+        "410" => "Gone",
+        "422" => "Unprocessable",
+        "429" => "ADMISSION_REJECT",
+        "503" => "Unavailable",
+        _ => "See the error envelope's `code`",
+    }
 }
 
 /// The document as committed: pretty JSON with a trailing newline.

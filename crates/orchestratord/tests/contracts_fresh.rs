@@ -96,3 +96,57 @@ async fn served_openapi_matches_committed() {
     assert_eq!(caps["api_version"], api_types::API_VERSION);
     assert_eq!(caps["engines"], serde_json::json!(["mock"]));
 }
+
+/// The document tells the truth about the answers every route gives before its own logic
+/// runs (schemathesis found them undocumented): each secured route answers a request without
+/// a key with 401, and each route that reads a JSON body answers a body without
+/// `Content-Type: application/json` with 415 (a key of the right role sent) — and both
+/// statuses are in that operation's documented responses.
+#[tokio::test]
+async fn served_statuses_for_missing_key_and_media_type_are_documented() {
+    let s = common::Server::start(&common::mock_config(1, "", "", ""));
+    let doc = orchestratord::openapi::document();
+    let mut checked = 0;
+    for (path, item) in &doc.paths.paths {
+        // Served by pool-managerd (and `llorch serve`), not by a plain orchestratord.
+        if path.starts_with("/v1/catalog") {
+            continue;
+        }
+        let url = s.url(&path.replace("{id}", "mock"));
+        for (method, op) in [
+            (reqwest::Method::GET, &item.get),
+            (reqwest::Method::POST, &item.post),
+            (reqwest::Method::DELETE, &item.delete),
+        ] {
+            let Some(op) = op else { continue };
+            let documented = |status: u16| op.responses.responses.contains_key(&status.to_string());
+            if op.security.as_ref().is_some_and(|s| !s.is_empty()) {
+                let r = s.http.request(method.clone(), &url).send().await.unwrap();
+                assert_eq!(r.status(), 401, "{method} {path} without a key");
+                assert!(documented(401), "{method} {path}: 401 undocumented");
+                checked += 1;
+            }
+            if op.request_body.is_some() {
+                let mut status = 0;
+                for key in [common::DATA_KEY, common::CONTROL_KEY] {
+                    let r = s
+                        .http
+                        .request(method.clone(), &url)
+                        .bearer_auth(key)
+                        .body("{}")
+                        .send()
+                        .await
+                        .unwrap();
+                    status = r.status().as_u16();
+                    if status != 403 {
+                        break;
+                    }
+                }
+                assert_eq!(status, 415, "{method} {path} without a JSON content type");
+                assert!(documented(415), "{method} {path}: 415 undocumented");
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked >= 12, "only {checked} checks ran");
+}

@@ -81,14 +81,21 @@ pub struct PolicyInfo {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DrainRequest {
-    /// How long running tasks may continue before they are canceled.
+    /// How long running tasks may continue before they are canceled; at most one day.
+    #[schema(maximum = 86_400_000)]
     pub deadline_ms: u64,
+}
+
+impl DrainRequest {
+    /// The longest drain deadline accepted (the schema's `maximum` says the same).
+    pub const MAX_DEADLINE_MS: u64 = 24 * 3600 * 1000;
 }
 
 /// `POST /v1/pools/{id}/reload` body.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReloadRequest {
+    #[schema(min_length = 1)]
     pub new_model_ref: String,
     /// Required SHA-256 of the new model file (UNTRUSTED_ARTIFACT on mismatch).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -129,4 +136,21 @@ pub struct ReplicaRecord {
     /// Deprecated/Retired models and drains or unloads their pools.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model_state: Option<crate::ModelState>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The schema's `maximum` is a literal (attributes take no constants): keep it equal to
+    /// the limit the handler enforces.
+    #[test]
+    fn drain_schema_maximum_is_the_enforced_limit() {
+        let schema = serde_json::to_value(<DrainRequest as utoipa::PartialSchema>::schema())
+            .expect("schema serializes");
+        assert_eq!(
+            schema["properties"]["deadline_ms"]["maximum"],
+            serde_json::json!(DrainRequest::MAX_DEADLINE_MS)
+        );
+    }
 }

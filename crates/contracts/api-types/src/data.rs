@@ -102,10 +102,12 @@ pub struct TaskRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tenant: Option<String>,
     pub workload: Workload,
+    #[schema(min_length = 1)]
     pub model_ref: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub engine: Option<Engine>,
     /// Context window the task needs, in tokens; must not exceed the pool's `ctx_max`.
+    #[schema(minimum = 1)]
     pub ctx: u32,
     #[serde(default = "default_priority")]
     pub priority: Priority,
@@ -120,6 +122,7 @@ pub struct TaskRequest {
     pub prompt: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub inputs: Option<Vec<String>>,
+    #[schema(minimum = 1)]
     pub max_tokens: u32,
     /// Relative deadline from submission, in milliseconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]

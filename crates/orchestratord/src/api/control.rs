@@ -123,7 +123,7 @@ pub async fn drain(
     ApiJson(req): ApiJson<DrainRequest>,
 ) -> Result<(StatusCode, Json<PoolHealth>), ApiError> {
     let i = pool_index(&state, &id)?;
-    if req.deadline_ms > 24 * 3600 * 1000 {
+    if req.deadline_ms > DrainRequest::MAX_DEADLINE_MS {
         return Err(ApiError::invalid("deadline_ms must be at most one day"));
     }
     let bg = state.clone();
@@ -171,7 +171,7 @@ pub async fn reload_policy(
     responses((status = 200, description = "Switched", body = PoolHealth),
         (status = 403, body = ErrorEnvelope), (status = 404, body = ErrorEnvelope),
         (status = 422, description = "UNTRUSTED_ARTIFACT: checksum mismatch, rolled back", body = ErrorEnvelope),
-        (status = 503, description = "POOL_UNREADY: new model never became ready, rolled back", body = ErrorEnvelope)),
+        (status = 503, description = "POOL_UNREADY: new model never became ready, rolled back; or POOL_UNAVAILABLE: no pool manager here (plain orchestratord)", body = ErrorEnvelope)),
     security(("api_key" = [])))]
 pub async fn reload(
     State(state): State<Arc<AppState>>,

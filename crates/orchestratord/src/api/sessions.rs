@@ -15,6 +15,7 @@ use crate::state::AppState;
     params(("id" = String, Path, description = "session id")),
     responses(
         (status = 200, body = SessionInfo),
+        (status = 403, description = "FORBIDDEN: needs a data key", body = ErrorEnvelope),
         (status = 404, description = "Unknown or expired session", body = ErrorEnvelope),
     ),
     security(("api_key" = [])))]
@@ -44,6 +45,7 @@ pub async fn get_session(
     params(("id" = String, Path, description = "session id")),
     responses(
         (status = 204, description = "Evicted"),
+        (status = 403, description = "FORBIDDEN: needs a data key", body = ErrorEnvelope),
         (status = 404, description = "Unknown or expired session", body = ErrorEnvelope),
     ),
     security(("api_key" = [])))]

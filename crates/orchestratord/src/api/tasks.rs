@@ -58,6 +58,7 @@ pub async fn submit(
     params(("id" = String, Path, description = "task id")),
     responses(
         (status = 200, description = "text/event-stream with events started, token, metrics, end, error", content_type = "text/event-stream", body = String),
+        (status = 403, description = "FORBIDDEN: needs a data key", body = ErrorEnvelope),
         (status = 404, description = "Unknown task (or another tenant's)", body = ErrorEnvelope),
     ),
     security(("api_key" = [])))]
@@ -140,6 +141,7 @@ fn event_stream(
     params(("id" = String, Path, description = "task id")),
     responses(
         (status = 204, description = "Canceled; no token event follows"),
+        (status = 403, description = "FORBIDDEN: needs a data key", body = ErrorEnvelope),
         (status = 404, description = "Unknown task (or another tenant's)", body = ErrorEnvelope),
         (status = 409, description = "TASK_FINISHED", body = ErrorEnvelope),
     ),
