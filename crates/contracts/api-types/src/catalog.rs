@@ -115,8 +115,10 @@ pub struct Verification {
 #[serde(deny_unknown_fields)]
 pub struct RegisterModelRequest {
     /// A local path (`file:` prefix optional) or an `http(s)://` URL.
+    #[schema(min_length = 1)]
     pub model_ref: String,
     /// Required SHA-256 of the artifact, 64 hex characters; becomes the entry's id.
+    #[schema(pattern = "^(sha256:)?[0-9a-fA-F]{64}$")]
     pub sha256: String,
 }
 

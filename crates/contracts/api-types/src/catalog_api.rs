@@ -54,7 +54,7 @@ pub fn list_models() {}
 /// One entry.
 #[utoipa::path(get, path = "/v1/catalog/models/{id}", tag = "catalog",
     params(("id" = String, Path, description = "`sha256:<digest>` or the bare digest")),
-    responses((status = 200, body = CatalogEntry), (status = 401, body = ErrorEnvelope), (status = 403, body = ErrorEnvelope), (status = 404, body = ErrorEnvelope)),
+    responses((status = 200, body = CatalogEntry), (status = 400, body = ErrorEnvelope, description = "INVALID_PARAMS: the id is not a SHA-256 digest"), (status = 401, body = ErrorEnvelope), (status = 403, body = ErrorEnvelope), (status = 404, body = ErrorEnvelope)),
     security(("api_key" = [])))]
 pub fn get_model() {}
 
@@ -62,7 +62,7 @@ pub fn get_model() {}
 #[utoipa::path(post, path = "/v1/catalog/models/{id}/verify", tag = "catalog",
     description = "Re-hashes the entry's artifact (downloading a URL into the cache, resuming a partial download) and records `passed`, `mismatch` or `unavailable`; 200 whatever the result.",
     params(("id" = String, Path, description = "`sha256:<digest>` or the bare digest")),
-    responses((status = 200, body = CatalogEntry), (status = 401, body = ErrorEnvelope), (status = 403, body = ErrorEnvelope), (status = 404, body = ErrorEnvelope)),
+    responses((status = 200, body = CatalogEntry), (status = 400, body = ErrorEnvelope, description = "INVALID_PARAMS: the id is not a SHA-256 digest"), (status = 401, body = ErrorEnvelope), (status = 403, body = ErrorEnvelope), (status = 404, body = ErrorEnvelope)),
     security(("api_key" = [])))]
 pub fn verify_model() {}
 
@@ -73,7 +73,7 @@ pub fn verify_model() {}
     request_body = SetModelStateRequest,
     responses(
         (status = 200, body = CatalogEntry),
-        (status = 400, body = ErrorEnvelope, description = "INVALID_PARAMS: illegal move"),
+        (status = 400, body = ErrorEnvelope, description = "INVALID_PARAMS: illegal move, or the id is not a SHA-256 digest"),
         (status = 401, body = ErrorEnvelope), (status = 403, body = ErrorEnvelope), (status = 404, body = ErrorEnvelope),
         (status = 422, body = ErrorEnvelope, description = "UNTRUSTED_ARTIFACT: active/canary without a passed verification")),
     security(("api_key" = [])))]

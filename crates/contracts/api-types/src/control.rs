@@ -99,6 +99,7 @@ pub struct ReloadRequest {
     pub new_model_ref: String,
     /// Required SHA-256 of the new model file (UNTRUSTED_ARTIFACT on mismatch).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(pattern = "^[0-9a-fA-F]{64}$")]
     pub new_model_sha256: Option<String>,
 }
 
