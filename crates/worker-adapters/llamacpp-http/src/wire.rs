@@ -86,7 +86,28 @@ pub fn map_error(e: &EngineError) -> WorkerError {
         _ if e.code == 503 => ErrorCode::PoolUnready,
         _ => ErrorCode::Internal,
     };
-    WorkerError::new(code, format!("llama-server: {}", e.message))
+    WorkerError::new(
+        code,
+        format!(
+            "llama-server: {}",
+            clip(&e.message, MAX_ENGINE_MESSAGE_BYTES)
+        ),
+    )
+}
+
+/// How much of an engine's error message reaches clients: enough for any real llama-server
+/// message, while a misbehaving engine cannot make error envelopes arbitrarily large.
+pub const MAX_ENGINE_MESSAGE_BYTES: usize = 512;
+
+fn clip(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
 }
 
 pub fn error_from_body(status: u16, body: &[u8]) -> WorkerError {
@@ -109,9 +130,14 @@ pub fn parse_chunk(data: &str) -> Result<CompletionChunk, WorkerError> {
         return Err(map_error(&b.error));
     }
     serde_json::from_str(data).map_err(|e| {
+        // serde quotes offending values: bound what an engine can put into the message.
+        let detail = e.to_string();
         WorkerError::new(
             ErrorCode::WorkerReset,
-            format!("bad llama-server chunk: {e}"),
+            format!(
+                "bad llama-server chunk: {}",
+                clip(&detail, MAX_ENGINE_MESSAGE_BYTES)
+            ),
         )
     })
 }
@@ -119,6 +145,32 @@ pub fn parse_chunk(data: &str) -> Result<CompletionChunk, WorkerError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Whatever an engine sends as a chunk or an error body, the adapter gets a typed
+        /// result (never a panic), and an error's message stays bounded.
+        #[test]
+        fn any_engine_bytes_give_a_typed_bounded_result(
+            text in "\\PC{0,600}",
+            body in prop::collection::vec(any::<u8>(), 0..700),
+            status in 100u16..600,
+            message in "\\PC{0,2000}",
+        ) {
+            let bound = "bad llama-server chunk: ".len() + MAX_ENGINE_MESSAGE_BYTES;
+            // Arbitrary text, and a JSON string (which serde quotes back in its error).
+            for chunk in [text.clone(), serde_json::json!(message).to_string()] {
+                if let Err(e) = parse_chunk(&chunk) {
+                    prop_assert!(e.message.len() <= bound, "{}", e.message);
+                }
+            }
+            prop_assert!(error_from_body(status, &body).message.len() <= bound);
+            let wrapped = serde_json::json!({"error": {"message": message, "type": "server_error", "code": status}});
+            let e = error_from_body(status, wrapped.to_string().as_bytes());
+            prop_assert!(e.message.len() <= bound);
+            prop_assert!(e.message.starts_with("llama-server: "));
+        }
+    }
 
     // Captured from a real llama-server (see module docs).
     const TOKEN: &str = r#"{"index":0,"content":" beauty","tokens":[6122],"stop":false,"id_slot":-1,"tokens_predicted":2,"tokens_evaluated":7}"#;
