@@ -97,7 +97,7 @@ impl PmMetrics {
             replica_ready: gauge(
                 &r,
                 "llorch_replica_ready",
-                "1 when the replica's engine is Ready (model loaded, one-token decode answered).",
+                "1 when the replica's engine is Ready (model loaded, one-token decode answered, self-test passed).",
                 &["pool_id", "replica_id", "engine", "engine_version", "cpu"],
             ),
             replica_state: gauge(

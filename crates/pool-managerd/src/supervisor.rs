@@ -1,8 +1,9 @@
 //! Supervises one engine process for one replica (ORCH-3001, 3002, 3038, 3053): spawns
 //! llama-server with the replica's device mask in its own process group (killed with us via
 //! PDEATHSIG), streams its output into our logs, declares the replica Ready only after the
-//! model answered a one-token decode, and restarts it after a crash with exponential backoff
-//! behind a circuit breaker.
+//! model answered a one-token decode and passed the startup self-test (ORCH-3049: telemetry
+//! counts that decode, a canceled stream frees its slot), and restarts it after a crash with
+//! exponential backoff behind a circuit breaker.
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -69,7 +70,7 @@ impl EngineSpec {
 pub enum Phase {
     /// Process started, model loading or warm-up decode pending.
     Starting,
-    /// Loaded and answered a one-token decode.
+    /// Loaded, answered a one-token decode and passed the startup self-test.
     Ready,
     /// Crashed or failed to start; restart pending after backoff.
     Backoff {
@@ -301,6 +302,54 @@ async fn wait_ready(spec: &EngineSpec, child: &mut Child) -> Result<(), String> 
     if !status.is_success() || v["tokens_predicted"].as_u64().unwrap_or(0) < 1 {
         return Err(format!("warm-up decode failed: HTTP {status}: {v}"));
     }
+    self_test(spec).await
+}
+
+/// The rest of the startup self-test (ORCH-3049), through the same adapter code that will
+/// serve traffic: the engine's telemetry counts the warm-up decode (so its metrics can be
+/// trusted), and a streaming job canceled after its first token gives its slot back (so a
+/// cancel can never leak engine capacity). A replica failing either is not Ready.
+async fn self_test(spec: &EngineSpec) -> Result<(), String> {
+    use adapter_api::{WorkerAdapter, WorkerEvent};
+    use futures::StreamExt;
+    use llamacpp_adapter::{LlamaCppAdapter, LlamaCppConfig};
+
+    let adapter = LlamaCppAdapter::new(LlamaCppConfig::new(spec.base_url(), ""))
+        .map_err(|e| format!("self-test: {}", e.message))?;
+    let m = adapter
+        .metrics()
+        .await
+        .map_err(|e| format!("self-test: telemetry: {}", e.message))?;
+    if m.tokens_predicted_total.unwrap_or(0.0) < 1.0 {
+        return Err(
+            "self-test: telemetry: /metrics does not count the warm-up decode (llamacpp:tokens_predicted_total)"
+                .into(),
+        );
+    }
+    let job_id = "llorch-self-test";
+    let mut stream = adapter
+        .generate(api_types::worker::GenerateRequest {
+            job_id: job_id.into(),
+            prompt: "Hello".into(),
+            max_tokens: 64,
+            seed: 0,
+            sampler_profile_version: None,
+            strict_determinism: false,
+        })
+        .await
+        .map_err(|e| format!("self-test: streaming decode: {}", e.message))?;
+    match tokio::time::timeout(Duration::from_secs(30), stream.next()).await {
+        Ok(Some(Ok(WorkerEvent::Token(_) | WorkerEvent::End(_)))) => {}
+        Ok(Some(Err(e))) => return Err(format!("self-test: streaming decode: {}", e.message)),
+        Ok(None) => return Err("self-test: streaming decode ended without a token".into()),
+        Err(_) => return Err("self-test: no token within 30 s".into()),
+    }
+    // Returns once /slots shows the slot idle again (or fails after the adapter's timeout).
+    adapter
+        .cancel(job_id)
+        .await
+        .map_err(|e| format!("self-test: cancel: {}", e.message))?;
+    drop(stream);
     Ok(())
 }
 
