@@ -16,9 +16,11 @@ use crate::task::Task;
 enum Outcome {
     /// The replica could not take the job at all (unready, unreachable): retry elsewhere.
     NotStarted(WorkerError),
+    /// The engine finished; the task's log is sealed and `end` is appended after release.
     Completed {
         tokens: u32,
         first_token_ms: u64,
+        end: EndEvent,
     },
     Failed {
         tokens: u32,
@@ -72,6 +74,7 @@ pub async fn run(
     let adapter = r.adapter();
     let outcome = drive(&state, &task, &adapter, pool_idx, replica, &version, &q).await;
     let decode_ms = dispatched.elapsed().as_millis() as u64;
+    let mut sealed_end = None;
     let usage = match outcome {
         Outcome::NotStarted(e) => {
             state.mark_replica_unready(pool_idx, replica, &e.to_string());
@@ -82,6 +85,7 @@ pub async fn run(
         Outcome::Completed {
             tokens,
             first_token_ms,
+            end,
         } => {
             state
                 .metrics
@@ -93,6 +97,7 @@ pub async fn run(
                 .decode_duration
                 .with_label_values(&[labels[0], labels[2], labels[3]])
                 .observe(decode_ms as f64 / 1000.0);
+            sealed_end = Some(end);
             Usage {
                 tokens_out: tokens,
                 completed: true,
@@ -132,6 +137,10 @@ pub async fn run(
         tokens_in = task.prompt_tokens, tokens_out = usage.tokens_out, "task finished"
     );
     state.release(pool_idx, replica, usage, &task);
+    // Only now may the client see `end`: slot, quota and session budget are given back.
+    if let Some(end) = sealed_end {
+        task.push_sealed_end(end);
+    }
 }
 
 /// Makes sure the engine no longer works on the job before its slot is reused.
@@ -244,10 +253,11 @@ async fn drive(
                     tokens_out: n,
                     decode_ms: e.decode_ms,
                 };
-                return if task.push(StreamEvent::End(end)) {
+                return if task.seal() {
                     Outcome::Completed {
                         tokens: n,
                         first_token_ms,
+                        end,
                     }
                 } else {
                     Outcome::Canceled { tokens: n }

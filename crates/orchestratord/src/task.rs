@@ -19,7 +19,11 @@ pub enum Phase {
 struct Log {
     events: Vec<StreamEvent>,
     phase: Phase,
+    /// The terminal event is in `events` (readers see the end).
     terminal: bool,
+    /// The runner claimed the end (see [`Task::seal`]): nothing else may end or extend the
+    /// log, though its terminal event is not appended yet.
+    sealed: bool,
 }
 
 #[derive(Debug)]
@@ -89,6 +93,7 @@ impl Task {
                 events: Vec::new(),
                 phase: Phase::Queued,
                 terminal: false,
+                sealed: false,
             }),
             appended: watch::channel(0).0,
             cancel_signal: Notify::new(),
@@ -109,7 +114,7 @@ impl Task {
         }
         let n = {
             let mut log = self.log();
-            if log.terminal {
+            if log.terminal || log.sealed {
                 return false;
             }
             log.events.push(ev);
@@ -139,7 +144,7 @@ impl Task {
     fn finish_with(&self, ev: StreamEvent) -> Option<Phase> {
         let (phase, n) = {
             let mut log = self.log();
-            if log.terminal {
+            if log.terminal || log.sealed {
                 return None;
             }
             let phase = log.phase;
@@ -150,6 +155,38 @@ impl Task {
         };
         self.appended.send_replace(n);
         Some(phase)
+    }
+
+    /// Claims the end of the log for a task that completed: from now on a cancel is refused
+    /// as already finished and nothing can be appended, but readers see the `end` event only
+    /// when [`Task::push_sealed_end`] appends it. Between the two the runner gives back the
+    /// slot, quota and session budget, so a client that has read `end` (and at once sends the
+    /// next turn) finds them free. False if the log already ended (e.g. canceled).
+    pub fn seal(&self) -> bool {
+        let mut log = self.log();
+        if log.terminal || log.sealed {
+            return false;
+        }
+        log.sealed = true;
+        true
+    }
+
+    /// Appends `end` to a log claimed with [`Task::seal`].
+    pub fn push_sealed_end(&self, end: api_types::EndEvent) {
+        self.finish_sealed(StreamEvent::End(end));
+    }
+
+    /// Appends the terminal event of a log claimed with [`Task::seal`].
+    fn finish_sealed(&self, ev: StreamEvent) {
+        let n = {
+            let mut log = self.log();
+            debug_assert!(log.sealed && !log.terminal);
+            log.terminal = true;
+            log.phase = Phase::Finished;
+            log.events.push(ev);
+            log.events.len()
+        };
+        self.appended.send_replace(n);
     }
 
     /// Marks the task canceled by its client: terminal CANCELED event, runner woken.
@@ -185,7 +222,7 @@ impl Task {
 
     fn set_phase_unless_terminal(&self, phase: Phase) -> bool {
         let mut log = self.log();
-        if log.terminal {
+        if log.terminal || log.sealed {
             return false;
         }
         log.phase = phase;
@@ -242,5 +279,55 @@ impl Task {
         tokio::time::timeout(limit, rx.wait_for(|r| *r))
             .await
             .is_ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn task() -> Task {
+        Task::new(TaskSpec {
+            id: "t".into(),
+            tenant: "x".into(),
+            pool: 0,
+            priority: Priority::Interactive,
+            session_id: None,
+            prompt_tokens: 1,
+            max_tokens: 1,
+            deadline_ms: None,
+        })
+    }
+
+    /// Between `seal` and `push_sealed_end` nobody else can end or extend the log, and readers
+    /// see no end yet; then exactly the sealed `end` is the terminal event.
+    #[test]
+    fn a_sealed_log_ends_only_with_its_end_event() {
+        let t = task();
+        assert!(t.mark_running());
+        assert!(t.seal());
+        assert!(!t.seal(), "sealed once");
+        assert_eq!(t.cancel(), Err(CancelRefused::AlreadyFinished));
+        assert!(!t.push(StreamEvent::Token(api_types::TokenEvent {
+            t: "x".into(),
+            i: 0
+        })));
+        assert!(!t.requeue());
+        let (events, terminal) = t.events_from(0);
+        assert!(events.is_empty() && !terminal, "readers see no end yet");
+        t.push_sealed_end(api_types::EndEvent {
+            tokens_out: 1,
+            decode_ms: 2,
+        });
+        let (events, terminal) = t.events_from(0);
+        assert!(terminal);
+        assert!(matches!(events.as_slice(), [StreamEvent::End(e)] if e.tokens_out == 1));
+    }
+
+    #[test]
+    fn a_canceled_log_cannot_be_sealed() {
+        let t = task();
+        assert!(t.cancel().is_ok());
+        assert!(!t.seal());
     }
 }

@@ -428,3 +428,52 @@ async fn overload_keeps_priorities_and_leaks_nothing() {
     }
     assert_eq!(ok, 20, "tenant-a's max_concurrent slots all came back");
 }
+
+/// A client that has read `end` finds the task's slot already free: `end` is published only
+/// after the runner gave back slot, quota and session budget. A single-slot replica, back to
+/// back turns of one session, many times: every next turn lands on the warm replica at once.
+#[tokio::test]
+async fn end_is_published_after_the_slot_is_free() {
+    let cfg = format!(
+        r#"{auth}
+[[pools]]
+id = "p"
+engine = "mock"
+model_ref = "mock:tiny"
+ctx_max = 1024
+allow_cpu_inference = true
+
+[[pools.replicas]]
+id = "r0"
+slots = 1
+
+[[pools.replicas]]
+id = "r1"
+slots = 1
+"#,
+        auth = auth_toml()
+    );
+    let s = Server::start(&cfg);
+    eventually("both ready", || async {
+        s.pool_health().await["replicas"]
+            .as_array()
+            .is_some_and(|r| r.iter().all(|r| r["status"] == "ready"))
+    })
+    .await;
+    for i in 0..40 {
+        let mut t = task(&format!("turn{i}"), 2);
+        // Sessions allow 8 turns by default: a new session every 8.
+        t["session_id"] = json!(format!("back-to-back-{}", i / 8));
+        assert_eq!(s.submit(DATA_KEY, t).await.status(), 202);
+        let evs = read_events(s.stream(DATA_KEY, &format!("turn{i}")).await).await;
+        assert_eq!(evs.last().unwrap().0, "end", "{evs:?}");
+        let warm = &evs.iter().find(|(n, _)| n == "metrics").unwrap().1["kv_warmth"];
+        assert_eq!(*warm, json!(i % 8 > 0), "turn {i}: {evs:?}");
+        // And the slot count agrees right after `end`.
+        let h = s.pool_health().await;
+        let busy: u64 = (0..2)
+            .map(|r| h["replicas"][r]["slots_busy"].as_u64().unwrap())
+            .sum();
+        assert_eq!(busy, 0, "turn {i}: {h}");
+    }
+}
