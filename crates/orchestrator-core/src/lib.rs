@@ -20,7 +20,8 @@ pub use admission::{
     AdmissionError, AdmissionInput, ModelLimits, check_admission, estimate_prompt_tokens,
 };
 pub use placement::{
-    PlacementDecision, PlacementRequest, ReplicaState, ReplicaView, choose_replica,
+    PlacementDecision, PlacementRequest, ReplicaIdentity, ReplicaState, ReplicaView,
+    choose_replica, set_membership_conflict,
 };
 pub use predict::{DecodeRate, ServiceTimeEstimator, on_time_probability, pool_service_ms};
 pub use preempt::{RunningView, hard_preemption_victim};

@@ -1,5 +1,6 @@
 //! Replica placement (ORCH-3008–3011, 3019, 3091): only Ready replicas with a free slot,
-//! least-loaded first, inside the requested device mask, with session affinity.
+//! least-loaded first, inside the requested device mask, with session affinity; and the
+//! membership rule that keeps one replica set to one engine build and model (ORCH-3007).
 
 /// Readiness of a replica from the scheduler's point of view.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,6 +41,36 @@ pub struct PlacementDecision {
     pub replica: usize,
     /// True when the session's previous replica was chosen (its KV cache may be reused).
     pub kv_warm: bool,
+}
+
+/// What makes replicas of a set interchangeable beyond their shared config (ORCH-3007, 3046):
+/// the engine build and the model bytes they report. Two replicas with different identities
+/// can give different tokens for the same seed, so a set never serves both at once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplicaIdentity {
+    pub engine_version: String,
+    /// Absent where the replica's supervisor does not report it.
+    pub model_digest: Option<String>,
+}
+
+impl std::fmt::Display for ReplicaIdentity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.model_digest {
+            Some(d) => write!(f, "{} with model {d}", self.engine_version),
+            None => f.write_str(&self.engine_version),
+        }
+    }
+}
+
+/// Whether a replica that reports Ready may join the set (ORCH-3007): only when every replica
+/// already serving reports its identity. Returns the identity the set serves when the
+/// candidate must be held out. A rolling upgrade therefore switches a set over only once no
+/// replica of the old build serves any more, and never mixes the two.
+pub fn set_membership_conflict<'a>(
+    serving: impl IntoIterator<Item = &'a ReplicaIdentity>,
+    candidate: &ReplicaIdentity,
+) -> Option<&'a ReplicaIdentity> {
+    serving.into_iter().find(|s| *s != candidate)
 }
 
 fn eligible(r: &ReplicaView, req: &PlacementRequest<'_>) -> bool {

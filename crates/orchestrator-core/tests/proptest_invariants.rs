@@ -161,3 +161,63 @@ proptest! {
         }
     }
 }
+
+mod replica_set_membership {
+    use orchestrator_core::{ReplicaIdentity, set_membership_conflict};
+    use proptest::prelude::*;
+
+    fn identity(build: u8, digest: Option<u8>) -> ReplicaIdentity {
+        ReplicaIdentity {
+            engine_version: format!("b{build}"),
+            model_digest: digest.map(|d| format!("{d:064x}")),
+        }
+    }
+
+    #[derive(Debug, Clone)]
+    enum Event {
+        /// Replica reports Ready with this identity (possibly after an upgrade).
+        Ready(usize, u8, Option<u8>),
+        Unready(usize),
+    }
+
+    fn event() -> impl Strategy<Value = Event> {
+        prop_oneof![
+            (0usize..4, 0u8..3, prop::option::of(0u8..2))
+                .prop_map(|(r, b, d)| Event::Ready(r, b, d)),
+            (0usize..4).prop_map(Event::Unready),
+        ]
+    }
+
+    proptest! {
+        /// ORCH-3007 under any sequence of replicas coming and going, upgraded or not: the
+        /// replicas serving never report two identities; a held-out replica is told the
+        /// identity that actually serves; and a set whose serving replicas all left takes the
+        /// next Ready replica, whatever its build (upgrades complete).
+        #[test]
+        fn a_replica_set_never_serves_two_identities(events in prop::collection::vec(event(), 1..60)) {
+            let mut serving: [Option<ReplicaIdentity>; 4] = Default::default();
+            for ev in events {
+                match ev {
+                    Event::Unready(r) => serving[r] = None,
+                    Event::Ready(r, b, d) => {
+                        let me = identity(b, d);
+                        serving[r] = None; // a replica reporting again is re-admitted
+                        let others: Vec<ReplicaIdentity> = serving.iter().flatten().cloned().collect();
+                        match set_membership_conflict(&others, &me) {
+                            None => serving[r] = Some(me),
+                            Some(held_by) => {
+                                prop_assert!(*held_by != me);
+                                prop_assert!(others.contains(held_by));
+                            }
+                        }
+                        if others.is_empty() {
+                            prop_assert!(serving[r].is_some(), "an empty set admits any build");
+                        }
+                    }
+                }
+                let ids: Vec<&ReplicaIdentity> = serving.iter().flatten().collect();
+                prop_assert!(ids.windows(2).all(|w| w[0] == w[1]), "{ids:?}");
+            }
+        }
+    }
+}

@@ -33,6 +33,7 @@ pub fn adapter_for(
                     stall_after_tokens: m.stall_after_tokens,
                     disconnect_after_tokens: m.disconnect_after_tokens,
                     interruptible: m.interruptible,
+                    engine_build: m.engine_build,
                 },
             )))
         }

@@ -48,6 +48,8 @@ pub struct RegistryReplica {
     /// The engine build pool-managerd read from the engine itself; it wins over what the
     /// adapter reports.
     pub engine_version: Option<String>,
+    /// Digest of the model file the engine loaded (part of the replica set identity).
+    pub model_digest: Option<String>,
 }
 
 impl RegistryReplica {
@@ -137,6 +139,7 @@ impl AppState {
                         phase: rec.phase.clone(),
                         last_error: rec.last_error.clone(),
                         engine_version: rec.engine_version.clone(),
+                        model_digest: rec.model_digest.clone(),
                     };
                     if let Some(v) = &rec.engine_version {
                         ps.engine_versions[ri] = v.clone();

@@ -19,8 +19,8 @@ use config_schema::{Config, FullPolicy as CfgFullPolicy, Role};
 use orchestrator_core::{
     AdmissionError, AdmissionInput, DecodeRate, Dispatched, EnqueueOutcome, FlowKey, FullPolicy,
     ModelLimits, PlacementDecision, PlacementRequest, PoolQueue, QuotaBook, QuotaViolation,
-    ReplicaState, ReplicaView, RunningView, ServiceTimeEstimator, SessionStore, ShareTracker,
-    TenantQuota, Weights, check_admission, choose_replica, hard_preemption_victim,
+    ReplicaIdentity, ReplicaState, ReplicaView, RunningView, ServiceTimeEstimator, SessionStore,
+    ShareTracker, TenantQuota, Weights, check_admission, choose_replica, hard_preemption_victim,
     on_time_probability, pool_service_ms, seed_from_task_id,
 };
 
@@ -1567,6 +1567,15 @@ impl AppState {
                         state,
                         error.clone(),
                     );
+                    let from_registry = ps.registry[ri]
+                        .as_ref()
+                        .is_some_and(|r| r.engine_version.is_some());
+                    let version = version.filter(|_| !from_registry);
+                    let (state, error) = if state == ReplicaState::Ready {
+                        hold_out_mixed_versions(ps, ri, version.as_deref(), state, error)
+                    } else {
+                        (state, error)
+                    };
                     let was = ps.replicas[ri].state;
                     ps.replicas[ri].state = state;
                     ps.interruptible[ri] = interruptible;
@@ -1574,10 +1583,7 @@ impl AppState {
                         s.sessions.forget_replica(&format!("{}/{}", pool.id, r.id));
                     }
                     let ps = &mut s.pools[pi];
-                    let from_registry = ps.registry[ri]
-                        .as_ref()
-                        .is_some_and(|r| r.engine_version.is_some());
-                    if let Some(v) = version.filter(|_| !from_registry) {
+                    if let Some(v) = version {
                         ps.engine_versions[ri] = v;
                     }
                     if error.is_some() || state == ReplicaState::Ready {
@@ -1674,5 +1680,46 @@ impl AppState {
                 .pools
                 .iter()
                 .all(|p| p.replicas.iter().any(|r| r.state == ReplicaState::Ready))
+    }
+}
+
+/// The identity a replica reports: its engine build (from the registry when pool-managerd
+/// reports one, else `probed`, else what was last recorded) and, where known, its model digest.
+fn replica_identity(ps: &PoolSched, ri: usize, probed: Option<&str>) -> ReplicaIdentity {
+    let registry = ps.registry[ri].as_ref();
+    ReplicaIdentity {
+        engine_version: registry
+            .and_then(|r| r.engine_version.as_deref())
+            .or(probed)
+            .unwrap_or(&ps.engine_versions[ri])
+            .to_string(),
+        model_digest: registry.and_then(|r| r.model_digest.clone()),
+    }
+}
+
+/// ORCH-3007: a replica reporting Ready joins its set only if every replica already serving
+/// reports the same engine build and model; otherwise it stays out of placement (Unready) and
+/// says which identity the set serves.
+fn hold_out_mixed_versions(
+    ps: &PoolSched,
+    ri: usize,
+    probed: Option<&str>,
+    state: ReplicaState,
+    error: Option<String>,
+) -> (ReplicaState, Option<String>) {
+    let me = replica_identity(ps, ri, probed);
+    let serving: Vec<ReplicaIdentity> = (0..ps.replicas.len())
+        .filter(|&j| j != ri && ps.replicas[j].state == ReplicaState::Ready)
+        .map(|j| replica_identity(ps, j, None))
+        .collect();
+    match orchestrator_core::set_membership_conflict(&serving, &me) {
+        None => (state, error),
+        Some(set) => (
+            ReplicaState::Unready,
+            Some(format!(
+                "held out of its replica set: the set serves {set}, this replica reports {me}; \
+                 one set never mixes versions (ORCH-3007)"
+            )),
+        ),
     }
 }

@@ -449,6 +449,9 @@ pub struct MockEngineConfig {
     /// Declare interruptible decode, which allows hard preemption of batch work on this
     /// replica (no real engine declares it yet; the mock exercises the hook).
     pub interruptible: bool,
+    /// Report engine_version `mock-<version>+b<N>` instead of `mock-<version>`: a replica
+    /// running another engine build, as in the middle of an upgrade.
+    pub engine_build: Option<u32>,
 }
 
 impl Config {

@@ -74,6 +74,7 @@ fn adapter(a: &Args) -> anyhow::Result<Arc<dyn WorkerAdapter>> {
                 stall_after_tokens: a.stall_after_tokens,
                 disconnect_after_tokens: a.disconnect_after_tokens,
                 interruptible: false,
+                engine_build: None,
             },
         )),
     })

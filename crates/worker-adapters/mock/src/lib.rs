@@ -32,6 +32,8 @@ pub struct MockBehaviour {
     /// Declares interruptible decode (the hook for hard preemption; off by default because no
     /// real engine adapter declares it yet).
     pub interruptible: bool,
+    /// Reports engine_version `mock-<version>+b<N>`: another engine build.
+    pub engine_build: Option<u32>,
 }
 
 impl Default for MockBehaviour {
@@ -45,6 +47,7 @@ impl Default for MockBehaviour {
             stall_after_tokens: None,
             disconnect_after_tokens: None,
             interruptible: false,
+            engine_build: None,
         }
     }
 }
@@ -130,7 +133,10 @@ impl WorkerAdapter for MockAdapter {
     async fn properties(&self) -> Result<WorkerProperties, WorkerError> {
         Ok(WorkerProperties {
             engine: "mock".into(),
-            engine_version: ENGINE_VERSION.into(),
+            engine_version: match self.behaviour.engine_build {
+                Some(b) => format!("{ENGINE_VERSION}+b{b}"),
+                None => ENGINE_VERSION.into(),
+            },
             model_ref: self.model_ref.clone(),
             ctx_max: self.behaviour.ctx_max,
             slots_total: self.behaviour.slots,
