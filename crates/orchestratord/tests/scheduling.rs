@@ -254,33 +254,7 @@ async fn orch_3099_session_budgets() {
 /// when that replica fails the session fails over cold (kv_warmth false).
 #[tokio::test]
 async fn kv_warmth_and_cold_failover() {
-    let cfg = format!(
-        r#"{auth}
-[[pools]]
-id = "p"
-engine = "mock"
-model_ref = "mock:tiny"
-ctx_max = 1024
-allow_cpu_inference = true
-
-[[pools.replicas]]
-id = "r0"
-slots = 1
-mock = {{ disconnect_after_tokens = 3 }}
-
-[[pools.replicas]]
-id = "r1"
-slots = 1
-"#,
-        auth = auth_toml()
-    );
-    let s = Server::start(&cfg);
-    eventually("both ready", || async {
-        s.pool_health().await["replicas"]
-            .as_array()
-            .is_some_and(|r| r.iter().all(|r| r["status"] == "ready"))
-    })
-    .await;
+    let s = two_single_slot_replicas("mock = { disconnect_after_tokens = 3 }").await;
     let turn = |id: &str, n: u32| {
         let mut t = task(id, n);
         t["session_id"] = json!("conv");
@@ -434,32 +408,7 @@ async fn overload_keeps_priorities_and_leaks_nothing() {
 /// back turns of one session, many times: every next turn lands on the warm replica at once.
 #[tokio::test]
 async fn end_is_published_after_the_slot_is_free() {
-    let cfg = format!(
-        r#"{auth}
-[[pools]]
-id = "p"
-engine = "mock"
-model_ref = "mock:tiny"
-ctx_max = 1024
-allow_cpu_inference = true
-
-[[pools.replicas]]
-id = "r0"
-slots = 1
-
-[[pools.replicas]]
-id = "r1"
-slots = 1
-"#,
-        auth = auth_toml()
-    );
-    let s = Server::start(&cfg);
-    eventually("both ready", || async {
-        s.pool_health().await["replicas"]
-            .as_array()
-            .is_some_and(|r| r.iter().all(|r| r["status"] == "ready"))
-    })
-    .await;
+    let s = two_single_slot_replicas("").await;
     for i in 0..40 {
         let mut t = task(&format!("turn{i}"), 2);
         // Sessions allow 8 turns by default: a new session every 8.
@@ -476,4 +425,37 @@ slots = 1
             .sum();
         assert_eq!(busy, 0, "turn {i}: {h}");
     }
+}
+
+/// A server with pool `p` of two single-slot mock replicas r0 (with `r0_extra` lines) and r1,
+/// both Ready.
+async fn two_single_slot_replicas(r0_extra: &str) -> Server {
+    let cfg = format!(
+        r#"{auth}
+[[pools]]
+id = "p"
+engine = "mock"
+model_ref = "mock:tiny"
+ctx_max = 1024
+allow_cpu_inference = true
+
+[[pools.replicas]]
+id = "r0"
+slots = 1
+{r0_extra}
+
+[[pools.replicas]]
+id = "r1"
+slots = 1
+"#,
+        auth = auth_toml()
+    );
+    let s = Server::start(&cfg);
+    eventually("both ready", || async {
+        s.pool_health().await["replicas"]
+            .as_array()
+            .is_some_and(|r| r.iter().all(|r| r["status"] == "ready"))
+    })
+    .await;
+    s
 }

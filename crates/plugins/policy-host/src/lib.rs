@@ -433,21 +433,11 @@ impl PolicyHost {
 
     /// Runs the admission hook of `snapshot.pool_id`'s plugin.
     pub fn admit(&self, snapshot: &AdmissionSnapshot) -> Outcome<AdmissionDecision> {
-        let Some(plugin) = self.plugin(&snapshot.pool_id) else {
-            return Outcome::NotConfigured;
-        };
-        let started = Instant::now();
-        let result = {
-            let _slot = self.gate.as_ref().map(slots::Gate::acquire);
-            plugin.admit(snapshot)
-        };
-        self.finish(
+        self.call(
             Hook::Admission,
             &snapshot.pool_id,
             &snapshot.task.task_id,
-            &plugin,
-            started,
-            result,
+            |p| p.admit(snapshot),
             |d| d.label(),
         )
     }
@@ -455,23 +445,34 @@ impl PolicyHost {
     /// Runs the placement hook of `snapshot.pool_id`'s plugin. A decided
     /// [`PlacementDecision::Place`] always names a candidate of the snapshot.
     pub fn place(&self, snapshot: &PlacementSnapshot) -> Outcome<PlacementDecision> {
-        let Some(plugin) = self.plugin(&snapshot.pool_id) else {
+        self.call(
+            Hook::Placement,
+            &snapshot.pool_id,
+            &snapshot.task.task_id,
+            |p| p.place(snapshot),
+            |d| d.label(),
+        )
+    }
+
+    /// One hook call on the pool's plugin: inside an instance-pool slot, timed, then logged and
+    /// counted by [`PolicyHost::finish`].
+    fn call<D: std::fmt::Debug>(
+        &self,
+        hook: Hook,
+        pool_id: &str,
+        task_id: &str,
+        run: impl FnOnce(&Plugin) -> Result<Option<D>, FallbackReason>,
+        label: impl Fn(&D) -> &'static str,
+    ) -> Outcome<D> {
+        let Some(plugin) = self.plugin(pool_id) else {
             return Outcome::NotConfigured;
         };
         let started = Instant::now();
         let result = {
             let _slot = self.gate.as_ref().map(slots::Gate::acquire);
-            plugin.place(snapshot)
+            run(&plugin)
         };
-        self.finish(
-            Hook::Placement,
-            &snapshot.pool_id,
-            &snapshot.task.task_id,
-            &plugin,
-            started,
-            result,
-            |d| d.label(),
-        )
+        self.finish(hook, pool_id, task_id, &plugin, started, result, label)
     }
 
     #[allow(clippy::too_many_arguments)]
