@@ -117,13 +117,7 @@ async fn bad_requests_get_typed_errors_and_change_nothing() {
     )
     .await;
     expect_error(s.submit(CONTROL_KEY, task("x", 5)).await, 403, "FORBIDDEN").await;
-    let r = s
-        .http
-        .get(s.url("/v1/replicasets"))
-        .bearer_auth(DATA_KEY)
-        .send()
-        .await
-        .unwrap();
+    let r = s.get(DATA_KEY, "/v1/replicasets").await;
     expect_error(r, 403, "FORBIDDEN").await;
     // Unknown route.
     let r = s.http.get(s.url("/v2/tasks")).send().await.unwrap();

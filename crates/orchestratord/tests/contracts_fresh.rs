@@ -84,12 +84,8 @@ async fn served_openapi_matches_committed() {
         .unwrap();
     assert_eq!(served, orchestratord::openapi::document_json());
     let caps: serde_json::Value = s
-        .http
-        .get(s.url("/v1/capabilities"))
-        .bearer_auth(common::DATA_KEY)
-        .send()
+        .get(common::DATA_KEY, "/v1/capabilities")
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();

@@ -497,13 +497,7 @@ async fn drain_deadline_cancels_running_work() {
 #[tokio::test]
 async fn replicasets_and_pool_health() {
     let s = Server::start(&mock_config(3, "", "", ""));
-    let r = s
-        .http
-        .get(s.url("/v1/replicasets"))
-        .bearer_auth(CONTROL_KEY)
-        .send()
-        .await
-        .unwrap();
+    let r = s.get(CONTROL_KEY, "/v1/replicasets").await;
     assert_eq!(r.status(), 200);
     let sets: serde_json::Value = r.json().await.unwrap();
     assert_eq!(sets[0]["pool_id"], "p");
@@ -520,13 +514,7 @@ async fn replicasets_and_pool_health() {
         ),
         (Some(true), Some(true), Some(false))
     );
-    let r = s
-        .http
-        .get(s.url("/v1/pools/nope/health"))
-        .bearer_auth(CONTROL_KEY)
-        .send()
-        .await
-        .unwrap();
+    let r = s.get(CONTROL_KEY, "/v1/pools/nope/health").await;
     assert_eq!(r.status(), 404);
     // Without a controller (orchestratord alone), reload is refused with a clear error.
     let r = s

@@ -230,12 +230,8 @@ async fn orch_3099_session_budgets() {
     assert_eq!(m["session_tokens_remaining"], 28);
     // After the turn, only what it really used counts (prompt 2 + 10 generated).
     let info: serde_json::Value = s
-        .http
-        .get(s.url("/v1/sessions/chat"))
-        .bearer_auth(DATA_KEY)
-        .send()
+        .get(DATA_KEY, "/v1/sessions/chat")
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();
@@ -279,12 +275,8 @@ async fn kv_warmth_and_cold_failover() {
     assert_eq!(warmth(&evs), false, "failover is cold");
     assert_eq!(evs.last().unwrap().0, "end");
     let info: serde_json::Value = s
-        .http
-        .get(s.url("/v1/sessions/conv"))
-        .bearer_auth(DATA_KEY)
-        .send()
+        .get(DATA_KEY, "/v1/sessions/conv")
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();

@@ -37,13 +37,7 @@ async fn api_keys_never_appear_in_logs() {
         .unwrap();
     assert_eq!(r.status(), 401);
     // Accepted control key.
-    let r = s
-        .http
-        .get(s.url("/v1/replicasets"))
-        .bearer_auth(CONTROL_KEY)
-        .send()
-        .await
-        .unwrap();
+    let r = s.get(CONTROL_KEY, "/v1/replicasets").await;
     assert_eq!(r.status(), 200);
 
     let log = s.stderr_log();

@@ -178,6 +178,16 @@ impl Server {
             .expect("stream")
     }
 
+    /// `GET path` with `key` as the bearer token.
+    pub async fn get(&self, key: &str, path: &str) -> reqwest::Response {
+        self.http
+            .get(self.url(path))
+            .bearer_auth(key)
+            .send()
+            .await
+            .expect("GET")
+    }
+
     pub async fn cancel(&self, key: &str, id: &str) -> reqwest::Response {
         self.http
             .post(self.url(&format!("/v1/tasks/{id}/cancel")))
