@@ -2,6 +2,8 @@
 //! least-loaded first, inside the requested device mask, with session affinity; and the
 //! membership rule that keeps one replica set to one engine build and model (ORCH-3007).
 
+use std::borrow::Borrow;
+
 /// Readiness of a replica from the scheduler's point of view.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReplicaState {
@@ -82,14 +84,18 @@ fn eligible(r: &ReplicaView, req: &PlacementRequest<'_>) -> bool {
 }
 
 /// Picks a replica, or `None` when no eligible replica has a free slot.
-pub fn choose_replica(
-    replicas: &[ReplicaView],
+///
+/// `replicas` is anything that lends a [`ReplicaView`] (the views themselves, or the caller's
+/// richer per-replica records), so callers need not copy their replicas into views.
+pub fn choose_replica<R: Borrow<ReplicaView>>(
+    replicas: &[R],
     req: &PlacementRequest<'_>,
 ) -> Option<PlacementDecision> {
     if let Some(aff) = req.affinity
         && let Some(i) = replicas
             .iter()
-            .position(|r| r.id == aff && eligible(r, req))
+            .map(Borrow::borrow)
+            .position(|r: &ReplicaView| r.id == aff && eligible(r, req))
     {
         return Some(PlacementDecision {
             replica: i,
@@ -98,8 +104,9 @@ pub fn choose_replica(
     }
     replicas
         .iter()
+        .map(Borrow::borrow)
         .enumerate()
-        .filter(|(_, r)| eligible(r, req))
+        .filter(|(_, r): &(usize, &ReplicaView)| eligible(r, req))
         // Least loaded by busy fraction (cross-multiplied to stay in integers), then most free
         // slots, then config order for determinism.
         .min_by(|(ia, a), (ib, b)| {

@@ -79,7 +79,7 @@ pub fn build_managed(
         .route("/healthz", get(api::ops::healthz))
         .route("/readyz", get(api::ops::readyz))
         .route("/metrics", get(api::ops::metrics))
-        .route("/openapi.json", get(api::ops::openapi))
+        .route("/openapi.json", get(crate::openapi::openapi))
         .fallback(crate::error::fallback)
         .layer(DefaultBodyLimit::max(max_body))
         .layer(axum::middleware::from_fn(crate::error::correlation))

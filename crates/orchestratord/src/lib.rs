@@ -19,13 +19,19 @@
 //! worker protocol for real engines, or the in-process mock stand-in. This crate must not
 //! import engine adapter crates.
 
+pub mod admission;
 pub mod api;
 pub mod app;
 pub mod auth;
+pub mod completion;
+pub mod dispatch;
 pub mod engines;
 pub mod error;
+pub mod health;
+pub mod lifecycle;
 pub mod metrics;
 pub mod openapi;
+pub mod plugins;
 pub mod policy;
 pub mod registry_follower;
 pub mod runner;

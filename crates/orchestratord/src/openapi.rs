@@ -1,6 +1,8 @@
 //! The OpenAPI 3.1 document, generated from the handlers and api-types (ORCH-3044). The
 //! committed copy at docs/api/openapi.json is checked fresh by `tests/contracts_fresh.rs`.
 
+use axum::http::header;
+use axum::response::IntoResponse;
 use utoipa::openapi::path::Operation;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
@@ -28,7 +30,7 @@ impl Modify for ApiKeyAuth {
         api::tasks::submit, api::tasks::stream, api::tasks::cancel,
         api::sessions::get_session, api::sessions::delete_session,
         api::control::capabilities, api::control::pool_health, api::control::drain, api::control::reload, api::control::reload_policy, api::control::replicasets,
-        api::ops::healthz, api::ops::readyz, api::ops::metrics, api::ops::openapi,
+        api::ops::healthz, api::ops::readyz, api::ops::metrics, openapi,
     ),
     components(schemas(
         api_types::StartedEvent, api_types::TokenEvent, api_types::MetricsEvent, api_types::EndEvent,
@@ -144,4 +146,14 @@ pub fn document_json() -> String {
     let mut s = document().to_pretty_json().unwrap_or_default();
     s.push('\n');
     s
+}
+
+/// `GET /openapi.json`: served here rather than in `api::ops`, so that the document (which
+/// lists every handler) and the handlers do not import each other.
+#[utoipa::path(get, path = "/openapi.json", tag = "ops", responses((status = 200, description = "This API's OpenAPI 3.1 document")))]
+pub async fn openapi() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        document_json(),
+    )
 }

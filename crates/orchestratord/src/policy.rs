@@ -1,41 +1,15 @@
-//! Wiring of policy plugins (ORCH-3048) into admission and placement: loads each pool's
-//! `[pools.policy]` module into the policy host, and builds the JSON snapshots the hooks see
-//! from the scheduler's real state. The host itself (limits, fallbacks, metrics, logs) is
-//! `llorch-policy-host`; the decisions are applied in `state.rs`.
+//! Policy plugins (ORCH-3048) in admission and placement: the JSON snapshots the hooks see,
+//! built from a pool's real scheduling state, and the priority conversions. Loading the
+//! modules is [`crate::plugins`]; the host itself (limits, fallbacks, metrics, logs) is
+//! `llorch-policy-host`; the decisions are applied in `admission` and `dispatch`.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 
 use api_types::Priority;
-use config_schema::Config;
 use orchestrator_core::ReplicaState;
-use policy_host::{PluginSpec, PolicyHost, sdk};
+use policy_host::sdk;
 
 use crate::state::PoolSched;
-
-/// Loads every configured pool plugin; any load error (wrong ABI, forbidden import, missing
-/// file) refuses the whole config, naming the pool: a policy that silently did not load would
-/// be worse than not starting.
-pub fn install_configured(cfg: &Config, host: &PolicyHost) -> anyhow::Result<()> {
-    for pool in &cfg.pools {
-        if let Some(spec) = spec_for(cfg, &pool.id) {
-            let plugin = host
-                .load(&spec)
-                .map_err(|e| anyhow::anyhow!("pool `{}`: policy plugin: {e}", pool.id))?;
-            let info = plugin.info().clone();
-            host.install(&pool.id, Some(plugin));
-            tracing::info!(pool_id = %pool.id, plugin = %info.id, version = %info.version, "policy plugin installed");
-        }
-    }
-    Ok(())
-}
-
-/// The plugin spec of a pool, with its module path resolved against the config's directory.
-pub fn spec_for(cfg: &Config, pool_id: &str) -> Option<PluginSpec> {
-    let pc = cfg.pool(pool_id)?.policy.as_ref()?;
-    let dir = cfg.source_dir.as_deref().unwrap_or(Path::new("."));
-    Some(PluginSpec::from_config(pc, dir))
-}
 
 pub fn priority(p: Priority) -> sdk::Priority {
     match p {
@@ -70,6 +44,7 @@ pub fn replica_loads(ps: &PoolSched, candidate: impl Fn(usize) -> bool) -> Vec<s
     }
     ps.replicas
         .iter()
+        .map(|r| &r.view)
         .zip(by_tenant)
         .enumerate()
         .map(|(i, (r, running_by_tenant))| sdk::ReplicaLoad {

@@ -13,7 +13,7 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 
-use crate::auth::{AnyCaller, ControlCaller};
+use crate::api::auth::{AnyCaller, ControlCaller};
 use crate::error::{ApiError, ApiJson};
 use crate::state::AppState;
 
@@ -61,11 +61,10 @@ pub async fn pool_health(
     let i = pool_index(&state, &id)?;
     let replicas = state.replica_snapshots(i);
     let (queue_depth, last_error) = {
-        let s = state.sched();
-        let ps = &s.pools[i];
+        let ps = state.pool_sched(i);
         (
             ps.queue.len() as u32,
-            ps.last_errors.iter().flatten().next().cloned(),
+            ps.replicas.iter().find_map(|r| r.last_error.clone()),
         )
     };
     let draining = state.is_draining(i);
@@ -94,7 +93,7 @@ pub async fn replicasets(
         .map(|(i, p)| {
             // Its own statement: the scheduler guard must be gone before replica_snapshots
             // locks again (a guard in the struct literal would live to its end: deadlock).
-            let queue_depth = state.sched().pools[i].queue.len() as u32;
+            let queue_depth = state.pool_sched(i).queue.len() as u32;
             ReplicaSet {
                 pool_id: p.id.clone(),
                 engine: p.engine.as_str().into(),

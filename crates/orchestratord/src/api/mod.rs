@@ -1,6 +1,7 @@
 //! HTTP handlers, one module per resource. Handlers validate and translate; the state
 //! operations they call own the behaviour.
 
+pub mod auth;
 pub mod control;
 pub mod ops;
 pub mod sessions;

@@ -1,4 +1,5 @@
-//! Unauthenticated operational endpoints: liveness, readiness, Prometheus, OpenAPI.
+//! Unauthenticated operational endpoints: liveness, readiness, Prometheus. (`/openapi.json`
+//! is served by [`crate::openapi`], which lists these handlers.)
 
 use std::sync::Arc;
 
@@ -32,13 +33,5 @@ pub async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
             "text/plain; version=0.0.4; charset=utf-8",
         )],
         state.metrics.render(),
-    )
-}
-
-#[utoipa::path(get, path = "/openapi.json", tag = "ops", responses((status = 200, description = "This API's OpenAPI 3.1 document")))]
-pub async fn openapi() -> impl IntoResponse {
-    (
-        [(header::CONTENT_TYPE, "application/json")],
-        crate::openapi::document_json(),
     )
 }

@@ -7,7 +7,7 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 
-use crate::auth::DataCaller;
+use crate::api::auth::DataCaller;
 use crate::error::ApiError;
 use crate::state::AppState;
 
@@ -26,8 +26,7 @@ pub async fn get_session(
 ) -> Result<Json<SessionInfo>, ApiError> {
     let now = state.now_ms();
     let view = state
-        .sched()
-        .sessions
+        .sessions()
         .get(&caller.tenant, &id, now)
         .ok_or_else(|| ApiError::not_found("session"))?;
     Ok(Json(SessionInfo {
@@ -56,9 +55,9 @@ pub async fn delete_session(
 ) -> Result<StatusCode, ApiError> {
     let now = state.now_ms();
     let (existed, live) = {
-        let mut s = state.sched();
-        let existed = s.sessions.delete(&caller.tenant, &id, now);
-        (existed, s.sessions.len())
+        let mut sessions = state.sessions();
+        let existed = sessions.delete(&caller.tenant, &id, now);
+        (existed, sessions.len())
     };
     state.metrics.sessions_active.set(live as i64);
     if existed {

@@ -11,7 +11,7 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures::Stream;
 
-use crate::auth::DataCaller;
+use crate::api::auth::DataCaller;
 use crate::error::{ApiError, ApiJson};
 use crate::state::AppState;
 use crate::task::Task;

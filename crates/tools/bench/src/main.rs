@@ -31,11 +31,14 @@
 //! 7. Scenario 1 again, without and with a policy plugin (examples/plugins/wat/good.wat) on
 //!    the pool: what the admission and placement hooks cost per submission
 //!    (`--plugin-only`).
+//! 8. Scenario 1 over 1 and 4 pools at once, without and with a policy plugin on every pool
+//!    (see [`multi_pool`]): what per-pool scheduling locks buy (`--pools-only`).
 //!
 //! It is a benchmark, not a test: it asserts nothing about timings. Run it in release:
 //! `cargo run --release -p llorch-bench -- [--quick] [--no-real-engine]` (or
 //! `cargo xtask bench [--quick]`).
 
+mod multi_pool;
 mod overload;
 mod real_engine;
 
@@ -78,6 +81,9 @@ struct Args {
     /// Run only scenario 7 (admission throughput with and without a policy plugin).
     #[arg(long)]
     plugin_only: bool,
+    /// Run only scenario 8 (submissions over 1 and 4 pools at once).
+    #[arg(long)]
+    pools_only: bool,
     /// Scenario 5: measured rounds (default 10, 3 with --quick); p99 is printed from 100.
     #[arg(long, value_name = "K")]
     real_rounds: Option<usize>,
@@ -150,6 +156,9 @@ fn main() -> anyhow::Result<()> {
     if args.plugin_only {
         return in_runtime(submissions_with_plugin(&sizes));
     }
+    if args.pools_only {
+        return in_runtime(multi_pool::multi_pool(&sizes));
+    }
     in_runtime(submissions_accepted(&sizes))?;
     in_runtime(submissions_rejected(&sizes))?;
     in_runtime(first_token_latency(&sizes))?;
@@ -169,7 +178,8 @@ fn main() -> anyhow::Result<()> {
         }
     }
     in_runtime(overload::overload(args.quick))?;
-    in_runtime(submissions_with_plugin(&sizes))
+    in_runtime(submissions_with_plugin(&sizes))?;
+    in_runtime(multi_pool::multi_pool(&sizes))
 }
 
 /// Runs one scenario on a fresh multi-threaded runtime, then drops whatever it left running.

@@ -1,0 +1,184 @@
+//! The data room: everything orchestratord knows, and nothing that changes several things at
+//! once. [`AppState`] holds the configured pools ([`Pool`], [`Replica`]), each pool's
+//! scheduling state ([`PoolSched`]: its queue and one [`ReplicaSched`] per replica) behind
+//! that pool's own lock, the books shared by all pools (sessions, quotas, shares, deadline
+//! statistics) each behind its own lock, and the task table. The operations that walk a task
+//! through this data live in the rooms above it: `admission`, `dispatch` (with `runner`),
+//! `completion`, `lifecycle`, `health`. This module imports none of them.
+//!
+//! Lock order (the one place it is written down). Take locks only in this order, and never
+//! two locks of one level at once:
+//! 1. a pool's catalog lifecycle ([`Pool::lifecycle`]);
+//! 2. one pool's scheduling state ([`AppState::pool_sched`]) — never two pools' at once;
+//! 3. sessions ([`AppState::sessions`]);
+//! 4. quotas ([`AppState::quotas`]);
+//! 5. shares ([`AppState::shares`]);
+//! 6. deadline statistics ([`AppState::deadlines`]).
+//!
+//! The task table and a task's event log are never taken while any of the above is held, nor
+//! the other way round. Policy plugins are called with no lock held except, for placement,
+//! the lock of the pool being placed (which no other pool needs).
+
+mod build;
+mod pool;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+
+use api_types::{Priority, ReplicaSnapshot, ReplicaStatus};
+use config_schema::Config;
+use orchestrator_core::{QuotaBook, ReplicaState, SessionStore, ShareTracker};
+
+pub use pool::{
+    DrainCause, Lifecycle, Pool, PoolController, PoolSched, Queued, RegistryFeed,
+    RegistryReplica, Replica, ReplicaSched, RunningTask, Usage,
+};
+
+use crate::auth::KeyRing;
+use crate::error::ApiError;
+use crate::metrics::Metrics;
+use crate::task::Task;
+
+pub struct AppState {
+    pub cfg: Config,
+    pub pools: Vec<Pool>,
+    pub keys: KeyRing,
+    pub metrics: Metrics,
+    /// Per pool, by pool index: its queue and replicas (lock level 2).
+    pool_scheds: Vec<Mutex<PoolSched>>,
+    sessions: Mutex<SessionStore>,
+    quotas: Mutex<QuotaBook>,
+    shares: Mutex<ShareTracker>,
+    /// Per priority: tasks with a deadline that ended, and how many of them met it.
+    deadlines: Mutex<[(u64, u64); 2]>,
+    tasks: Mutex<HashMap<String, Arc<Task>>>,
+    epoch: Instant,
+    shutting_down: AtomicBool,
+    pub(crate) controller: Option<Arc<dyn PoolController>>,
+    /// One reload at a time per process: a second one waits its turn.
+    pub(crate) reloading: tokio::sync::Mutex<()>,
+    /// The pools' WebAssembly policy plugins (admission and placement hooks).
+    pub policy: policy_host::PolicyHost,
+}
+
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // State behind these locks is updated in single steps; a poisoned lock is still consistent.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl AppState {
+    pub fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    /// One pool's scheduling state (lock level 2).
+    pub fn pool_sched(&self, pool_idx: usize) -> MutexGuard<'_, PoolSched> {
+        lock(&self.pool_scheds[pool_idx])
+    }
+
+    /// The session store (lock level 3).
+    pub fn sessions(&self) -> MutexGuard<'_, SessionStore> {
+        lock(&self.sessions)
+    }
+
+    /// The tenants' quota book (lock level 4).
+    pub fn quotas(&self) -> MutexGuard<'_, QuotaBook> {
+        lock(&self.quotas)
+    }
+
+    /// Admission shares per flow (lock level 5).
+    pub fn shares(&self) -> MutexGuard<'_, ShareTracker> {
+        lock(&self.shares)
+    }
+
+    /// Deadline statistics per priority (lock level 6).
+    pub fn deadlines(&self) -> MutexGuard<'_, [(u64, u64); 2]> {
+        lock(&self.deadlines)
+    }
+
+    /// The task table (never taken with a level 1-6 lock held).
+    pub(crate) fn tasks(&self) -> MutexGuard<'_, HashMap<String, Arc<Task>>> {
+        lock(&self.tasks)
+    }
+
+    pub fn begin_shutdown(&self) {
+        self.shutting_down.store(true, Ordering::SeqCst);
+    }
+
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::SeqCst)
+    }
+
+    /// A task visible to `tenant` (another tenant's task is indistinguishable from none).
+    pub fn task_for(&self, id: &str, tenant: &str) -> Result<Arc<Task>, ApiError> {
+        lock(&self.tasks)
+            .get(id)
+            .filter(|t| t.tenant == tenant)
+            .cloned()
+            .ok_or_else(|| ApiError::not_found("task"))
+    }
+
+    pub fn live_tasks(&self) -> usize {
+        lock(&self.tasks)
+            .values()
+            .filter(|t| !t.is_released())
+            .count()
+    }
+
+    pub fn engine_version(&self, pool: usize, replica: usize) -> String {
+        self.pool_sched(pool).replicas[replica].engine_version.clone()
+    }
+
+    pub fn is_draining(&self, pool_idx: usize) -> bool {
+        self.pool_sched(pool_idx).draining
+    }
+
+    pub(crate) fn update_queue_gauges(&self, pool_id: &str, ps: &PoolSched) {
+        for p in Priority::ALL {
+            self.metrics
+                .queue_depth
+                .with_label_values(&[pool_id, p.as_str()])
+                .set(ps.queue.depth(p) as i64);
+        }
+    }
+
+    pub fn replica_snapshots(&self, pool_idx: usize) -> Vec<ReplicaSnapshot> {
+        let ps = self.pool_sched(pool_idx);
+        let pool = &self.pools[pool_idx];
+        ps.replicas
+            .iter()
+            .map(|rs| {
+                let r = &rs.view;
+                ReplicaSnapshot {
+                    restarts: rs.restarts,
+                    circuit_open: rs.circuit_open,
+                    last_error: rs.last_error.clone(),
+                    replica_id: r.id.clone(),
+                    status: match r.state {
+                        ReplicaState::Ready => ReplicaStatus::Ready,
+                        ReplicaState::Unready => ReplicaStatus::Unready,
+                        ReplicaState::Draining => ReplicaStatus::Draining,
+                    },
+                    engine: pool.engine.as_str().into(),
+                    engine_version: rs.engine_version.clone(),
+                    devices: r.devices.clone(),
+                    slots_total: r.slots_total,
+                    slots_busy: r.slots_busy,
+                    cpu: r.devices.is_empty(),
+                }
+            })
+            .collect()
+    }
+
+    pub fn is_ready(&self) -> bool {
+        !self.is_shutting_down()
+            && (0..self.pools.len()).all(|i| {
+                self.pool_sched(i)
+                    .replicas
+                    .iter()
+                    .any(|r| r.view.state == ReplicaState::Ready)
+            })
+    }
+}
