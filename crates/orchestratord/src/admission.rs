@@ -10,7 +10,9 @@
 use std::sync::Arc;
 
 use adapter_api::GenerateRequest;
-use api_types::{ErrorCode, Priority, StartedEvent, StreamEvent, TaskAccepted, TaskRequest, Workload};
+use api_types::{
+    ErrorCode, Priority, StartedEvent, StreamEvent, TaskAccepted, TaskRequest, Workload,
+};
 use config_schema::FullPolicy as CfgFullPolicy;
 use orchestrator_core::{
     AdmissionError, AdmissionInput, EnqueueOutcome, FlowKey, ModelLimits, QuotaViolation,
@@ -270,7 +272,6 @@ impl AppState {
             session_id: req.session_id.clone(),
         }
     }
-
 
     fn admit_and_enqueue(
         &self,

@@ -236,5 +236,4 @@ impl AppState {
             state.tasks().remove(&id);
         });
     }
-
 }

@@ -250,7 +250,6 @@ impl AppState {
         Some(task)
     }
 
-
     /// The `metrics` event of a task at dispatch: queue depth, on-time probability from the
     /// replica's measured rate, KV warmth, and the session's budgets left.
     pub fn metrics_event(&self, task: &Task, replica: usize, kv_warm: bool) -> MetricsEvent {
@@ -277,5 +276,4 @@ impl AppState {
             session_time_remaining_ms: session.as_ref().and_then(|v| v.time_remaining_ms),
         }
     }
-
 }

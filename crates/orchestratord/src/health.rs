@@ -70,7 +70,6 @@ impl AppState {
         }
     }
 
-
     /// Probes every replica once and records readiness and engine versions.
     pub async fn probe_replicas(self: &Arc<Self>) {
         for (pi, pool) in self.pools.iter().enumerate() {
@@ -105,8 +104,12 @@ impl AppState {
                     let mut guard = self.pool_sched(pi);
                     let ps = &mut *guard;
                     // pool-managerd's registry (when followed) can veto what the probe saw.
-                    let (state, error) =
-                        gate(retired, ps.replicas[ri].registry.as_ref(), state, error.clone());
+                    let (state, error) = gate(
+                        retired,
+                        ps.replicas[ri].registry.as_ref(),
+                        state,
+                        error.clone(),
+                    );
                     let from_registry = ps.replicas[ri]
                         .registry
                         .as_ref()
@@ -133,9 +136,7 @@ impl AppState {
                     }
                     // Restarts and breaker come from the registry while it is followed (an
                     // adapter daemon knows nothing of its engine's restarts).
-                    if let Some((restarts, open)) =
-                        supervision.filter(|_| rs.registry.is_none())
-                    {
+                    if let Some((restarts, open)) = supervision.filter(|_| rs.registry.is_none()) {
                         let engine_labels = [pool.id.as_str(), r.id.as_str(), pool.engine.as_str()];
                         // Always resolve the series so it is exported at 0 before the first restart.
                         let counter = self

@@ -148,8 +148,9 @@ pub fn document_json() -> String {
     s
 }
 
-/// `GET /openapi.json`: served here rather than in `api::ops`, so that the document (which
-/// lists every handler) and the handlers do not import each other.
+// `GET /openapi.json` is served here rather than in `api::ops`, so that the document (which
+// lists every handler) and the handlers do not import each other. (A doc comment would become
+// the operation's summary in the document.)
 #[utoipa::path(get, path = "/openapi.json", tag = "ops", responses((status = 200, description = "This API's OpenAPI 3.1 document")))]
 pub async fn openapi() -> impl IntoResponse {
     (

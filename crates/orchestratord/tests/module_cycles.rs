@@ -225,7 +225,11 @@ fn the_scan_sees_grouped_and_inline_paths_and_ignores_comments() {
 #[test]
 fn a_back_edge_is_reported_as_a_cycle() {
     let mut graph: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
-    for (from, to) in [("api", "admission"), ("admission", "state"), ("state", "task")] {
+    for (from, to) in [
+        ("api", "admission"),
+        ("admission", "state"),
+        ("state", "task"),
+    ] {
         graph
             .entry(from.into())
             .or_default()
@@ -238,6 +242,10 @@ fn a_back_edge_is_reported_as_a_cycle() {
         .insert("admission".into(), "state/mod.rs".into());
     assert_eq!(
         find_cycle(&graph),
-        Some(["admission", "state", "admission"].map(String::from).to_vec())
+        Some(
+            ["admission", "state", "admission"]
+                .map(String::from)
+                .to_vec()
+        )
     );
 }

@@ -32,8 +32,8 @@ use config_schema::Config;
 use orchestrator_core::{QuotaBook, ReplicaState, SessionStore, ShareTracker};
 
 pub use pool::{
-    DrainCause, Lifecycle, Pool, PoolController, PoolSched, Queued, RegistryFeed,
-    RegistryReplica, Replica, ReplicaSched, RunningTask, Usage,
+    DrainCause, Lifecycle, Pool, PoolController, PoolSched, Queued, RegistryFeed, RegistryReplica,
+    Replica, ReplicaSched, RunningTask, Usage,
 };
 
 use crate::auth::KeyRing;
@@ -128,7 +128,9 @@ impl AppState {
     }
 
     pub fn engine_version(&self, pool: usize, replica: usize) -> String {
-        self.pool_sched(pool).replicas[replica].engine_version.clone()
+        self.pool_sched(pool).replicas[replica]
+            .engine_version
+            .clone()
     }
 
     pub fn is_draining(&self, pool_idx: usize) -> bool {

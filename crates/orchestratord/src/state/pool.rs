@@ -218,7 +218,6 @@ impl DrainCause {
             DrainCause::ModelLifecycle => "model deprecated before the task could start",
         }
     }
-
 }
 
 /// What a finished task used, for quotas, session budgets, rates and deadline statistics.

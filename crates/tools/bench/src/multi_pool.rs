@@ -77,8 +77,12 @@ async fn burst_over_pools(
     let start = Instant::now();
     let submitters: Vec<_> = (0..concurrency)
         .map(|k| {
-            let (client, url, body, next) =
-                (client.clone(), url.to_owned(), body(k % pools), next.clone());
+            let (client, url, body, next) = (
+                client.clone(),
+                url.to_owned(),
+                body(k % pools),
+                next.clone(),
+            );
             tokio::spawn(async move {
                 let mut part = Burst::default();
                 while next.fetch_add(1, Ordering::Relaxed) < n {
