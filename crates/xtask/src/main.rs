@@ -341,6 +341,27 @@ fn check_plugins_if_possible() -> bool {
     }
 }
 
+/// Runs one stage of `ci`, printing how long it took and how much disk is left after it: CI's
+/// disk has run out before, and a stage that ran out should be easy to spot in the log.
+fn stage(name: &str, run: impl FnOnce() -> bool) -> bool {
+    eprintln!("xtask: ── stage {name} ──");
+    let started = std::time::Instant::now();
+    let ok = run();
+    eprintln!(
+        "xtask: stage {name} {} in {:.0} s",
+        if ok { "passed" } else { "FAILED" },
+        started.elapsed().as_secs_f64()
+    );
+    let mut df = Command::new("df");
+    df.args(["-h", "--output=target,avail,pcent"])
+        .arg(workspace_root());
+    if let Some(cache) = cache_dir().parent().filter(|p| p.is_dir()) {
+        df.arg(cache);
+    }
+    let _ = df.status();
+    ok
+}
+
 fn test() -> bool {
     cargo(&["test", "--workspace", "--locked"], &[])
 }
@@ -350,22 +371,24 @@ fn main() -> ExitCode {
     let rest: Vec<&str> = args.iter().skip(1).map(String::as_str).collect();
     let ok = match args.first().map(String::as_str) {
         Some("ci") => {
-            cargo(&["fmt", "--all", "--", "--check"], &[])
-                && cargo(
-                    &[
-                        "clippy",
-                        "--workspace",
-                        "--all-targets",
-                        "--locked",
-                        "--",
-                        "-D",
-                        "warnings",
-                    ],
-                    &[],
-                )
-                && check_plugins_if_possible()
-                && fetch()
-                && test()
+            stage("fmt", || cargo(&["fmt", "--all", "--", "--check"], &[]))
+                && stage("clippy", || {
+                    cargo(
+                        &[
+                            "clippy",
+                            "--workspace",
+                            "--all-targets",
+                            "--locked",
+                            "--",
+                            "-D",
+                            "warnings",
+                        ],
+                        &[],
+                    )
+                })
+                && stage("plugin freshness", check_plugins_if_possible)
+                && stage("fetch-engine", fetch)
+                && stage("test", test)
         }
         Some("test") => fetch() && test(),
         Some("fetch-engine") => fetch(),
