@@ -1,5 +1,5 @@
 //! Prometheus families of orchestratord (SPEC §7). Names and label sets are a contract checked
-//! by `tests/metrics_contract.rs`; change both together.
+//! by `tests/metrics-contract` (contract.toml + the live linter); change both together.
 
 use prometheus::{
     Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
@@ -172,7 +172,7 @@ impl Metrics {
             ),
             replica_slots_total: gauge(
                 &r,
-                "llorch_replica_slots_total",
+                "llorch_replica_slots",
                 "Slots of a replica.",
                 ENGINE,
             ),
@@ -203,7 +203,7 @@ impl Metrics {
             ),
             admission_share: float_gauge(
                 &r,
-                "llorch_admission_share",
+                "llorch_admission_share_ratio",
                 "Share of recent dispatches per tenant and priority (EWMA over ~100 dispatches); tracks the configured weights under contention.",
                 &["tenant", "priority"],
             ),

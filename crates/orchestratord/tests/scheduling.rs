@@ -375,7 +375,7 @@ async fn overload_keeps_priorities_and_leaks_nothing() {
         for p in ["interactive", "batch"] {
             assert!(
                 m.contains(&format!(
-                    "llorch_admission_share{{priority=\"{p}\",tenant=\"{tenant}\"}}"
+                    "llorch_admission_share_ratio{{priority=\"{p}\",tenant=\"{tenant}\"}}"
                 )),
                 "share of {tenant}/{p} exported"
             );
