@@ -170,12 +170,7 @@ impl Metrics {
                 "Slots of a replica running a task.",
                 ENGINE,
             ),
-            replica_slots_total: gauge(
-                &r,
-                "llorch_replica_slots",
-                "Slots of a replica.",
-                ENGINE,
-            ),
+            replica_slots_total: gauge(&r, "llorch_replica_slots", "Slots of a replica.", ENGINE),
             replica_ready: gauge(
                 &r,
                 "llorch_replica_ready",

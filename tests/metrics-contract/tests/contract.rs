@@ -241,8 +241,17 @@ async fn pool_managerd_metrics_follow_the_contract() {
         .await
         .expect("json");
     // The registry names the engine build and the model digest the replica serves (ORCH-3032).
-    assert!(replicas[0]["engine_version"].as_str().is_some_and(|v| v.starts_with("llamacpp-b")), "{replicas}");
-    assert_eq!(replicas[0]["model_digest"].as_str(), Some(e.model_sha256.as_str()), "{replicas}");
+    assert!(
+        replicas[0]["engine_version"]
+            .as_str()
+            .is_some_and(|v| v.starts_with("llamacpp-b")),
+        "{replicas}"
+    );
+    assert_eq!(
+        replicas[0]["model_digest"].as_str(),
+        Some(e.model_sha256.as_str()),
+        "{replicas}"
+    );
     let engine_url = replicas[0]["engine_url"]
         .as_str()
         .unwrap_or_else(|| panic!("no engine_url in {replicas}"))
