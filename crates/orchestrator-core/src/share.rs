@@ -1,5 +1,5 @@
 //! Observed share of dispatches per (tenant, priority) flow, as an exponentially weighted
-//! moving average: what `llorch_admission_share{tenant,priority}` exports, so an operator can
+//! moving average: what `llorch_admission_share_ratio{tenant,priority}` exports, so an operator can
 //! see that the configured weights hold.
 
 use std::collections::BTreeMap;

@@ -1,5 +1,5 @@
 //! Prometheus families of orchestratord (SPEC §7). Names and label sets are a contract checked
-//! by `tests/metrics_contract.rs`; change both together.
+//! by `tests/metrics-contract` (contract.toml + the live linter); change both together.
 
 use prometheus::{
     Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
@@ -170,12 +170,7 @@ impl Metrics {
                 "Slots of a replica running a task.",
                 ENGINE,
             ),
-            replica_slots_total: gauge(
-                &r,
-                "llorch_replica_slots_total",
-                "Slots of a replica.",
-                ENGINE,
-            ),
+            replica_slots_total: gauge(&r, "llorch_replica_slots", "Slots of a replica.", ENGINE),
             replica_ready: gauge(
                 &r,
                 "llorch_replica_ready",
@@ -203,7 +198,7 @@ impl Metrics {
             ),
             admission_share: float_gauge(
                 &r,
-                "llorch_admission_share",
+                "llorch_admission_share_ratio",
                 "Share of recent dispatches per tenant and priority (EWMA over ~100 dispatches); tracks the configured weights under contention.",
                 &["tenant", "priority"],
             ),

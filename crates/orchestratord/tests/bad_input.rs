@@ -25,6 +25,8 @@ async fn expect_error(resp: reqwest::Response, status: u16, code: &str) -> serde
     env
 }
 
+/// Bad requests get the typed error envelope and change nothing (ORCH-2006, 3093); a missing
+/// or unknown key gets 401, a key of the wrong role 403 on either plane (ORCH-3035).
 #[tokio::test]
 async fn bad_requests_get_typed_errors_and_change_nothing() {
     let s = Server::start(&mock_config(1, "", "", "[server]\nmax_body_bytes = 2048"));

@@ -69,7 +69,8 @@ fn example_configs_validate() {
     assert!(n >= 1, "no example configs found");
 }
 
-/// The server serves exactly the committed document.
+/// The server serves exactly the committed document, and `/v1/capabilities` reports its
+/// `info.version` as api_version (ORCH-3096).
 #[tokio::test]
 async fn served_openapi_matches_committed() {
     let s = common::Server::start(&common::mock_config(1, "", "", ""));

@@ -299,7 +299,7 @@ async fn full_policies_evict_with_typed_errors() {
     );
 }
 
-/// Injected engine faults become typed stream errors and free the slot (ORCH-3016).
+/// Injected engine faults become typed stream errors and free the slot (ORCH-3016, 3093).
 #[tokio::test]
 async fn engine_faults_map_to_typed_errors() {
     for (mock, code) in [

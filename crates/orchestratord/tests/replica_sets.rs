@@ -1,4 +1,4 @@
-//! One replica set never mixes versions (ORCH-3007): a replica reporting another engine build
+//! One replica set never mixes versions (ORCH-3007, 3046): a replica reporting another engine build
 //! than the replicas already serving is held out of placement, says why in pool health, and
 //! gets no work; the set keeps serving on the replicas that agree.
 

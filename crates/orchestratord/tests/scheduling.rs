@@ -247,7 +247,7 @@ async fn orch_3099_session_budgets() {
 }
 
 /// Session affinity: the next turn goes to the replica holding the KV cache (kv_warmth true);
-/// when that replica fails the session fails over cold (kv_warmth false).
+/// when that replica fails the session fails over cold (kv_warmth false) (ORCH-3019, 3091).
 #[tokio::test]
 async fn kv_warmth_and_cold_failover() {
     let s = two_single_slot_replicas("mock = { disconnect_after_tokens = 3 }").await;
@@ -375,7 +375,7 @@ async fn overload_keeps_priorities_and_leaks_nothing() {
         for p in ["interactive", "batch"] {
             assert!(
                 m.contains(&format!(
-                    "llorch_admission_share{{priority=\"{p}\",tenant=\"{tenant}\"}}"
+                    "llorch_admission_share_ratio{{priority=\"{p}\",tenant=\"{tenant}\"}}"
                 )),
                 "share of {tenant}/{p} exported"
             );

@@ -1,6 +1,6 @@
 //! Prometheus families of pool-managerd (SPEC §7), same conventions as orchestratord's:
 //! `llorch_` prefix, base units, `_total` counters. Names and label sets are a contract
-//! checked by `tests/metrics_contract.rs`; change both together (and docs/operations.md).
+//! checked by `tests/metrics-contract` (contract.toml); change both together (and docs/operations.md).
 //!
 //! Values are refreshed at scrape time from the supervisors, the catalog, NVML and each
 //! Ready engine's own `/metrics` (llama-server `--metrics`), folded into per-replica families

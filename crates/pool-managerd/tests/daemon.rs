@@ -1,6 +1,7 @@
 //! The pool-managerd daemon the systemd way: socket-activated, READY=1 after the engines
 //! preloaded, the catalog in $STATE_DIRECTORY and /metrics served, the replica registry and its change feed following a real engine crash and
-//! restart, STOPPING=1 and the engines gone after SIGTERM.
+//! restart, STOPPING=1 and the engines gone after SIGTERM. The replica is one engine process
+//! of its own (its pid in the registry), started and preloaded before READY=1 (ORCH-3001).
 
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixDatagram;

@@ -3,7 +3,9 @@
 //!
 //! - `ci`    — format check, clippy (warnings are errors), the whole test suite (`--locked`).
 //! - `test`  — the whole test suite only.
-//! - `regen` — rewrite the generated contracts (docs/api/openapi.json, docs/config.schema.json).
+//! - `regen` — rewrite the generated files (docs/api/openapi.json, docs/config.schema.json,
+//!   docs/requirements.md, docs/crates.md); see `proofs`.
+//! - `spec-map` — write docs/requirements.md; fails on an untested requirement or unknown id.
 //! - `bench [--quick]` — the release-mode benchmark that prints submissions/s, added
 //!   first-token latency and relayed tokens/s.
 //! - `fetch-engine` — provision the real engine for tests from PyPI only: llama.cpp sources
@@ -14,6 +16,8 @@
 //!   (`wasm32-wasip1`) and write it to `examples/plugins/tenant-half/tenant_half.wasm`, the
 //!   module the host and end-to-end tests load; `--check` instead fails if the committed module
 //!   differs from a fresh build. `ci` runs the check when the wasm target is installed.
+
+mod proofs;
 
 use std::process::{Command, ExitCode};
 
@@ -393,10 +397,8 @@ fn main() -> ExitCode {
         Some("test") => fetch() && test(),
         Some("fetch-engine") => fetch(),
         Some("build-plugins") => build_plugins(rest.contains(&"--check")),
-        Some("regen") => cargo(
-            &["test", "-p", "orchestratord", "--test", "contracts_fresh"],
-            &[("LLORCH_BLESS", "1")],
-        ),
+        Some("regen") => proofs::regen(),
+        Some("spec-map") => proofs::spec_map(),
         Some("bench") => {
             let mut a = vec!["run", "--release", "--locked", "-p", "llorch-bench", "--"];
             a.extend(rest);
@@ -404,7 +406,7 @@ fn main() -> ExitCode {
         }
         _ => {
             eprintln!(
-                "usage: cargo xtask <ci | test | fetch-engine | build-plugins [--check] | regen | bench [--quick]>"
+                "usage: cargo xtask <ci | test | fetch-engine | build-plugins [--check] | regen | spec-map | bench [--quick]>"
             );
             return ExitCode::from(2);
         }

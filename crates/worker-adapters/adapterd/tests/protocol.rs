@@ -1,4 +1,5 @@
-//! The worker protocol across a real process boundary: `llorch-adapterd --engine mock` on a unix socket,
+//! The worker protocol (ORCH-3054–3057: health, properties, streaming generate, cancel) across a
+//! real process boundary: `llorch-adapterd --engine mock` on a unix socket,
 //! driven by `adapter_api::client::HttpWorker` (the client orchestratord uses).
 
 use std::process::{Child, Command, Stdio};

@@ -98,6 +98,7 @@ mod tests {
     /// 8-token completion of a 2-token prompt.
     const REAL: &str = include_str!("../testdata/metrics-b1-0c1e570.txt");
 
+    /// The adapter's metrics scrape reads the real engine's telemetry (ORCH-3054–3057).
     #[test]
     fn parses_real_llama_server_output() {
         let m = EngineMetrics::parse(REAL);

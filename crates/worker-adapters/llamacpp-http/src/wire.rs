@@ -188,6 +188,7 @@ mod tests {
         assert_eq!(f.timings.unwrap().predicted_ms, 69.528);
     }
 
+    /// llama-server's errors become the public error codes (ORCH-3058).
     #[test]
     fn maps_engine_errors() {
         assert_eq!(parse_chunk(CTX).unwrap_err().code, ErrorCode::InvalidParams);
