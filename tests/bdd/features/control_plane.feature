@@ -33,11 +33,11 @@ Feature: Control plane: capabilities, health, replica sets, drain, reload
     And the error code is "NOT_FOUND"
 
   Scenario: Drain refuses new work, lets running work finish, fails queued work
-    Given the mock engine streams 100 tokens per second
+    Given the mock engine streams 10 tokens per second
     And the orchestrator is running
     When alice submits task "short" with 5 max tokens
     And alice submits task "waiting" with 5 max tokens
-    And the operator drains pool "p" with a deadline of 2000 ms
+    And the operator drains pool "p" with a deadline of 3000 ms
     Then the response status is 202
     And the response field "draining" is true
     And the response field "ready" is false

@@ -55,7 +55,7 @@ Feature: Error taxonomy
 
   Scenario Outline: Engine faults end the stream with a typed error and free the slot
     Given the mock engine injects <fault> after 2 tokens
-    And the idle timeout is 200 ms
+    And the idle timeout is 500 ms
     And the orchestrator is running
     When alice submits task "f" with 10 max tokens
     And alice reads the stream of task "f" to the end

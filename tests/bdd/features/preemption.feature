@@ -47,7 +47,7 @@ Feature: Preemption
     And the metric llorch_preemptions_total with 'mode="hard"' reaches 1
 
   Scenario: Without interruptible decode nothing running is interrupted
-    Given the mock engine streams 100 tokens per second
+    Given the mock engine streams 20 tokens per second
     And the orchestrator is running
     When alice submits task "b" with 20 max tokens and
       | priority | batch |

@@ -19,7 +19,9 @@ fn keys_toml() -> String {
         (OPERATOR_KEY, "ops", "control"),
     ]
     .iter()
-    .map(|(k, t, r)| format!("[[auth.api_keys]]\nkey = \"{k}\"\ntenant = \"{t}\"\nrole = \"{r}\"\n\n"))
+    .map(|(k, t, r)| {
+        format!("[[auth.api_keys]]\nkey = \"{k}\"\ntenant = \"{t}\"\nrole = \"{r}\"\n\n")
+    })
     .collect()
 }
 
@@ -48,7 +50,10 @@ impl Default for OrchConfig {
             queue: Vec::new(),
             // Fast by default so journeys stay short; scenarios that need a task to be
             // running for a while slow it down or stall it.
-            mock: vec!["tokens_per_second = 400".into(), "first_token_latency_ms = 5".into()],
+            mock: vec![
+                "tokens_per_second = 400".into(),
+                "first_token_latency_ms = 5".into(),
+            ],
             sections: BTreeMap::new(),
             tenants: Vec::new(),
         }

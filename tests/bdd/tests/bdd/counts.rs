@@ -136,11 +136,7 @@ impl<Wr> Counted<Wr> {
 impl<W: World, Wr: Writer<W>> Writer<W> for Counted<Wr> {
     type Cli = Wr::Cli;
 
-    async fn handle_event(
-        &mut self,
-        ev: parser::Result<Event<Cucumber<W>>>,
-        cli: &Self::Cli,
-    ) {
+    async fn handle_event(&mut self, ev: parser::Result<Event<Cucumber<W>>>, cli: &Self::Cli) {
         {
             let mut c = self.counts.lock().unwrap_or_else(|e| e.into_inner());
             match &ev {

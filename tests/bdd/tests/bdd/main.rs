@@ -34,13 +34,19 @@ fn check_requirement_ids(dir: &Path) -> Result<usize, String> {
             continue;
         }
         files += 1;
-        let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-        let names_id = text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '-')).any(|w| {
-            w.strip_prefix("ORCH-")
-                .is_some_and(|n| n.len() == 4 && n.bytes().all(|b| b.is_ascii_digit()))
-        });
+        let text =
+            std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let names_id = text
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '-'))
+            .any(|w| {
+                w.strip_prefix("ORCH-")
+                    .is_some_and(|n| n.len() == 4 && n.bytes().all(|b| b.is_ascii_digit()))
+            });
         if !names_id {
-            return Err(format!("{} names no ORCH-nnnn requirement id", path.display()));
+            return Err(format!(
+                "{} names no ORCH-nnnn requirement id",
+                path.display()
+            ));
         }
     }
     Ok(files)

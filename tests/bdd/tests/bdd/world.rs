@@ -8,9 +8,7 @@ use std::time::Duration;
 
 use anyhow::{Context, anyhow, bail};
 use cucumber::{Parameter, World};
-use llorch_bdd::{
-    ALICE_KEY, BOB_KEY, Daemon, OPERATOR_KEY, OpenStream, OrchConfig, Reply, binary,
-};
+use llorch_bdd::{ALICE_KEY, BOB_KEY, Daemon, OPERATOR_KEY, OpenStream, OrchConfig, Reply, binary};
 
 /// Who makes a request, as the features name them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Parameter)]
@@ -220,7 +218,10 @@ impl Journey {
 
     /// The daemon's log, for failure messages.
     pub fn orch_log(&self) -> String {
-        self.orch.as_ref().map(|d| d.stderr_log()).unwrap_or_default()
+        self.orch
+            .as_ref()
+            .map(|d| d.stderr_log())
+            .unwrap_or_default()
     }
 }
 
@@ -240,5 +241,6 @@ pub fn field<'a>(doc: &'a serde_json::Value, path: &str) -> anyhow::Result<&'a s
 
 /// A step's expected value: JSON if it parses as JSON, else the text as a string.
 pub fn expected(text: &str) -> serde_json::Value {
-    serde_json::from_str(text.trim()).unwrap_or_else(|_| serde_json::Value::String(text.trim().into()))
+    serde_json::from_str(text.trim())
+        .unwrap_or_else(|_| serde_json::Value::String(text.trim().into()))
 }

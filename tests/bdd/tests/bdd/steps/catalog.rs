@@ -39,28 +39,55 @@ pub fn model_id(w: &Journey, name: &str) -> anyhow::Result<String> {
 async fn register(w: &mut Journey, who: Caller, name: String) -> anyhow::Result<()> {
     let (path, sha) = w.models.get(&name).context("no such model file")?.clone();
     let body = json!({ "model_ref": path.display().to_string(), "sha256": sha });
-    w.send(who, Method::POST, "/v1/catalog/models", Some(body), &[]).await?;
+    w.send(who, Method::POST, "/v1/catalog/models", Some(body), &[])
+        .await?;
     Ok(())
 }
 
 #[when(expr = "{caller} looks up model {string} in the catalog")]
 async fn lookup(w: &mut Journey, who: Caller, name: String) -> anyhow::Result<()> {
     let id = model_id(w, &name)?;
-    w.send(who, Method::GET, &format!("/v1/catalog/models/{id}"), None, &[]).await?;
+    w.send(
+        who,
+        Method::GET,
+        &format!("/v1/catalog/models/{id}"),
+        None,
+        &[],
+    )
+    .await?;
     Ok(())
 }
 
 #[when(expr = "{caller} verifies model {string}")]
 async fn verify(w: &mut Journey, who: Caller, name: String) -> anyhow::Result<()> {
     let id = model_id(w, &name)?;
-    w.send(who, Method::POST, &format!("/v1/catalog/models/{id}/verify"), None, &[]).await?;
+    w.send(
+        who,
+        Method::POST,
+        &format!("/v1/catalog/models/{id}/verify"),
+        None,
+        &[],
+    )
+    .await?;
     Ok(())
 }
 
 #[when(expr = "{caller} moves model {string} to {string}")]
-async fn move_state(w: &mut Journey, who: Caller, name: String, state: String) -> anyhow::Result<()> {
+async fn move_state(
+    w: &mut Journey,
+    who: Caller,
+    name: String,
+    state: String,
+) -> anyhow::Result<()> {
     let id = model_id(w, &name)?;
     let path = format!("/v1/catalog/models/{id}/state");
-    w.send(who, Method::POST, &path, Some(json!({ "state": state })), &[]).await?;
+    w.send(
+        who,
+        Method::POST,
+        &path,
+        Some(json!({ "state": state })),
+        &[],
+    )
+    .await?;
     Ok(())
 }

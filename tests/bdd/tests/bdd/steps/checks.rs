@@ -12,7 +12,12 @@ use crate::world::{Journey, expected, field};
 #[then(expr = "the response status is {int}")]
 fn status(w: &mut Journey, want: u16) -> anyhow::Result<()> {
     let r = w.reply()?;
-    ensure!(r.status == want, "status {} (want {want}); body: {}", r.status, r.body);
+    ensure!(
+        r.status == want,
+        "status {} (want {want}); body: {}",
+        r.status,
+        r.body
+    );
     Ok(())
 }
 
@@ -21,13 +26,19 @@ fn status(w: &mut Journey, want: u16) -> anyhow::Result<()> {
 fn error_code(w: &mut Journey, code: String) -> anyhow::Result<()> {
     let r = w.reply()?;
     ensure!(r.status >= 400, "not an error: {} {}", r.status, r.body);
-    ensure!(r.json["code"] == code.as_str(), "code is not {code}: {}", r.body);
+    ensure!(
+        r.json["code"] == code.as_str(),
+        "code is not {code}: {}",
+        r.body
+    );
     ensure!(
         r.json["message"].as_str().is_some_and(|m| !m.is_empty()),
         "envelope without message: {}",
         r.body
     );
-    let cid = r.json["correlation_id"].as_str().context("envelope without correlation_id")?;
+    let cid = r.json["correlation_id"]
+        .as_str()
+        .context("envelope without correlation_id")?;
     ensure!(
         r.header("x-correlation-id")? == cid,
         "correlation_id {cid} differs from the X-Correlation-Id header"
@@ -47,7 +58,11 @@ fn message_mentions(w: &mut Journey, text: String) -> anyhow::Result<()> {
 fn field_is(w: &mut Journey, path: String, want: String) -> anyhow::Result<()> {
     let r = w.reply()?;
     let got = field(&r.json, &path)?;
-    ensure!(*got == expected(&want), "{path} is {got}, want {want}; body: {}", r.body);
+    ensure!(
+        *got == expected(&want),
+        "{path} is {got}, want {want}; body: {}",
+        r.body
+    );
     Ok(())
 }
 
@@ -78,7 +93,10 @@ fn field_equals_header(w: &mut Journey, path: String, name: String) -> anyhow::R
     let r = w.reply()?;
     let h = r.header(&name)?;
     let f = field(&r.json, &path)?;
-    ensure!(f.to_string() == h, "{path} is {f} but {name} is {h}");
+    ensure!(
+        serde_json::from_str::<serde_json::Value>(h).ok().as_ref() == Some(f),
+        "{path} is {f} but {name} is {h}"
+    );
     Ok(())
 }
 
@@ -123,8 +141,17 @@ fn streamed(w: &mut Journey, id: String, names: String) -> anyhow::Result<()> {
 fn ended_ok(w: &mut Journey, id: String, n: u64) -> anyhow::Result<()> {
     let s = w.stream(&id)?;
     let last = s.seen.last().context("no events")?;
-    ensure!(last.name == "end", "task {id} ended with {} {}", last.name, last.data);
-    ensure!(last.data["tokens_out"] == n, "end event {} (want tokens_out {n})", last.data);
+    ensure!(
+        last.name == "end",
+        "task {id} ended with {} {}",
+        last.name,
+        last.data
+    );
+    ensure!(
+        last.data["tokens_out"] == n,
+        "end event {} (want tokens_out {n})",
+        last.data
+    );
     let tokens = s.seen.iter().filter(|e| e.name == "token").count() as u64;
     ensure!(tokens == n, "{tokens} token events, want {n}");
     Ok(())
@@ -156,10 +183,22 @@ fn retriable(w: &mut Journey, id: String, is: String) -> anyhow::Result<()> {
     Ok(())
 }
 
-#[then(regex = r#"^the (started|metrics|end|error) event of task "([^"]+)" has "([^"]+)" (?:=|is) (.+)$"#)]
-fn event_field(w: &mut Journey, name: String, id: String, path: String, want: String) -> anyhow::Result<()> {
+#[then(
+    regex = r#"^the (started|metrics|end|error) event of task "([^"]+)" has "([^"]+)" (?:=|is) (.+)$"#
+)]
+fn event_field(
+    w: &mut Journey,
+    name: String,
+    id: String,
+    path: String,
+    want: String,
+) -> anyhow::Result<()> {
     let s = w.stream(&id)?;
-    let ev = s.seen.iter().find(|e| e.name == name).with_context(|| format!("no {name} event"))?;
+    let ev = s
+        .seen
+        .iter()
+        .find(|e| e.name == name)
+        .with_context(|| format!("no {name} event"))?;
     let got = field(&ev.data, &path)?;
     let want = expected(&want);
     let ok = match (got.as_str(), want.as_str()) {
@@ -172,9 +211,19 @@ fn event_field(w: &mut Journey, name: String, id: String, path: String, want: St
 }
 
 #[then(expr = "the {word} event of task {string} has {string} above {float}")]
-fn event_field_above(w: &mut Journey, name: String, id: String, path: String, min: f64) -> anyhow::Result<()> {
+fn event_field_above(
+    w: &mut Journey,
+    name: String,
+    id: String,
+    path: String,
+    min: f64,
+) -> anyhow::Result<()> {
     let s = w.stream(&id)?;
-    let ev = s.seen.iter().find(|e| e.name == name).with_context(|| format!("no {name} event"))?;
+    let ev = s
+        .seen
+        .iter()
+        .find(|e| e.name == name)
+        .with_context(|| format!("no {name} event"))?;
     let got = field(&ev.data, &path)?.as_f64().context("not a number")?;
     ensure!(got > min, "{name}.{path} is {got}, want above {min}");
     Ok(())
@@ -185,7 +234,11 @@ fn numbered(w: &mut Journey, id: String) -> anyhow::Result<()> {
     let s = w.stream(&id)?;
     for (i, ev) in s.seen.iter().filter(|e| e.name == "token").enumerate() {
         ensure!(ev.data["i"] == i as u64, "token {i} is {}", ev.data);
-        ensure!(ev.data["t"].is_string(), "token {i} has no text: {}", ev.data);
+        ensure!(
+            ev.data["t"].is_string(),
+            "token {i} has no text: {}",
+            ev.data
+        );
     }
     Ok(())
 }
@@ -215,7 +268,10 @@ async fn replay(w: &mut Journey, id: String, ms: u64) -> anyhow::Result<()> {
     let who = crate::world::Caller::Alice;
     w.read_whole_stream(who, &id).await?;
     let after = &w.stream(&id)?.seen;
-    ensure!(*after == before, "replay differs:\n before {before:?}\n after  {after:?}");
+    ensure!(
+        *after == before,
+        "replay differs:\n before {before:?}\n after  {after:?}"
+    );
     Ok(())
 }
 
@@ -251,7 +307,11 @@ async fn busy_now(w: &mut Journey, pool: String, n: u64) -> anyhow::Result<()> {
 }
 
 fn metric_sum(text: &str, name: &str, labels: &str) -> f64 {
-    let labels: Vec<&str> = labels.split(',').map(str::trim).filter(|l| !l.is_empty()).collect();
+    let labels: Vec<&str> = labels
+        .split(',')
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
     text.lines()
         .filter(|l| !l.starts_with('#'))
         .filter(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")))
@@ -285,7 +345,10 @@ async fn metric_now(w: &mut Journey, name: String, want: f64) -> anyhow::Result<
 #[then(expr = "the capabilities' api_version is the OpenAPI document's info.version")]
 async fn api_version(w: &mut Journey) -> anyhow::Result<()> {
     let caps = w.reply()?.json.clone();
-    let v = caps["api_version"].as_str().context("no api_version")?.to_string();
+    let v = caps["api_version"]
+        .as_str()
+        .context("no api_version")?
+        .to_string();
     let url = w.orch()?.url("/openapi.json");
     let doc: serde_json::Value = w.http.get(&url).send().await?.json().await?;
     let info = doc["info"]["version"].as_str().context("no info.version")?;

@@ -17,8 +17,12 @@ async fn get(w: &mut Journey, who: Caller, path: String) -> anyhow::Result<()> {
 /// POST with a JSON doc string as the body.
 #[when(expr = "{caller} sends POST {string} with")]
 async fn post(w: &mut Journey, step: &Step, who: Caller, path: String) -> anyhow::Result<()> {
-    let text = step.docstring.as_ref().context("this step needs a JSON doc string")?;
-    let body: serde_json::Value = serde_json::from_str(text.trim()).context("doc string is not JSON")?;
+    let text = step
+        .docstring
+        .as_ref()
+        .context("this step needs a JSON doc string")?;
+    let body: serde_json::Value =
+        serde_json::from_str(text.trim()).context("doc string is not JSON")?;
     w.send(who, Method::POST, &path, Some(body), &[]).await?;
     Ok(())
 }
@@ -26,7 +30,14 @@ async fn post(w: &mut Journey, step: &Step, who: Caller, path: String) -> anyhow
 #[when(expr = "{caller} drains pool {string} with a deadline of {int} ms")]
 async fn drain(w: &mut Journey, who: Caller, pool: String, ms: u64) -> anyhow::Result<()> {
     let path = format!("/v1/pools/{pool}/drain");
-    w.send(who, Method::POST, &path, Some(json!({ "deadline_ms": ms })), &[]).await?;
+    w.send(
+        who,
+        Method::POST,
+        &path,
+        Some(json!({ "deadline_ms": ms })),
+        &[],
+    )
+    .await?;
     Ok(())
 }
 

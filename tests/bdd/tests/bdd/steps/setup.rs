@@ -72,9 +72,10 @@ fn token_budget(w: &mut Journey, n: u64) -> anyhow::Result<()> {
 
 #[given(expr = "tenant {string} may run at most {int} task(s) at once")]
 fn max_concurrent(w: &mut Journey, tenant: String, n: u32) -> anyhow::Result<()> {
-    cfg(w)?
-        .tenants
-        .push(vec![format!("id = \"{tenant}\""), format!("max_concurrent = {n}")]);
+    cfg(w)?.tenants.push(vec![
+        format!("id = \"{tenant}\""),
+        format!("max_concurrent = {n}"),
+    ]);
     Ok(())
 }
 

@@ -20,8 +20,14 @@ pub fn task_body(id: Option<&str>, max_tokens: u32) -> Value {
     b
 }
 
-async fn submit(w: &mut Journey, who: Caller, body: Value, headers: &[(&str, &str)]) -> anyhow::Result<()> {
-    w.send(who, Method::POST, "/v1/tasks", Some(body), headers).await?;
+async fn submit(
+    w: &mut Journey,
+    who: Caller,
+    body: Value,
+    headers: &[(&str, &str)],
+) -> anyhow::Result<()> {
+    w.send(who, Method::POST, "/v1/tasks", Some(body), headers)
+        .await?;
     Ok(())
 }
 
@@ -40,7 +46,10 @@ async fn submit_task_with(
     n: u32,
 ) -> anyhow::Result<()> {
     let mut body = task_body(Some(&id), n);
-    let table = step.table.as_ref().context("this step needs a | field | value | table")?;
+    let table = step
+        .table
+        .as_ref()
+        .context("this step needs a | field | value | table")?;
     for row in &table.rows {
         let [k, v] = row.as_slice() else {
             bail!("table rows are | field | value |, got {row:?}");
@@ -58,7 +67,13 @@ async fn submit_with_correlation(
     n: u32,
     cid: String,
 ) -> anyhow::Result<()> {
-    submit(w, who, task_body(Some(&id), n), &[("x-correlation-id", &cid)]).await
+    submit(
+        w,
+        who,
+        task_body(Some(&id), n),
+        &[("x-correlation-id", &cid)],
+    )
+    .await
 }
 
 #[when(expr = "{caller} submits an unnamed task with seed {int} and {int} max token(s)")]
@@ -70,7 +85,10 @@ async fn submit_unnamed(w: &mut Journey, who: Caller, seed: u64, n: u32) -> anyh
     if r.status != 202 {
         bail!("submission answered {}: {}", r.status, r.body);
     }
-    let id = r.json["task_id"].as_str().context("no task_id in the 202")?.to_string();
+    let id = r.json["task_id"]
+        .as_str()
+        .context("no task_id in the 202")?
+        .to_string();
     w.assigned_id = Some(id);
     Ok(())
 }
@@ -78,7 +96,10 @@ async fn submit_unnamed(w: &mut Journey, who: Caller, seed: u64, n: u32) -> anyh
 /// The raw body as given (a doc string), sent as JSON.
 #[when(expr = "{caller} submits the raw body")]
 async fn submit_raw(w: &mut Journey, step: &Step, who: Caller) -> anyhow::Result<()> {
-    let text = step.docstring.as_ref().context("this step needs a doc string")?;
+    let text = step
+        .docstring
+        .as_ref()
+        .context("this step needs a doc string")?;
     let url = w.orch()?.url("/v1/tasks");
     let mut req = w
         .http
@@ -105,7 +126,10 @@ async fn read_all(w: &mut Journey, who: Caller, id: String) -> anyhow::Result<()
 
 #[when(expr = "{caller} reads the stream of the unnamed task to the end as {string}")]
 async fn read_unnamed(w: &mut Journey, who: Caller, alias: String) -> anyhow::Result<()> {
-    let id = w.assigned_id.clone().context("no unnamed task was submitted")?;
+    let id = w
+        .assigned_id
+        .clone()
+        .context("no unnamed task was submitted")?;
     w.read_whole_stream(who, &id).await?;
     let s = w.streams.remove(&id).context("stream vanished")?;
     w.streams.insert(alias, s);
@@ -128,25 +152,42 @@ async fn finish_open(w: &mut Journey, id: String) -> anyhow::Result<()> {
 
 #[when(expr = "the client of task {string} goes away")]
 fn disconnect(w: &mut Journey, id: String) -> anyhow::Result<()> {
-    w.streams.remove(&id).context("no open stream of that task")?;
+    w.streams
+        .remove(&id)
+        .context("no open stream of that task")?;
     Ok(())
 }
 
 #[when(expr = "{caller} cancels task {string}")]
 async fn cancel(w: &mut Journey, who: Caller, id: String) -> anyhow::Result<()> {
-    w.send(who, Method::POST, &format!("/v1/tasks/{id}/cancel"), None, &[]).await?;
+    w.send(
+        who,
+        Method::POST,
+        &format!("/v1/tasks/{id}/cancel"),
+        None,
+        &[],
+    )
+    .await?;
     Ok(())
 }
 
 #[when(expr = "{caller} looks up session {string}")]
 async fn get_session(w: &mut Journey, who: Caller, id: String) -> anyhow::Result<()> {
-    w.send(who, Method::GET, &format!("/v1/sessions/{id}"), None, &[]).await?;
+    w.send(who, Method::GET, &format!("/v1/sessions/{id}"), None, &[])
+        .await?;
     Ok(())
 }
 
 #[when(expr = "{caller} deletes session {string}")]
 async fn delete_session(w: &mut Journey, who: Caller, id: String) -> anyhow::Result<()> {
-    w.send(who, Method::DELETE, &format!("/v1/sessions/{id}"), None, &[]).await?;
+    w.send(
+        who,
+        Method::DELETE,
+        &format!("/v1/sessions/{id}"),
+        None,
+        &[],
+    )
+    .await?;
     Ok(())
 }
 
