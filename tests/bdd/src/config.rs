@@ -9,8 +9,6 @@ pub const ALICE_KEY: &str = "bdd-alice-data-key";
 pub const BOB_KEY: &str = "bdd-bob-data-key";
 /// Control-plane key (tenant `ops`).
 pub const OPERATOR_KEY: &str = "bdd-operator-control-key";
-/// pool-managerd's control key (its config has the same three keys).
-pub const POOL_MANAGER_CONTROL_KEY: &str = OPERATOR_KEY;
 
 fn keys_toml() -> String {
     [

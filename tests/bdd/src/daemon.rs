@@ -3,7 +3,7 @@
 //! goes to a file that failures quote.
 
 use std::os::fd::AsRawFd;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
@@ -104,11 +104,6 @@ impl Daemon {
     /// The daemon's stderr so far.
     pub fn stderr_log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("stderr.log")).unwrap_or_default()
-    }
-
-    /// The scratch directory (state lives under it).
-    pub fn dir(&self) -> PathBuf {
-        self.dir.path().to_path_buf()
     }
 
     pub fn url(&self, path: &str) -> String {

@@ -15,6 +15,6 @@ pub mod daemon;
 pub mod http;
 
 pub use bins::{binary, prepare};
-pub use config::{ALICE_KEY, BOB_KEY, OPERATOR_KEY, OrchConfig, POOL_MANAGER_CONTROL_KEY};
+pub use config::{ALICE_KEY, BOB_KEY, OPERATOR_KEY, OrchConfig};
 pub use daemon::Daemon;
 pub use http::{Event, OpenStream, Reply};
