@@ -205,6 +205,24 @@ fn event_field(
     Ok(())
 }
 
+#[then(expr = "the error event of task {string} mentions {string}")]
+fn error_mentions(w: &mut Journey, id: String, text: String) -> anyhow::Result<()> {
+    let s = w.stream(&id)?;
+    let ev = s
+        .seen
+        .iter()
+        .find(|e| e.name == "error")
+        .context("no error event")?;
+    let m = ev.data["message"]
+        .as_str()
+        .context("error event without message")?;
+    ensure!(
+        m.contains(&text),
+        "error message {m:?} does not mention {text:?}"
+    );
+    Ok(())
+}
+
 #[then(expr = "the {word} event of task {string} has {string} above {float}")]
 fn event_field_above(
     w: &mut Journey,
