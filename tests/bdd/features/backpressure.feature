@@ -69,3 +69,18 @@ Feature: Backpressure and fair admission
     When alice cancels task "a1"
     And alice submits task "a4" with 5 max tokens
     Then the response status is 202
+
+  Scenario: A tenant over its request rate gets a 429 whose back-off is honest
+    Given a mock pool with 4 slots
+    And tenant "alice" may submit 2.0 requests per second with a burst of 2
+    And the orchestrator is running
+    When alice submits task "r1" with 1 max token
+    And alice submits task "r2" with 1 max token
+    And alice submits task "r3" with 1 max token
+    Then the response status is 429
+    And the error code is "ADMISSION_REJECT"
+    And the response header "Retry-After" is "1"
+    And the response header "X-Backoff-Ms" is a number of at least 1
+    When alice waits for the advertised back-off
+    And alice submits task "r3" with 1 max token
+    Then the response status is 202

@@ -79,6 +79,16 @@ fn max_concurrent(w: &mut Journey, tenant: String, n: u32) -> anyhow::Result<()>
     Ok(())
 }
 
+#[given(expr = "tenant {string} may submit {float} requests per second with a burst of {int}")]
+fn rate(w: &mut Journey, tenant: String, rps: f64, burst: u32) -> anyhow::Result<()> {
+    cfg(w)?.tenants.push(vec![
+        format!("id = \"{tenant}\""),
+        format!("requests_per_second = {rps:?}"),
+        format!("burst = {burst}"),
+    ]);
+    Ok(())
+}
+
 #[given("the orchestrator is running")]
 async fn orchestrator_running(w: &mut Journey) -> anyhow::Result<()> {
     w.start_orchestrator().await

@@ -113,6 +113,18 @@ async fn submit_raw(w: &mut Journey, step: &Step, who: Caller) -> anyhow::Result
     Ok(())
 }
 
+/// Sleeps for the last reply's `X-Backoff-Ms` (plus 20 ms of slack), as a polite client would.
+#[when(expr = "{caller} waits for the advertised back-off")]
+async fn wait_backoff(w: &mut Journey, _who: Caller) -> anyhow::Result<()> {
+    let ms: u64 = w
+        .reply()?
+        .header("x-backoff-ms")?
+        .parse()
+        .context("X-Backoff-Ms is not a number")?;
+    tokio::time::sleep(std::time::Duration::from_millis(ms + 20)).await;
+    Ok(())
+}
+
 #[when(expr = "{caller} opens the stream of task {string}")]
 async fn open(w: &mut Journey, who: Caller, id: String) -> anyhow::Result<()> {
     w.open_stream(who, &id).await?;
