@@ -25,6 +25,9 @@ impl Outcome {
     }
 }
 
+/// Submissions resent after a transport error (see [`Api::run_task`]).
+pub static SUBMIT_RETRIES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
 /// A client of orchestratord's (or `llorch serve`'s) public API.
 #[derive(Clone)]
 pub struct Api {
@@ -73,7 +76,37 @@ impl Api {
         let id = body["task_id"].as_str().unwrap_or_default().to_string();
         let resp = match self.submit(body).await {
             Ok(r) => r,
-            Err(why) => return Outcome::Lost { why },
+            // What a careful HTTP/1.1 client does when a POST on a kept-alive connection
+            // fails at the transport level (e.g. the server closed the idle connection as the
+            // request went out): resubmit the same task_id once. A task that the first attempt
+            // did create answers "already in use" and is followed like an accepted one.
+            Err(first) => {
+                SUBMIT_RETRIES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                match self.submit(body).await {
+                    Ok(r) if r.status() == 400 => {
+                        let env: serde_json::Value = r.json().await.unwrap_or_default();
+                        let msg = env["message"].as_str().unwrap_or_default();
+                        if msg.contains("already in use") {
+                            return self.follow(&id, per_event).await;
+                        }
+                        return match env["code"].as_str() {
+                            Some(code) => Outcome::Refused {
+                                status: 400,
+                                code: code.into(),
+                            },
+                            None => Outcome::Lost {
+                                why: format!("400 without an envelope: {env}"),
+                            },
+                        };
+                    }
+                    Ok(r) => r,
+                    Err(second) => {
+                        return Outcome::Lost {
+                            why: format!("{first}; retry: {second}"),
+                        };
+                    }
+                }
+            }
         };
         if resp.status() != 202 {
             return refused(resp).await;

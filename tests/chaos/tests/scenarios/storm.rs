@@ -13,6 +13,9 @@ use llorch_chaos::report::{Row, record_and_check};
 use super::{DATA, Orch, keys, mock_task};
 
 const N: usize = 10_000;
+fn n() -> usize {
+    std::env::var("LLORCH_CHAOS_STORM_N").ok().and_then(|v| v.parse().ok()).unwrap_or(N)
+}
 /// The whole storm (submit, open, hold, cancel, close) must finish within this.
 const BUDGET: Duration = Duration::from_secs(150);
 
@@ -30,8 +33,17 @@ async fn scenario() {
         nofile as usize > N + 1000,
         "RLIMIT_NOFILE hard limit {nofile} is too low for {N} client sockets"
     );
+    let n = n();
     let start = Instant::now();
     let dir = tempfile::tempdir().expect("tempdir");
+    // Slots are capped at 1024 per replica: 1000-slot mock replicas, enough for n tasks.
+    let replicas: String = (0..n.div_ceil(1000))
+        .map(|i| {
+            format!(
+                "\n[[pools.replicas]]\nid = \"r{i}\"\nslots = 1000\nmock = {{ stall_after_tokens = 0 }}\n"
+            )
+        })
+        .collect();
     let orch = Orch::start(
         dir.path(),
         &format!(
@@ -52,14 +64,9 @@ engine = "mock"
 model_ref = "mock:tiny"
 ctx_max = 1024
 allow_cpu_inference = true
-
-[[pools.replicas]]
-id = "r0"
-slots = 1
-mock = {{ stall_after_tokens = 0 }}
-"#,
+{replicas}"#,
             keys = keys(),
-            cap = N + 100
+            cap = n + 100,
         ),
     );
     let api = orch.api.clone();
@@ -69,7 +76,7 @@ mock = {{ stall_after_tokens = 0 }}
     let fds_before = fd_count(pid);
 
     // Submit N tasks (the first takes the one slot and stalls; the rest queue).
-    let submitted = futures::stream::iter(0..N)
+    let submitted = futures::stream::iter(0..n)
         .map(|i| {
             let api = api.clone();
             async move {
@@ -81,14 +88,14 @@ mock = {{ stall_after_tokens = 0 }}
         .filter(|ok| futures::future::ready(*ok))
         .count()
         .await;
-    assert_eq!(submitted, N, "accepted submissions");
+    assert_eq!(submitted, n, "accepted submissions");
     let submit_took = start.elapsed();
     let rss_queued = rss_kb(pid).expect("rss");
 
     // Open N idle streams; each reads until `started`, then waits for its end.
     let opened = Arc::new(AtomicUsize::new(0));
     let gate = Arc::new(tokio::sync::Semaphore::new(100));
-    let streams: Vec<_> = (0..N)
+    let streams: Vec<_> = (0..n)
         .map(|i| {
             let (opened, gate) = (opened.clone(), gate.clone());
             tokio::spawn(async move {
@@ -121,10 +128,10 @@ mock = {{ stall_after_tokens = 0 }}
             })
         })
         .collect();
-    while opened.load(Ordering::Relaxed) < N {
+    while opened.load(Ordering::Relaxed) < n {
         assert!(
             start.elapsed() < BUDGET,
-            "only {} of {N} streams open after {:?}",
+            "only {} of {n} streams open after {:?}",
             opened.load(Ordering::Relaxed),
             start.elapsed()
         );
@@ -137,7 +144,7 @@ mock = {{ stall_after_tokens = 0 }}
     let busy_open = api.busy_slots("p").await;
 
     // Close: cancel every task; every stream ends with a terminal event and closes.
-    let canceled = futures::stream::iter(0..N)
+    let canceled = futures::stream::iter(0..n)
         .map(|i| {
             let api = api.clone();
             async move {
@@ -165,17 +172,17 @@ mock = {{ stall_after_tokens = 0 }}
     let fds_after = fd_count(pid);
     let fresh_ok = api.health("p").await.queue_depth == 0;
 
-    let per_stream_kb = (rss_open as f64 - rss_before as f64) / N as f64;
-    let per_conn_kb = (rss_open as f64 - rss_queued as f64) / N as f64;
+    let per_stream_kb = (rss_open as f64 - rss_before as f64) / n as f64;
+    let per_conn_kb = (rss_open as f64 - rss_queued as f64) / n as f64;
     println!(
-        "  storm: RSS {rss_before} KiB before, {rss_queued} KiB with {N} queued tasks, {rss_open} KiB with {N} open streams"
+        "  storm: RSS {rss_before} KiB before, {rss_queued} KiB with {n} stalled tasks, {rss_open} KiB with {n} open streams"
     );
     println!(
         "  storm: {per_stream_kb:.1} KiB per stream (task + queue entry + connection), {per_conn_kb:.1} KiB per SSE connection alone; fds {fds_before} → {fds_open} → {fds_after}"
     );
     record_and_check(Row {
         scenario: "storm_10k_idle_sse_streams".into(),
-        injected: format!("{N} tasks queued behind a stalled slot, {N} concurrent idle SSE streams, then {N} cancels"),
+        injected: format!("{n} tasks stalled in the mock engine (10 replicas x 1000 slots), {n} concurrent idle SSE streams, then {n} cancels"),
         observed: format!(
             "submitted in {submit_took:.1?}, all open at {open_took:.1?}, all closed at {closed_took:.1?}; {per_stream_kb:.1} KiB RSS per stream ({per_conn_kb:.1} KiB per connection); {canceled} cancels 204; streams: {}",
             tally.summary()
@@ -183,9 +190,9 @@ mock = {{ stall_after_tokens = 0 }}
         lost: tally.lost.len(),
         leaked,
     });
-    assert_eq!(busy_open, 1, "the stalled task holds the one slot while the others queue");
-    assert_eq!(canceled, N, "every cancel answered 204");
-    assert_eq!(tally.total(), N);
+    assert_eq!(busy_open as usize, n, "every stalled task holds a slot");
+    assert_eq!(canceled, n, "every cancel answered 204");
+    assert_eq!(tally.total(), n);
     assert!(fresh_ok, "queue empty after the storm");
     assert!(
         fds_after < fds_before + 50,
