@@ -37,7 +37,13 @@ pub fn main(scenarios: &[Scenario]) -> ExitCode {
             s => filters.push(s.to_string()),
         }
     }
-    let matches = |name: &str, pat: &str| if exact { name == pat } else { name.contains(pat) };
+    let matches = |name: &str, pat: &str| {
+        if exact {
+            name == pat
+        } else {
+            name.contains(pat)
+        }
+    };
     let selected: Vec<&Scenario> = scenarios
         .iter()
         .filter(|s| filters.is_empty() || filters.iter().any(|f| matches(s.name, f)))

@@ -34,6 +34,9 @@ pub struct Daemon {
     pub log: PathBuf,
 }
 
+/// A last say over a daemon's `Command`.
+pub type Customize<'a> = Box<dyn FnOnce(&mut std::process::Command) + 'a>;
+
 /// How to start a [`Daemon`].
 pub struct Spawn<'a> {
     pub name: &'a str,
@@ -45,7 +48,7 @@ pub struct Spawn<'a> {
     /// Where the notify socket and the log go.
     pub dir: &'a Path,
     /// Extra setup of the command (e.g. rlimits).
-    pub customize: Option<Box<dyn FnOnce(&mut std::process::Command) + 'a>>,
+    pub customize: Option<Customize<'a>>,
 }
 
 impl<'a> Spawn<'a> {

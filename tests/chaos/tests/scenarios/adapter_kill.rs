@@ -12,7 +12,14 @@ use super::{Orch, keys, mock_task};
 
 fn adapterd(dir: &Path, sock: &Path) -> Daemon {
     let mut d = Spawn::new("llorch-adapterd", bin("llorch-adapterd"), dir)
-        .args(["--engine", "mock", "--model-ref", "mock:tiny", "--slots", "2"])
+        .args([
+            "--engine",
+            "mock",
+            "--model-ref",
+            "mock:tiny",
+            "--slots",
+            "2",
+        ])
         .args(["--tokens-per-second", "20"])
         .args(["--listen".to_string(), format!("unix:{}", sock.display())])
         .start();
@@ -61,8 +68,19 @@ endpoint = "unix:{sock}"
     tally.add("warm", &warm);
     assert!(matches!(warm, Outcome::End { .. }), "warm-up: {warm:?}");
 
-    assert_eq!(api.submit(&mock_task("victim", 400)).await.expect("submit").status(), 202);
-    let stream = read_tokens(api.open_stream("victim").await.expect("stream"), 2, per_event).await;
+    assert_eq!(
+        api.submit(&mock_task("victim", 400))
+            .await
+            .expect("submit")
+            .status(),
+        202
+    );
+    let stream = read_tokens(
+        api.open_stream("victim").await.expect("stream"),
+        2,
+        per_event,
+    )
+    .await;
     let adapter_pid = adapter.pid();
     adapter.kill9();
     let killed = Instant::now();
@@ -79,9 +97,11 @@ endpoint = "unix:{sock}"
 
     let _adapter = adapterd(dir.path(), &sock);
     let restarted = Instant::now();
-    until("replica r0 Ready again", Duration::from_secs(10), || async {
-        api.replica("p", "r0").await.status == api_types::ReplicaStatus::Ready
-    })
+    until(
+        "replica r0 Ready again",
+        Duration::from_secs(10),
+        || async { api.replica("p", "r0").await.status == api_types::ReplicaStatus::Ready },
+    )
     .await;
     let ready_after = restarted.elapsed();
     let leaked = api.settle_busy("p", Duration::from_secs(5)).await;
@@ -90,7 +110,9 @@ endpoint = "unix:{sock}"
 
     record_and_check(Row {
         scenario: "adapterd_killed_mid_stream".into(),
-        injected: format!("SIGKILL llorch-adapterd (pid {adapter_pid}) after 2 tokens of a 400-token stream; restarted on the same socket path"),
+        injected: format!(
+            "SIGKILL llorch-adapterd (pid {adapter_pid}) after 2 tokens of a 400-token stream; restarted on the same socket path"
+        ),
         observed: format!(
             "victim: {} after {error_after:.2?}; replica Unready within {unready:.2?}; task during outage: {}; Ready {ready_after:.2?} after the adapter restart; fresh task: {}",
             describe(&victim),
@@ -104,10 +126,16 @@ endpoint = "unix:{sock}"
         matches!(&victim, Outcome::Error { code, .. } if code == "WORKER_RESET"),
         "victim: {victim:?}"
     );
-    assert!(error_after <= Duration::from_secs(2), "typed error took {error_after:?}");
+    assert!(
+        error_after <= Duration::from_secs(2),
+        "typed error took {error_after:?}"
+    );
     assert!(
         matches!(&during, Outcome::Refused { code, .. } if code == "POOL_UNREADY"),
         "a task while the adapter is gone: {during:?}"
     );
-    assert!(matches!(fresh, Outcome::End { tokens: 5 }), "fresh task: {fresh:?}");
+    assert!(
+        matches!(fresh, Outcome::End { tokens: 5 }),
+        "fresh task: {fresh:?}"
+    );
 }

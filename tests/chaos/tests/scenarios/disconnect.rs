@@ -30,7 +30,11 @@ async fn scenario() {
         per_event,
     )
     .await;
-    assert_eq!(api.busy_slots("llm").await, 1, "the stream holds the one slot");
+    assert_eq!(
+        api.busy_slots("llm").await,
+        1,
+        "the stream holds the one slot"
+    );
     drop(stream); // the client goes away mid-stream
     let dropped = Instant::now();
     let leaked = api.settle_busy("llm", Duration::from_secs(5)).await;

@@ -53,7 +53,11 @@ impl Drop for Tmpfs {
 
 fn pool_managerd(dir: &Path, cfg: &Path, state: &Path, l: &std::net::TcpListener) -> Daemon {
     let mut d = Spawn::new("pool-managerd", bin("pool-managerd"), dir)
-        .args(["serve".to_string(), "--config".into(), cfg.display().to_string()])
+        .args([
+            "serve".to_string(),
+            "--config".into(),
+            cfg.display().to_string(),
+        ])
         .listen_fd(l.as_raw_fd())
         .env("STATE_DIRECTORY", state.display().to_string())
         .start();
@@ -90,7 +94,10 @@ async fn listed(http: &reqwest::Client, base: &str) -> Vec<String> {
         .expect("list answered");
     assert_eq!(r.status(), 200, "catalog list must stay readable");
     let v: Vec<serde_json::Value> = r.json().await.expect("list JSON");
-    let mut ids: Vec<String> = v.iter().filter_map(|e| e["id"].as_str().map(String::from)).collect();
+    let mut ids: Vec<String> = v
+        .iter()
+        .filter_map(|e| e["id"].as_str().map(String::from))
+        .collect();
     ids.sort();
     ids
 }
@@ -135,7 +142,10 @@ async fn scenario() {
     let mut untyped = Vec::new();
     for i in 0..5 {
         let (status, code) = register(&http, &base, i).await;
-        assert_eq!(status, 201, "register {i} before the disk is full: {code:?}");
+        assert_eq!(
+            status, 201,
+            "register {i} before the disk is full: {code:?}"
+        );
         committed.push(format!("sha256:{:064x}", i + 1));
     }
     let filler = state.join("filler");
@@ -180,7 +190,9 @@ async fn scenario() {
     codes.dedup();
     record_and_check(Row {
         scenario: "disk_full_state_directory".into(),
-        injected: format!("1 MiB tmpfs as $STATE_DIRECTORY filled to ENOSPC ({filled} filler bytes) under catalog writes; freed; pool-managerd restarted"),
+        injected: format!(
+            "1 MiB tmpfs as $STATE_DIRECTORY filled to ENOSPC ({filled} filler bytes) under catalog writes; freed; pool-managerd restarted"
+        ),
         observed: format!(
             "{} writes refused with {codes:?} ({fit} still fit); list readable while full ({} entries); after freeing: register {status}{}; {} entries before and after the restart",
             failures.len(),
@@ -193,12 +205,19 @@ async fn scenario() {
         leaked: 0,
     });
     assert!(!failures.is_empty(), "no write failed on a full disk");
-    assert!(failures.iter().all(|f| f.starts_with('5')), "failures: {failures:?}");
-    assert_eq!(during, {
-        let mut d = committed.clone();
-        d.retain(|x| x != &format!("sha256:{:064x}", 1001));
-        d
-    }, "catalog while full = exactly the acknowledged entries");
+    assert!(
+        failures.iter().all(|f| f.starts_with('5')),
+        "failures: {failures:?}"
+    );
+    assert_eq!(
+        during,
+        {
+            let mut d = committed.clone();
+            d.retain(|x| x != &format!("sha256:{:064x}", 1001));
+            d
+        },
+        "catalog while full = exactly the acknowledged entries"
+    );
     assert!(after_ok, "registration after space returned: {status}");
     assert_eq!(after, committed, "catalog after space returned");
     assert_eq!(reopened, committed, "catalog after a restart");

@@ -30,7 +30,11 @@ impl Serve {
         let cfg = write(dir, "serve.toml", &toml);
         let (listener, base) = tcp_listener();
         let mut daemon = Spawn::new("llorch-serve", bin("llorch"), dir)
-            .args(["serve".to_string(), "--config".into(), cfg.display().to_string()])
+            .args([
+                "serve".to_string(),
+                "--config".into(),
+                cfg.display().to_string(),
+            ])
             .listen_fd(listener.as_raw_fd())
             .start();
         let took = daemon.wait_ready(Duration::from_secs(180));
@@ -55,7 +59,11 @@ impl Serve {
     /// The pid of the one llama-server `llorch serve` supervises.
     pub fn engine_pid(&self) -> i32 {
         let pids = children_named(self.daemon.pid(), "llama-server");
-        assert_eq!(pids.len(), 1, "llama-server children of llorch serve: {pids:?}");
+        assert_eq!(
+            pids.len(),
+            1,
+            "llama-server children of llorch serve: {pids:?}"
+        );
         pids[0]
     }
 }
@@ -77,11 +85,17 @@ async fn scenario() {
 
     let warm = api.run_task(&serve.task("warm", 4), per_event).await;
     tally.add("warm", &warm);
-    assert!(matches!(warm, Outcome::End { .. }), "warm-up task: {warm:?}");
+    assert!(
+        matches!(warm, Outcome::End { .. }),
+        "warm-up task: {warm:?}"
+    );
 
     // The victim: kill the engine after its first token.
     let engine = serve.engine_pid();
-    let accepted = api.submit(&serve.task("victim", 400)).await.expect("submit");
+    let accepted = api
+        .submit(&serve.task("victim", 400))
+        .await
+        .expect("submit");
     assert_eq!(accepted.status(), 202);
     let stream = read_tokens(
         api.open_stream("victim").await.expect("open stream"),
@@ -101,7 +115,9 @@ async fn scenario() {
 
     // A task submitted while the engine is down: refused with a type, or queued until the
     // replica is back; never lost.
-    let during = api.run_task(&serve.task("during", 4), Duration::from_secs(120)).await;
+    let during = api
+        .run_task(&serve.task("during", 4), Duration::from_secs(120))
+        .await;
     tally.add("during", &during);
     println!("  task submitted while the engine was down: {during:?}");
 
@@ -122,7 +138,9 @@ async fn scenario() {
 
     let row = Row {
         scenario: "engine_sigkill_mid_stream".into(),
-        injected: format!("SIGKILL llama-server (pid {engine}) after the 1st token of a 400-token stream, llorch serve"),
+        injected: format!(
+            "SIGKILL llama-server (pid {engine}) after the 1st token of a 400-token stream, llorch serve"
+        ),
         observed: format!(
             "victim: {} after {error_after:.2?}; replica Ready again after {back:.1?} (restarts={}, new pid {new_engine}); task during outage: {}; fresh task: {}",
             describe(&victim),
@@ -146,7 +164,10 @@ async fn scenario() {
         "typed error took {error_after:?} (> 2 s)"
     );
     assert_ne!(new_engine, engine, "the engine was not restarted");
-    assert!(matches!(fresh, Outcome::End { tokens } if tokens >= 1), "fresh task: {fresh:?}");
+    assert!(
+        matches!(fresh, Outcome::End { tokens } if tokens >= 1),
+        "fresh task: {fresh:?}"
+    );
     let st = serve.daemon.terminate(Duration::from_secs(30));
     assert!(st.success(), "llorch serve exit after SIGTERM: {st}");
 }

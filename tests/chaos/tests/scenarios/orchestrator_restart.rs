@@ -42,7 +42,9 @@ async fn tasks(api: Api, worker: usize, stop: Arc<AtomicBool>) -> Vec<(String, O
     let mut i = 0;
     while !stop.load(Ordering::Relaxed) {
         let id = format!("w{worker}-{i}");
-        let o = api.run_task(&mock_task(&id, 20), Duration::from_secs(15)).await;
+        let o = api
+            .run_task(&mock_task(&id, 20), Duration::from_secs(15))
+            .await;
         let refused = matches!(o, Outcome::Refused { .. });
         out.push((id, o));
         i += 1;
@@ -117,7 +119,10 @@ mock = {{ tokens_per_second = 200 }}
     for l in &tally.lost {
         println!("  LOST {l}");
     }
-    println!("  SIGTERM restart: old pid {old} exited {status} after {drained_in:.2?}, new one ready {gap:.2?} after the SIGTERM; health checks {c1:?}; tasks {}", tally.summary());
+    println!(
+        "  SIGTERM restart: old pid {old} exited {status} after {drained_in:.2?}, new one ready {gap:.2?} after the SIGTERM; health checks {c1:?}; tasks {}",
+        tally.summary()
+    );
 
     // Phase 2: crash (SIGKILL) and start, under health checks.
     let stop = Arc::new(AtomicBool::new(false));
@@ -132,7 +137,10 @@ mock = {{ tokens_per_second = 200 }}
     let retries = llorch_chaos::client::SUBMIT_RETRIES.load(Ordering::Relaxed);
 
     let leaked = orch.api.settle_busy("p", Duration::from_secs(5)).await;
-    let fresh = orch.api.run_task(&mock_task("fresh", 5), Duration::from_secs(10)).await;
+    let fresh = orch
+        .api
+        .run_task(&mock_task("fresh", 5), Duration::from_secs(10))
+        .await;
     tally.add("fresh", &fresh);
     record_and_check(Row {
         scenario: "orchestratord_restart_socket_activated".into(),
@@ -147,12 +155,20 @@ mock = {{ tokens_per_second = 200 }}
         leaked,
     });
     assert!(status.success(), "exit status after SIGTERM: {status}");
-    assert_eq!(c1.refused + c2.refused, 0, "refused connections: {c1:?} {c2:?}");
+    assert_eq!(
+        c1.refused + c2.refused,
+        0,
+        "refused connections: {c1:?} {c2:?}"
+    );
     // Not asserted (reported): a request on a connection the old process accepted in its last
     // moment can fail ("connection closed before message completed"): hyper's graceful
     // shutdown closes a connection whose first request it has not read yet. See README.md.
     if !c1.other.is_empty() {
-        println!("  FINDING: {} health checks failed across the graceful restart: {:?}", c1.other.len(), c1.other);
+        println!(
+            "  FINDING: {} health checks failed across the graceful restart: {:?}",
+            c1.other.len(),
+            c1.other
+        );
     }
     assert!(c1.ok > 0 && c2.ok > 0, "health checks answered");
     assert!(tally.ended > 0, "tasks ran across the restart");
@@ -161,5 +177,8 @@ mock = {{ tokens_per_second = 200 }}
         "refusals while draining are typed 503s: {:?}",
         tally.refused
     );
-    assert!(matches!(fresh, Outcome::End { tokens: 5 }), "fresh: {fresh:?}");
+    assert!(
+        matches!(fresh, Outcome::End { tokens: 5 }),
+        "fresh: {fresh:?}"
+    );
 }

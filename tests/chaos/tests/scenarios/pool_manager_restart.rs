@@ -15,7 +15,11 @@ use super::{Orch, keys, mock_task, write};
 
 fn pool_managerd(dir: &Path, cfg: &Path, listener: &std::os::unix::net::UnixListener) -> Daemon {
     let mut d = Spawn::new("pool-managerd", bin("pool-managerd"), dir)
-        .args(["serve".to_string(), "--config".into(), cfg.display().to_string()])
+        .args([
+            "serve".to_string(),
+            "--config".into(),
+            cfg.display().to_string(),
+        ])
         .listen_fd(listener.as_raw_fd())
         .env("STATE_DIRECTORY", dir.join("state").display().to_string())
         .start();
@@ -37,7 +41,10 @@ async fn registry_engine_pid(pm: &reqwest::Client) -> Option<u32> {
         .json()
         .await
         .ok()?;
-    records.into_iter().find(|r| r.ready && r.replica_id == "cpu0")?.pid
+    records
+        .into_iter()
+        .find(|r| r.ready && r.replica_id == "cpu0")?
+        .pid
 }
 
 /// SIGKILL of pool-managerd (its engine dies with it), a client load meanwhile, then a new
@@ -95,7 +102,10 @@ mock = {{ tokens_per_second = 400 }}
         ),
     );
     let api = orch.api.clone();
-    until("registry feed up", Duration::from_secs(15), || feed_up(&api)).await;
+    until("registry feed up", Duration::from_secs(15), || {
+        feed_up(&api)
+    })
+    .await;
     let mut tally = Tally::default();
 
     // Client load through the whole outage.
@@ -107,7 +117,9 @@ mock = {{ tokens_per_second = 400 }}
             let mut i = 0;
             while !stop.load(Ordering::Relaxed) {
                 let id = format!("load-{i}");
-                let o = api.run_task(&mock_task(&id, 8), Duration::from_secs(10)).await;
+                let o = api
+                    .run_task(&mock_task(&id, 8), Duration::from_secs(10))
+                    .await;
                 outcomes.push((id, o));
                 i += 1;
             }
@@ -126,7 +138,10 @@ mock = {{ tokens_per_second = 400 }}
     stop.store(true, Ordering::Relaxed);
     let outage = load.await.expect("load task");
     let outage_secs = killed.elapsed();
-    let outage_ended = outage.iter().filter(|(_, o)| matches!(o, Outcome::End { .. })).count();
+    let outage_ended = outage
+        .iter()
+        .filter(|(_, o)| matches!(o, Outcome::End { .. }))
+        .count();
     for (id, o) in &outage {
         tally.add(id, o);
     }
@@ -134,29 +149,42 @@ mock = {{ tokens_per_second = 400 }}
     // A new pool-managerd on the same socket: orchestratord re-follows it.
     let restarted = Instant::now();
     let _pm = pool_managerd(dir.path(), &pm_cfg, &pm_listener);
-    until("registry feed up again", Duration::from_secs(15), || feed_up(&api)).await;
-    until("replica Ready under the new registry", Duration::from_secs(30), || async {
-        api.replica("llm", "cpu0").await.status == api_types::ReplicaStatus::Ready
+    until("registry feed up again", Duration::from_secs(15), || {
+        feed_up(&api)
     })
+    .await;
+    until(
+        "replica Ready under the new registry",
+        Duration::from_secs(30),
+        || async { api.replica("llm", "cpu0").await.status == api_types::ReplicaStatus::Ready },
+    )
     .await;
     let refollow = restarted.elapsed();
 
     // Proof that it follows the new registry: kill the new engine; only the registry can say so.
-    let engine = registry_engine_pid(&pm_http).await.expect("engine pid from the new registry");
+    let engine = registry_engine_pid(&pm_http)
+        .await
+        .expect("engine pid from the new registry");
     // SAFETY: kill(2) on the engine (a child of our child) by pid.
     unsafe {
         libc::kill(engine as i32, libc::SIGKILL);
     }
-    let veto = until("registry Unready vetoes llm/cpu0", Duration::from_secs(5), || async {
-        api.replica("llm", "cpu0").await.status == api_types::ReplicaStatus::Unready
-    })
+    let veto = until(
+        "registry Unready vetoes llm/cpu0",
+        Duration::from_secs(5),
+        || async { api.replica("llm", "cpu0").await.status == api_types::ReplicaStatus::Unready },
+    )
     .await;
-    until("engine restarted, replica Ready", Duration::from_secs(120), || async {
-        api.replica("llm", "cpu0").await.status == api_types::ReplicaStatus::Ready
-    })
+    until(
+        "engine restarted, replica Ready",
+        Duration::from_secs(120),
+        || async { api.replica("llm", "cpu0").await.status == api_types::ReplicaStatus::Ready },
+    )
     .await;
     let leaked = api.settle_busy("llm", Duration::from_secs(5)).await;
-    let fresh = api.run_task(&mock_task("fresh", 5), Duration::from_secs(10)).await;
+    let fresh = api
+        .run_task(&mock_task("fresh", 5), Duration::from_secs(10))
+        .await;
     tally.add("fresh", &fresh);
     for l in &tally.lost {
         println!("  LOST {l}");
@@ -164,13 +192,17 @@ mock = {{ tokens_per_second = 400 }}
 
     record_and_check(Row {
         scenario: "pool_managerd_killed_and_restarted".into(),
-        injected: format!("SIGKILL pool-managerd (pid {old_pid}, its engine dies with it) under client load; new pool-managerd on the held socket; then SIGKILL of its engine"),
+        injected: format!(
+            "SIGKILL pool-managerd (pid {old_pid}, its engine dies with it) under client load; new pool-managerd on the held socket; then SIGKILL of its engine"
+        ),
         observed: format!(
             "{} tasks during the {outage_secs:.1?} outage: {}; feed re-followed and Ready {refollow:.1?} after the restart; engine kill vetoed placement in {veto:.2?}; fresh task: {}",
             outage.len(),
             {
                 let mut t = Tally::default();
-                for (id, o) in &outage { t.add(id, o); }
+                for (id, o) in &outage {
+                    t.add(id, o);
+                }
                 t.summary()
             },
             describe(&fresh)
@@ -178,8 +210,22 @@ mock = {{ tokens_per_second = 400 }}
         lost: tally.lost.len(),
         leaked,
     });
-    assert!(outage_ended >= 3, "orchestratord kept serving during the outage: {outage_ended} tasks ended");
-    assert_eq!(outage_ended, outage.len(), "every task during the outage ends: {}", tally.summary());
-    assert!(veto < Duration::from_secs(1), "veto took {veto:?}: not from the registry feed");
-    assert!(matches!(fresh, Outcome::End { tokens: 5 }), "fresh: {fresh:?}");
+    assert!(
+        outage_ended >= 3,
+        "orchestratord kept serving during the outage: {outage_ended} tasks ended"
+    );
+    assert_eq!(
+        outage_ended,
+        outage.len(),
+        "every task during the outage ends: {}",
+        tally.summary()
+    );
+    assert!(
+        veto < Duration::from_secs(1),
+        "veto took {veto:?}: not from the registry feed"
+    );
+    assert!(
+        matches!(fresh, Outcome::End { tokens: 5 }),
+        "fresh: {fresh:?}"
+    );
 }

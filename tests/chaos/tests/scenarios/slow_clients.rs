@@ -30,7 +30,9 @@ async fn normal_round(api: &Api, tag: &str, tally: &mut Tally) -> Duration {
             let id = format!("{tag}-{i}");
             tokio::spawn(async move {
                 let t = Instant::now();
-                let o = api.run_task(&task(&id, NORMAL_TOKENS), Duration::from_secs(20)).await;
+                let o = api
+                    .run_task(&task(&id, NORMAL_TOKENS), Duration::from_secs(20))
+                    .await;
                 (id, o, t.elapsed())
             })
         })
@@ -90,22 +92,39 @@ slots = 16
     let mut stalled = Vec::new();
     for i in 0..STALLED {
         let id = format!("stalled-{i}");
-        let r = api.submit(&task(&id, STALLED_TOKENS)).await.expect("submit");
+        let r = api
+            .submit(&task(&id, STALLED_TOKENS))
+            .await
+            .expect("submit");
         assert_eq!(r.status(), 202);
-        let mut s = RawStream::open(at, &id, DATA, Some(4096)).await.expect("open stalled");
-        s.read_some(256, Duration::from_secs(5)).await.expect("status line");
+        let mut s = RawStream::open(at, &id, DATA, Some(4096))
+            .await
+            .expect("open stalled");
+        s.read_some(256, Duration::from_secs(5))
+            .await
+            .expect("status line");
         assert_eq!(s.status(), Some(200), "stalled stream status");
         stalled.push((id, s));
     }
     // A slow reader alongside.
     let slow = {
         let id = "slow".to_string();
-        let r = api.submit(&task(&id, NORMAL_TOKENS)).await.expect("submit slow");
+        let r = api
+            .submit(&task(&id, NORMAL_TOKENS))
+            .await
+            .expect("submit slow");
         assert_eq!(r.status(), 202);
         tokio::spawn(async move {
-            let mut s = RawStream::open(at, &id, DATA, Some(4096)).await.expect("open slow");
+            let mut s = RawStream::open(at, &id, DATA, Some(4096))
+                .await
+                .expect("open slow");
             let t = Instant::now();
-            while s.read_some(4096, Duration::from_secs(10)).await.expect("slow read") > 0 {
+            while s
+                .read_some(4096, Duration::from_secs(10))
+                .await
+                .expect("slow read")
+                > 0
+            {
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
             (s, t.elapsed())
@@ -119,7 +138,10 @@ slots = 16
     tokio::time::sleep(Duration::from_secs(1)).await;
     let rss2 = rss_kb(pid).expect("rss");
     let (slow_stream, slow_took) = slow.await.expect("slow reader");
-    let slow_events = event_names(&slow_stream.body()).into_iter().map(String::from).collect::<Vec<_>>();
+    let slow_events = event_names(&slow_stream.body())
+        .into_iter()
+        .map(String::from)
+        .collect::<Vec<_>>();
     let slow_outcome = outcome_of("slow", &slow_events);
     tally.add("slow", &slow_outcome);
 
@@ -130,7 +152,9 @@ slots = 16
         let names = event_names(&body);
         let o = match r {
             Ok(()) => outcome_of(id, &names.into_iter().map(String::from).collect::<Vec<_>>()),
-            Err(e) => Outcome::Lost { why: format!("resuming: {e}") },
+            Err(e) => Outcome::Lost {
+                why: format!("resuming: {e}"),
+            },
         };
         tally.add(id, &o);
         assert!(
@@ -140,14 +164,18 @@ slots = 16
     }
     drop(stalled);
     let leaked = api.settle_busy("p", Duration::from_secs(5)).await;
-    let fresh = api.run_task(&task("fresh", 5), Duration::from_secs(10)).await;
+    let fresh = api
+        .run_task(&task("fresh", 5), Duration::from_secs(10))
+        .await;
     tally.add("fresh", &fresh);
 
     let growth_mb = (rss1 as f64 - rss0 as f64) / 1024.0;
     let creep_kb = rss2 as i64 - rss1 as i64;
     record_and_check(Row {
         scenario: "slow_and_stalled_sse_clients".into(),
-        injected: format!("{STALLED} clients stop reading {STALLED_TOKENS}-token streams (4 KiB receive buffer); 1 reader at 4 KiB per 5 ms"),
+        injected: format!(
+            "{STALLED} clients stop reading {STALLED_TOKENS}-token streams (4 KiB receive buffer); 1 reader at 4 KiB per 5 ms"
+        ),
         observed: format!(
             "other streams ({NORMAL}x{NORMAL_TOKENS} tokens) slowest {baseline:.2?} before, {during:.2?} during; orchestratord RSS +{growth_mb:.1} MiB with the stalls ({rss0} → {rss1} KiB, then {creep_kb:+} KiB in 1 s); slow reader: {} in {slow_took:.2?}; stalled streams complete when resumed; fresh: {}",
             describe(&slow_outcome),
@@ -160,10 +188,22 @@ slots = 16
         during <= baseline * 3 + Duration::from_secs(2),
         "other streams slowed down by stalled clients: {baseline:?} → {during:?}"
     );
-    assert!(growth_mb < 256.0, "orchestratord RSS grew {growth_mb:.1} MiB with {STALLED} stalled clients");
-    assert!(creep_kb < 4096, "RSS still growing while clients stay stalled: {creep_kb} KiB/s");
-    assert!(matches!(slow_outcome, Outcome::End { .. }), "slow reader: {slow_outcome:?}");
-    assert!(matches!(fresh, Outcome::End { tokens: 5 }), "fresh: {fresh:?}");
+    assert!(
+        growth_mb < 256.0,
+        "orchestratord RSS grew {growth_mb:.1} MiB with {STALLED} stalled clients"
+    );
+    assert!(
+        creep_kb < 4096,
+        "RSS still growing while clients stay stalled: {creep_kb} KiB/s"
+    );
+    assert!(
+        matches!(slow_outcome, Outcome::End { .. }),
+        "slow reader: {slow_outcome:?}"
+    );
+    assert!(
+        matches!(fresh, Outcome::End { tokens: 5 }),
+        "fresh: {fresh:?}"
+    );
 }
 
 /// The outcome of a raw stream from its event names.
@@ -171,7 +211,12 @@ fn outcome_of(id: &str, names: &[String]) -> Outcome {
     let tokens = names.iter().filter(|n| *n == "token").count();
     match names.last().map(String::as_str) {
         Some("end") => Outcome::End { tokens },
-        Some("error") => Outcome::Error { code: "error".into(), tokens },
-        last => Outcome::Lost { why: format!("{id}: last event {last:?} after {tokens} tokens") },
+        Some("error") => Outcome::Error {
+            code: "error".into(),
+            tokens,
+        },
+        last => Outcome::Lost {
+            why: format!("{id}: last event {last:?} after {tokens} tokens"),
+        },
     }
 }

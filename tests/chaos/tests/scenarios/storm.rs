@@ -14,7 +14,10 @@ use super::{DATA, Orch, keys, mock_task};
 
 const N: usize = 10_000;
 fn n() -> usize {
-    std::env::var("LLORCH_CHAOS_STORM_N").ok().and_then(|v| v.parse().ok()).unwrap_or(N)
+    std::env::var("LLORCH_CHAOS_STORM_N")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(N)
 }
 /// The whole storm (submit, open, hold, cancel, close) must finish within this.
 const BUDGET: Duration = Duration::from_secs(150);
@@ -103,24 +106,45 @@ allow_cpu_inference = true
                 let permit = gate.acquire_owned().await.expect("gate");
                 let mut s = match RawStream::open(at, &id, DATA, None).await {
                     Ok(s) => s,
-                    Err(e) => return (id, Outcome::Lost { why: format!("connect: {e}") }),
+                    Err(e) => {
+                        return (
+                            id,
+                            Outcome::Lost {
+                                why: format!("connect: {e}"),
+                            },
+                        );
+                    }
                 };
                 match s.read_until("started", Duration::from_secs(60)).await {
                     Ok(true) => {}
-                    other => return (id, Outcome::Lost { why: format!("no started: {other:?}") }),
+                    other => {
+                        return (
+                            id,
+                            Outcome::Lost {
+                                why: format!("no started: {other:?}"),
+                            },
+                        );
+                    }
                 }
                 drop(permit);
                 opened.fetch_add(1, Ordering::Relaxed);
                 let o = match s.read_to_eof(Duration::from_secs(120)).await {
-                    Err(e) => Outcome::Lost { why: format!("waiting for the end: {e}") },
+                    Err(e) => Outcome::Lost {
+                        why: format!("waiting for the end: {e}"),
+                    },
                     Ok(()) => {
                         let body = s.body();
                         let names = event_names(&body);
                         let tokens = names.iter().filter(|n| **n == "token").count();
                         match names.last() {
                             Some(&"end") => Outcome::End { tokens },
-                            Some(&"error") => Outcome::Error { code: "error".into(), tokens },
-                            last => Outcome::Lost { why: format!("closed after {last:?}") },
+                            Some(&"error") => Outcome::Error {
+                                code: "error".into(),
+                                tokens,
+                            },
+                            last => Outcome::Lost {
+                                why: format!("closed after {last:?}"),
+                            },
                         }
                     }
                 };
@@ -182,7 +206,9 @@ allow_cpu_inference = true
     );
     record_and_check(Row {
         scenario: "storm_10k_idle_sse_streams".into(),
-        injected: format!("{n} tasks stalled in the mock engine (10 replicas x 1000 slots), {n} concurrent idle SSE streams, then {n} cancels"),
+        injected: format!(
+            "{n} tasks stalled in the mock engine (10 replicas x 1000 slots), {n} concurrent idle SSE streams, then {n} cancels"
+        ),
         observed: format!(
             "submitted in {submit_took:.1?}, all open at {open_took:.1?}, all closed at {closed_took:.1?}; {per_stream_kb:.1} KiB RSS per stream ({per_conn_kb:.1} KiB per connection); {canceled} cancels 204; streams: {}",
             tally.summary()
@@ -199,5 +225,8 @@ allow_cpu_inference = true
         "orchestratord still holds {fds_after} fds after every stream closed (before: {fds_before})"
     );
     assert!(closed_took < BUDGET, "storm took {closed_took:?}");
-    assert!(per_stream_kb > 0.0 && per_stream_kb < 1024.0, "per-stream RSS {per_stream_kb:.1} KiB out of sanity range");
+    assert!(
+        per_stream_kb > 0.0 && per_stream_kb < 1024.0,
+        "per-stream RSS {per_stream_kb:.1} KiB out of sanity range"
+    );
 }
