@@ -56,7 +56,8 @@ async fn scenario() {
         scenario: "client_disconnect_mid_stream".into(),
         injected: "client closed its connection after 2 tokens of a 400-token stream (real engine, 1 slot)".into(),
         observed: format!(
-            "slot free after {freed_after:.2?}; canceled{{client_disconnect}}={canceled}; abandoned task's stream: {}; next task: {}",
+            "{} after {freed_after:.2?}; canceled{{client_disconnect}}={canceled}; abandoned task's stream: {}; next task: {}",
+            if leaked == 0 { "slot free" } else { "slot STILL BUSY" },
             describe(&gone),
             describe(&fresh)
         ),
