@@ -204,7 +204,7 @@ allow_cpu_inference = true
         "  storm: RSS {rss_before} KiB before, {rss_queued} KiB with {n} stalled tasks, {rss_open} KiB with {n} open streams"
     );
     println!(
-        "  storm: {per_stream_kb:.1} KiB per stream (task + queue entry + connection), {per_conn_kb:.1} KiB per SSE connection alone; fds {fds_before} → {fds_open} → {fds_after}"
+        "  storm: {per_stream_kb:.1} KiB per stream (task + runner + connection), {per_conn_kb:.1} KiB per SSE connection alone; fds {fds_before} → {fds_open} → {fds_after}"
     );
     record_and_check(Row {
         scenario: "storm_10k_idle_sse_streams".into(),
