@@ -111,6 +111,23 @@ pub fn event_names(body: &str) -> Vec<&str> {
         .collect()
 }
 
+/// The `code` of the last `error` event's data, if the body has one.
+pub fn last_error_code(body: &str) -> Option<String> {
+    let mut code = None;
+    let mut in_error = false;
+    for line in body.lines() {
+        if let Some(name) = line.strip_prefix("event:") {
+            in_error = name.trim() == "error";
+        } else if let Some(data) = line.strip_prefix("data:")
+            && in_error
+        {
+            let v: serde_json::Value = serde_json::from_str(data.trim()).unwrap_or_default();
+            code = v["code"].as_str().map(String::from);
+        }
+    }
+    code
+}
+
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
 }

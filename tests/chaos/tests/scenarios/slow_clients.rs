@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use llorch_chaos::client::{Api, Outcome, Tally};
 use llorch_chaos::procs::rss_kb;
-use llorch_chaos::raw::{RawStream, addr, event_names};
+use llorch_chaos::raw::{RawStream, addr, event_names, last_error_code};
 use llorch_chaos::report::{Row, record_and_check};
 
 use super::engine_kill::describe;
@@ -138,20 +138,14 @@ slots = 16
     tokio::time::sleep(Duration::from_secs(1)).await;
     let rss2 = rss_kb(pid).expect("rss");
     let (slow_stream, slow_took) = slow.await.expect("slow reader");
-    let slow_events = event_names(&slow_stream.body())
-        .into_iter()
-        .map(String::from)
-        .collect::<Vec<_>>();
-    let slow_outcome = outcome_of("slow", &slow_events);
+    let slow_outcome = outcome_of("slow", &slow_stream.body());
     tally.add("slow", &slow_outcome);
 
     // Resume the stalled readers: everything is still there, ending with `end`.
     for (id, s) in &mut stalled {
         let r = s.read_to_eof(Duration::from_secs(20)).await;
-        let body = s.body();
-        let names = event_names(&body);
         let o = match r {
-            Ok(()) => outcome_of(id, &names.into_iter().map(String::from).collect::<Vec<_>>()),
+            Ok(()) => outcome_of(id, &s.body()),
             Err(e) => Outcome::Lost {
                 why: format!("resuming: {e}"),
             },
@@ -206,13 +200,14 @@ slots = 16
     );
 }
 
-/// The outcome of a raw stream from its event names.
-fn outcome_of(id: &str, names: &[String]) -> Outcome {
-    let tokens = names.iter().filter(|n| *n == "token").count();
-    match names.last().map(String::as_str) {
+/// The outcome of a raw stream from its SSE body.
+fn outcome_of(id: &str, body: &str) -> Outcome {
+    let names = event_names(body);
+    let tokens = names.iter().filter(|n| **n == "token").count();
+    match names.last().copied() {
         Some("end") => Outcome::End { tokens },
         Some("error") => Outcome::Error {
-            code: "error".into(),
+            code: last_error_code(body).unwrap_or_else(|| "<none>".into()),
             tokens,
         },
         last => Outcome::Lost {

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use llorch_chaos::client::{Outcome, Tally};
 use llorch_chaos::procs::{fd_count, raise_nofile, rss_kb};
-use llorch_chaos::raw::{RawStream, addr, event_names};
+use llorch_chaos::raw::{RawStream, addr, event_names, last_error_code};
 use llorch_chaos::report::{Row, record_and_check};
 
 use super::{DATA, Orch, keys, mock_task};
@@ -141,7 +141,7 @@ allow_cpu_inference = true
                         match names.last() {
                             Some(&"end") => Outcome::End { tokens },
                             Some(&"error") => Outcome::Error {
-                                code: "error".into(),
+                                code: last_error_code(&body).unwrap_or_else(|| "<none>".into()),
                                 tokens,
                             },
                             last => Outcome::Lost {
@@ -209,7 +209,8 @@ allow_cpu_inference = true
     record_and_check(Row {
         scenario: "storm_10k_idle_sse_streams".into(),
         injected: format!(
-            "{n} tasks stalled in the mock engine (10 replicas x 1000 slots), {n} concurrent idle SSE streams, then {n} cancels"
+            "{n} tasks stalled in the mock engine ({} replicas x 1000 slots), {n} concurrent idle SSE streams, then {n} cancels",
+            n.div_ceil(1000)
         ),
         observed: format!(
             "submitted in {submit_took:.1?}, all open at {open_took:.1?}, all closed at {closed_took:.1?}; {per_stream_kb:.1} KiB RSS per stream ({per_conn_kb:.1} KiB per connection); {canceled} cancels 204; streams: {}",
