@@ -120,16 +120,69 @@ impl Listener {
                         tracing::debug!(error = %e, "TCP_NODELAY not set");
                     }
                 });
+                let (l, shutdown) = StopAccepting::staged(l, shutdown);
                 axum::serve(l, router)
                     .with_graceful_shutdown(shutdown)
                     .await
             }
             Listener::Unix(l) => {
+                let (l, shutdown) = StopAccepting::staged(l, shutdown);
                 axum::serve(l, router)
                     .with_graceful_shutdown(shutdown)
                     .await
             }
         }
+    }
+}
+
+/// How long a stopping daemon keeps serving the connections it already accepted before it
+/// shuts them down gracefully. Shutting down at once would close a connection accepted just
+/// before the signal, whose first request has not been read yet (hyper treats it as idle), so
+/// that client's request would fail although systemd holds the socket for the next instance
+/// (found by tests/chaos `orchestratord_restart_socket_activated`).
+pub const FIRST_REQUEST_GRACE: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// A listener that stops accepting as soon as shutdown begins, while axum's graceful
+/// shutdown of the accepted connections starts only [`FIRST_REQUEST_GRACE`] later.
+/// Connections that arrive meanwhile wait in the (systemd-held) socket's backlog.
+struct StopAccepting<L> {
+    inner: L,
+    stop: tokio::sync::watch::Receiver<bool>,
+}
+
+impl<L> StopAccepting<L> {
+    /// `inner` plus the shutdown future to give axum: `shutdown`, then stop accepting, then
+    /// the grace.
+    fn staged(
+        inner: L,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> (StopAccepting<L>, impl Future<Output = ()> + Send + 'static) {
+        let (tx, stop) = tokio::sync::watch::channel(false);
+        let staged = async move {
+            shutdown.await;
+            let _ = tx.send(true);
+            tokio::time::sleep(FIRST_REQUEST_GRACE).await;
+        };
+        (StopAccepting { inner, stop }, staged)
+    }
+}
+
+impl<L: axum::serve::Listener> axum::serve::Listener for StopAccepting<L> {
+    type Io = L::Io;
+    type Addr = L::Addr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        if !*self.stop.borrow() {
+            tokio::select! {
+                conn = self.inner.accept() => return conn,
+                _ = self.stop.wait_for(|s| *s) => {}
+            }
+        }
+        std::future::pending().await
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.inner.local_addr()
     }
 }
 
