@@ -16,7 +16,10 @@ pub fn seeds(text: &str) -> Result<Vec<u64>, String> {
     text.lines()
         .map(str::trim)
         .filter(|l| !l.is_empty() && !l.starts_with('#'))
-        .map(|l| l.parse::<u64>().map_err(|e| format!("bad seed line `{l}`: {e}")))
+        .map(|l| {
+            l.parse::<u64>()
+                .map_err(|e| format!("bad seed line `{l}`: {e}"))
+        })
         .collect()
 }
 
@@ -68,7 +71,8 @@ pub fn first_divergence(a: &Observed, b: &Observed) -> Option<Divergence> {
     let n = a.tokens.len().max(b.tokens.len());
     (0..n).find_map(|i| {
         let (x, y) = (a.tokens.get(i), b.tokens.get(i));
-        let same = matches!((x, y), (Some(x), Some(y)) if x.i == y.i && x.t.as_bytes() == y.t.as_bytes());
+        let same =
+            matches!((x, y), (Some(x), Some(y)) if x.i == y.i && x.t.as_bytes() == y.t.as_bytes());
         if same {
             return None;
         }
@@ -177,9 +181,15 @@ mod tests {
     #[test]
     fn identical_streams_pass_and_any_byte_difference_is_found() {
         let a = obs(7, "run 1", "r0", &[" The", " sea", "."]);
-        assert_eq!(first_divergence(&a, &obs(7, "run 1", "r1", &[" The", " sea", "."])), None);
+        assert_eq!(
+            first_divergence(&a, &obs(7, "run 1", "r1", &[" The", " sea", "."])),
+            None
+        );
         let d = first_divergence(&a, &obs(7, "run 2", "r1", &[" The", " Sea", "."])).unwrap();
-        assert_eq!((d.index, d.left.as_str(), d.right.as_deref()), (1, " sea", Some(" Sea")));
+        assert_eq!(
+            (d.index, d.left.as_str(), d.right.as_deref()),
+            (1, " sea", Some(" Sea"))
+        );
         assert!(d.to_string().contains("run 2 on replica r1"), "{d}");
         // A shorter stream diverges where it stops.
         let d = first_divergence(&a, &obs(7, "run 2", "r0", &[" The"])).unwrap();

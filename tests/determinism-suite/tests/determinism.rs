@@ -16,7 +16,7 @@
 
 use std::time::{Duration, Instant};
 
-use llorch_determinism_suite::{Observed, judge, seeds, table, SEEDS_FILE};
+use llorch_determinism_suite::{Observed, SEEDS_FILE, judge, seeds, table};
 use llorch_proof_harness::{Client, Daemon, HarnessError, Scrape, Stream};
 
 const DATA: &str = "det-data-key";
@@ -129,20 +129,40 @@ async fn sixty_four_seeds_give_byte_identical_streams_on_two_llamacpp_replicas()
     // Both replicas in the set: Ready, the same real engine build, the pinned model digest.
     let h = c
         .wait_health(POOL, "both replicas ready", Duration::from_secs(120), |h| {
-            h.replicas.iter().all(|r| r.status == api_types::ReplicaStatus::Ready)
+            h.replicas
+                .iter()
+                .all(|r| r.status == api_types::ReplicaStatus::Ready)
         })
         .await
         .unwrap_or_else(|err| panic!("{err}{}", d.log_tail()));
     let (r0, r1) = (&h.replicas[0], &h.replicas[1]);
     assert_eq!(r0.engine, "llamacpp", "{h:?}");
-    assert!(!r0.engine_version.is_empty() && !r0.engine_version.starts_with("mock"), "{h:?}");
+    assert!(
+        !r0.engine_version.is_empty() && !r0.engine_version.starts_with("mock"),
+        "{h:?}"
+    );
     assert_eq!(
-        (r0.engine.as_str(), r0.engine_version.as_str(), r0.model_digest.as_deref()),
-        (r1.engine.as_str(), r1.engine_version.as_str(), r1.model_digest.as_deref()),
+        (
+            r0.engine.as_str(),
+            r0.engine_version.as_str(),
+            r0.model_digest.as_deref()
+        ),
+        (
+            r1.engine.as_str(),
+            r1.engine_version.as_str(),
+            r1.model_digest.as_deref()
+        ),
         "one replica set: same engine, build and model (ORCH-3007)"
     );
-    assert_eq!(r0.model_digest.as_deref(), Some(e.model_sha256.as_str()), "{h:?}");
-    assert!(r0.slots_total == 1 && r1.slots_total == 1, "single-slot engines: {h:?}");
+    assert_eq!(
+        r0.model_digest.as_deref(),
+        Some(e.model_sha256.as_str()),
+        "{h:?}"
+    );
+    assert!(
+        r0.slots_total == 1 && r1.slots_total == 1,
+        "single-slot engines: {h:?}"
+    );
 
     let mut observed: Vec<Observed> = vec![];
     let mut respread = 0;

@@ -36,12 +36,10 @@ const TENS: [&str; 6] = ["", "", "twenty", "thirty", "forty", "fifty"];
 /// The words of a minute 0–59, e.g. `["forty", "two"]`, `["seven"]`, `["thirty"]`.
 pub fn minute_words(minute: u32) -> Vec<&'static str> {
     let m = (minute % 60) as usize;
-    if m < 20 {
-        vec![ONES[m]]
-    } else if m % 10 == 0 {
-        vec![TENS[m / 10]]
-    } else {
-        vec![TENS[m / 10], ONES[m % 10]]
+    match (m / 10, m % 10) {
+        _ if m < 20 => vec![ONES[m]],
+        (tens, 0) => vec![TENS[tens]],
+        (tens, ones) => vec![TENS[tens], ONES[ones]],
     }
 }
 

@@ -130,7 +130,10 @@ async fn gate(c: &Client, m: &Model) -> (usize, usize) {
         let after = c.metrics().await.expect("metrics");
         let n = s.tokens.len();
         assert!(n > 0, "no tokens streamed");
-        assert_eq!(end.tokens_out as usize, n, "end.tokens_out vs streamed tokens");
+        assert_eq!(
+            end.tokens_out as usize, n,
+            "end.tokens_out vs streamed tokens"
+        );
         assert_eq!(
             tokens_out(&after, m.pool) - tokens_out(&before, m.pool),
             n as f64,
@@ -142,7 +145,8 @@ async fn gate(c: &Client, m: &Model) -> (usize, usize) {
             ("engine_version", r.engine_version.as_str()),
         ];
         assert_eq!(
-            after.sum("llorch_tokens_out_total", &real) - before.sum("llorch_tokens_out_total", &real),
+            after.sum("llorch_tokens_out_total", &real)
+                - before.sum("llorch_tokens_out_total", &real),
             n as f64,
             "the tokens came from the real engine's series"
         );
@@ -151,7 +155,11 @@ async fn gate(c: &Client, m: &Model) -> (usize, usize) {
         if verdict.is_ok() {
             // The expected text exists nowhere in the repository: not as a fixture, not in a
             // source file.
-            for needle in [nonce.clone(), format!("{words} {nonce}"), answer.trim().to_string()] {
+            for needle in [
+                nonce.clone(),
+                format!("{words} {nonce}"),
+                answer.trim().to_string(),
+            ] {
                 let hits = files_containing(&root, &needle).expect("scan the repository");
                 assert!(hits.is_empty(), "{needle:?} found in {hits:?}");
             }

@@ -76,7 +76,10 @@ mod tests {
             s.sum("llorch_tokens_out_total", &[("replica_id", "r1")]),
             7.0
         );
-        assert_eq!(s.sum("llorch_tokens_out_total", &[("replica_id", "r2")]), 0.0);
+        assert_eq!(
+            s.sum("llorch_tokens_out_total", &[("replica_id", "r2")]),
+            0.0
+        );
         assert_eq!(s.sum("llorch_up", &[]), 1.0);
     }
 }
