@@ -108,10 +108,34 @@ pub fn echoes(answer: &str, prompt: &str, nonce: &str) -> bool {
         .any(|w| a.windows(ECHO_WORDS).any(|x| x == w))
 }
 
-/// The gate's content check: Ok when the answer holds the minute words and does not echo.
+/// Distinct words of at least 3 letters an answer must hold that the prompt does not: a
+/// degenerate answer that only repeats the minute words and prompt words ("Twenty-five
+/// Haiku: Twenty-five …", as base models do) is not a haiku.
+pub const NEW_WORDS: usize = 3;
+
+/// Distinct words (≥ 3 letters) of `answer` that do not occur in `prompt`.
+pub fn new_words(answer: &str, prompt: &str) -> usize {
+    let (a, _) = words_and_seps(answer);
+    let (p, _) = words_and_seps(prompt);
+    let mut fresh: Vec<&String> = a
+        .iter()
+        .filter(|w| w.len() >= 3 && w.chars().all(|c| c.is_ascii_alphabetic()) && !p.contains(w))
+        .collect();
+    fresh.sort_unstable();
+    fresh.dedup();
+    fresh.len()
+}
+
+/// The gate's content check: Ok when the answer holds the minute words, does not echo, and
+/// says something of its own ([`NEW_WORDS`]).
 pub fn check_answer(answer: &str, prompt: &str, nonce: &str, minute: u32) -> Result<(), String> {
     if echoes(answer, prompt, nonce) {
         return Err("the answer echoes the prompt or the nonce".into());
+    }
+    if new_words(answer, prompt) < NEW_WORDS {
+        return Err(format!(
+            "the answer has fewer than {NEW_WORDS} words of its own (not in the prompt)"
+        ));
     }
     if !contains_minute(answer, minute) {
         return Err(format!("the answer lacks \"{}\"", minute_text(minute)));
@@ -193,6 +217,15 @@ mod tests {
             Ok(())
         );
         assert!(check_answer("leaves drift down", prompt, "n0nce42", 42).is_err());
+        // Only prompt words and the minute: not an answer of its own.
+        let p2 = "Write a haiku that must contain the words: twenty-five\n\nHaiku:\n";
+        let degenerate = "\"twenty-five\"\nHaiku:\n\"Twenty-five\"\nHaiku:\n\"Twenty-five";
+        assert_eq!(new_words(degenerate, p2), 0);
+        assert!(check_answer(degenerate, p2, "n0nce42", 25).is_err());
+        assert_eq!(
+            check_answer("Twenty-five gulls wheel\nover the grey harbor wall", p2, "n0nce42", 25),
+            Ok(())
+        );
     }
 
     #[test]

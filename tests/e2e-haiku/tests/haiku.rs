@@ -28,6 +28,7 @@ const DATA: &str = "haiku-data-key";
 const CONTROL: &str = "haiku-control-key";
 const ATTEMPTS: usize = 8;
 const MAX_TOKENS: u32 = 48;
+const WAIT: Duration = Duration::from_secs(60);
 
 /// A model under test: its pool, file and digest, and how a prompt is wrapped for it.
 struct Model {
@@ -62,17 +63,16 @@ slots = 1
 }
 
 fn prompt(m: &Model, words: &str, nonce: &str) -> String {
-    let ask = format!(
-        "Write a haiku about the clock at {words} past the hour. The haiku must contain the \
-         words \"{words}\". Request {nonce}."
-    );
+    // The minute words stand alone, so that a haiku using them does not have to repeat a
+    // prompt phrase (which the echo rule would reject).
+    let ask = format!("Write a haiku that must contain the words: {words}");
     if m.chat {
         format!(
-            "<|im_start|>system\nYou are a helpful AI assistant.<|im_end|>\n<|im_start|>user\n\
-             {ask}<|im_end|>\n<|im_start|>assistant\n"
+            "<|im_start|>system\nYou are a helpful AI assistant. Request {nonce}.<|im_end|>\n\
+             <|im_start|>user\n{ask}<|im_end|>\n<|im_start|>assistant\n"
         )
     } else {
-        format!("{ask}\n\nHaiku:\n")
+        format!("Request {nonce}.\n{ask}\n\nHaiku:\n")
     }
 }
 
@@ -91,9 +91,14 @@ fn tokens_out(s: &llorch_proof_harness::Scrape, pool: &str) -> f64 {
 /// Runs the attempts on one model; returns (passed, attempts).
 async fn gate(c: &Client, m: &Model) -> (usize, usize) {
     // The serving replica is a real engine with its build and the pinned model digest.
-    let h = c.pool_health(m.pool).await.expect("pool health");
+    // (The digest arrives with pool-managerd's registry record, which may trail readiness.)
+    let h = c
+        .wait_health(m.pool, "replica Ready with its model digest", WAIT, |h| {
+            h.replicas[0].status == ReplicaStatus::Ready && h.replicas[0].model_digest.is_some()
+        })
+        .await
+        .unwrap_or_else(|err| panic!("{err}"));
     let r = &h.replicas[0];
-    assert_eq!(r.status, ReplicaStatus::Ready, "{h:?}");
     assert_eq!(r.engine, "llamacpp", "not a real engine: {h:?}");
     assert!(
         !r.engine_version.is_empty() && !r.engine_version.to_lowercase().contains("mock"),
