@@ -223,7 +223,12 @@ mod tests {
         assert_eq!(new_words(degenerate, p2), 0);
         assert!(check_answer(degenerate, p2, "n0nce42", 25).is_err());
         assert_eq!(
-            check_answer("Twenty-five gulls wheel\nover the grey harbor wall", p2, "n0nce42", 25),
+            check_answer(
+                "Twenty-five gulls wheel\nover the grey harbor wall",
+                p2,
+                "n0nce42",
+                25
+            ),
             Ok(())
         );
     }
