@@ -30,6 +30,10 @@ pub struct ReplicaSnapshot {
     pub status: ReplicaStatus,
     pub engine: String,
     pub engine_version: String,
+    /// SHA-256 of the model file the replica's engine loaded, as pool-managerd reports it
+    /// (ORCH-3032); absent where no supervisor reports one (adapter daemons, the mock).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_digest: Option<String>,
     pub devices: Vec<u32>,
     pub slots_total: u32,
     pub slots_busy: u32,

@@ -165,6 +165,7 @@ impl AppState {
                     },
                     engine: pool.engine.as_str().into(),
                     engine_version: rs.engine_version.clone(),
+                    model_digest: rs.registry.as_ref().and_then(|g| g.model_digest.clone()),
                     devices: r.devices.clone(),
                     slots_total: r.slots_total,
                     slots_busy: r.slots_busy,
