@@ -155,6 +155,7 @@ pub async fn serve_managed(
                 tick.tick().await;
                 state.probe_replicas().await;
                 state.expire_queued();
+                state.expire_retained();
                 // A placement plugin may have deferred work while slots were free; give it
                 // another chance even when no slot frees up meanwhile.
                 for pool in 0..state.pools.len() {

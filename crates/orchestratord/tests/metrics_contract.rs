@@ -121,6 +121,13 @@ fn contract() -> BTreeMap<&'static str, (&'static str, &'static [&'static str])>
             ("histogram", &["hook", "pool_id"][..]),
         ),
         ("llorch_registry_feed_up", ("gauge", &[][..])),
+        ("llorch_task_log_bytes", ("gauge", &[][..])),
+        ("llorch_task_log_tasks", ("gauge", &[][..])),
+        ("llorch_task_log_budget_bytes", ("gauge", &[][..])),
+        (
+            "llorch_task_log_evictions_total",
+            ("counter", &["reason"][..]),
+        ),
     ])
 }
 

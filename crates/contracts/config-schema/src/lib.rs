@@ -6,12 +6,14 @@
 //! given, no runtime.
 
 mod load;
+mod retention;
 mod types;
 
 pub use load::{
     ConfigError, MAX_POLICY_FUEL, MAX_POLICY_MEMORY_BYTES, MIN_POLICY_MEMORY_BYTES, load_file,
     parse_str,
 };
+pub use retention::{MAX_TASK_LOG_BUDGET_BYTES, MAX_TASK_LOG_TASKS, MIN_TASK_LOG_BUDGET_BYTES};
 pub use types::*;
 
 /// JSON Schema of [`Config`], pretty-printed with a trailing newline (the committed form).
