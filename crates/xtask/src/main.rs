@@ -1,7 +1,9 @@
 //! `cargo xtask …`: the developer and CI entry points, so that README, CI and humans run the
 //! same commands. Deliberately dependency-free: it only sequences cargo invocations.
 //!
-//! - `ci`    — format check, clippy (warnings are errors), the whole test suite (`--locked`).
+//! - `ci`    — format check, clippy (warnings are errors), the whole test suite (`--locked`),
+//!   then the 2-minute soak.
+//! - `soak [--minutes N]` — the memory soak (see `soak.rs` and crates/tools/soak).
 //! - `test`  — the whole test suite only.
 //! - `regen` — rewrite the generated contracts (docs/api/openapi.json, docs/config.schema.json).
 //! - `bench [--quick]` — the release-mode benchmark that prints submissions/s, added
@@ -14,6 +16,8 @@
 //!   (`wasm32-wasip1`) and write it to `examples/plugins/tenant-half/tenant_half.wasm`, the
 //!   module the host and end-to-end tests load; `--check` instead fails if the committed module
 //!   differs from a fresh build. `ci` runs the check when the wasm target is installed.
+
+mod soak;
 
 use std::process::{Command, ExitCode};
 
@@ -389,7 +393,9 @@ fn main() -> ExitCode {
                 && stage("plugin freshness", check_plugins_if_possible)
                 && stage("fetch-engine", fetch)
                 && stage("test", test)
+                && stage("soak", || soak::soak(&workspace_root(), &[]))
         }
+        Some("soak") => soak::soak(&workspace_root(), &rest),
         Some("test") => fetch() && test(),
         Some("fetch-engine") => fetch(),
         Some("build-plugins") => build_plugins(rest.contains(&"--check")),
@@ -404,7 +410,7 @@ fn main() -> ExitCode {
         }
         _ => {
             eprintln!(
-                "usage: cargo xtask <ci | test | fetch-engine | build-plugins [--check] | regen | bench [--quick]>"
+                "usage: cargo xtask <ci | test | fetch-engine | build-plugins [--check] | regen | bench [--quick] | soak [--minutes N]>"
             );
             return ExitCode::from(2);
         }
