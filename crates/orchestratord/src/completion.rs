@@ -242,10 +242,12 @@ impl AppState {
     }
 
     /// Forgets finished tasks older than `task_retention_ms` (called every probe tick; a
-    /// lookup already treats them as gone).
-    pub fn expire_retained(&self) {
+    /// lookup already treats them as gone); returns how many.
+    pub fn expire_retained(&self) -> usize {
         let gone = self.retention().expire(self.now_ms());
+        let n = gone.len();
         self.forget(gone);
+        n
     }
 
     /// Drops tasks that left the replay store from the task table, and counts them.

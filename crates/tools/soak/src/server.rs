@@ -98,6 +98,15 @@ impl Orchestratord {
         for (k, v) in env {
             cmd.env(k, v);
         }
+        // The server dies with the soak, however the soak ends.
+        // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
+        unsafe {
+            use std::os::unix::process::CommandExt;
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
         let child = cmd
             .spawn()
             .with_context(|| format!("starting {}", bin.display()))?;
