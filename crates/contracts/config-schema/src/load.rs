@@ -50,7 +50,7 @@ pub fn load_file(path: &Path) -> Result<Config, ConfigError> {
 /// Parses and validates a config; `file` is only used in messages.
 pub fn parse_str(text: &str, file: &str) -> Result<Config, ConfigError> {
     let de = toml::Deserializer::parse(text).map_err(|e| toml_error(text, file, "", e))?;
-    let cfg: Config = serde_path_to_error::deserialize(de).map_err(|e| {
+    let mut cfg: Config = serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
         toml_error(text, file, &path, e.into_inner())
     })?;
@@ -67,6 +67,15 @@ pub fn parse_str(text: &str, file: &str) -> Result<Config, ConfigError> {
             message,
         },
         other => other,
+    })?;
+    let home = std::env::var("HOME").ok();
+    crate::paths::expand_home(&mut cfg, home.as_deref()).map_err(|(path, message)| {
+        ConfigError::Invalid {
+            file: file.to_string(),
+            line: crate::retention::line_of(text, &path),
+            path,
+            message,
+        }
     })?;
     Ok(cfg)
 }

@@ -60,44 +60,72 @@ pub(crate) fn check(s: &ServerConfig) -> Result<(), (String, String)> {
 }
 
 /// The 1-based line where the key at `path` (e.g. `server.task_log_max_tasks`,
-/// `pools[1].replicas[0].slots`) is written, best effort: the line of its last key inside
-/// the nearest table header that names its parent, else the first line that sets that key,
-/// else the header, else 1.
+/// `pools[1].replicas[0].slots`) is written, best effort: walks the table headers the path
+/// names (the n-th `[[pools]]` for `pools[n]`), then looks for the key (also inside an inline
+/// table) up to the next header; else the line of the innermost header found; else 1.
 pub(crate) fn line_of(text: &str, path: &str) -> usize {
-    let segs: Vec<&str> = path
+    let lines: Vec<&str> = text.lines().collect();
+    let segs: Vec<(&str, Option<usize>)> = path
         .split('.')
-        .map(|s| s.split('[').next().unwrap_or(s))
         .filter(|s| !s.is_empty())
+        .map(|s| match s.split_once('[') {
+            Some((name, idx)) => (name, idx.trim_end_matches(']').parse().ok()),
+            None => (s, None),
+        })
         .collect();
-    let Some((last, parents)) = segs.split_last() else {
+    let Some(((last, _), parents)) = segs.split_last() else {
         return 1;
     };
-    let header = parents.join(".");
+    let header_name = |l: &str| -> Option<String> {
+        let t = l.trim();
+        t.starts_with('[').then(|| {
+            t.trim_start_matches('[')
+                .trim_end_matches(']')
+                .trim()
+                .to_string()
+        })
+    };
+    // Walk the headers: `pos` is the line of the innermost header found so far.
+    let mut pos: Option<usize> = None;
+    let mut prefix = String::new();
+    for (name, idx) in parents {
+        if !prefix.is_empty() {
+            prefix.push('.');
+        }
+        prefix.push_str(name);
+        let from = pos.map_or(0, |p| p + 1);
+        let mut hits = lines
+            .iter()
+            .enumerate()
+            .skip(from)
+            .filter(|(_, l)| header_name(l).as_deref() == Some(prefix.as_str()))
+            .map(|(i, _)| i);
+        if let Some(i) = hits.nth(idx.unwrap_or(0)) {
+            pos = Some(i);
+        }
+    }
     let sets_key = |l: &str| {
         let l = l.trim_start();
         l.strip_prefix(last)
             .is_some_and(|rest| rest.trim_start().starts_with('='))
     };
-    let is_header = |l: &str| {
-        let l = l.trim();
-        let name = l.trim_start_matches('[').trim_end_matches(']').trim();
-        l.starts_with('[') && name == header
-    };
-    let lines: Vec<&str> = text.lines().collect();
-    if !header.is_empty()
-        && let Some(h) = lines.iter().position(|l| is_header(l))
-    {
-        for (i, l) in lines.iter().enumerate().skip(h + 1) {
-            if l.trim_start().starts_with('[') {
-                break;
-            }
-            if sets_key(l) {
-                return i + 1;
-            }
+    let inline = |l: &str| l.split(['{', ',']).skip(1).any(sets_key);
+    let from = pos.map_or(0, |p| p + 1);
+    let region = lines
+        .iter()
+        .enumerate()
+        .skip(from)
+        .take_while(|(_, l)| pos.is_none() || header_name(l).is_none());
+    let mut inline_hit = None;
+    for (i, l) in region {
+        if sets_key(l) {
+            return i + 1;
         }
-        return h + 1;
+        if inline_hit.is_none() && inline(l) {
+            inline_hit = Some(i + 1);
+        }
     }
-    lines.iter().position(|l| sets_key(l)).map_or(1, |i| i + 1)
+    inline_hit.or(pos.map(|p| p + 1)).unwrap_or(1)
 }
 
 #[cfg(test)]
@@ -111,5 +139,12 @@ mod tests {
         assert_eq!(line_of(text, "server.nothing"), 1);
         assert_eq!(line_of(text, "pools[0].id"), 6);
         assert_eq!(line_of("a = 1\n", "zzz"), 1);
+        let inline = "[[pools]]\nid = \"a\"\npolicy = { fuel = 1, module = \"x\" }\n";
+        assert_eq!(line_of(inline, "pools[0].policy.module"), 3);
+        let two = "[[pools]]\nid = \"a\"\n[[pools.replicas]]\nslots = 1\n[[pools]]\nid = \"b\"\nmodel_ref = \"x\"\n[[pools.replicas]]\nid = \"r\"\n[[pools.replicas]]\nslots = 2\n";
+        assert_eq!(line_of(two, "pools[1].model_ref"), 7);
+        assert_eq!(line_of(two, "pools[1].replicas[1].slots"), 11);
+        assert_eq!(line_of(two, "pools[0].replicas[0].slots"), 4);
+        assert_eq!(line_of(two, "pools[1].nothing"), 5);
     }
 }

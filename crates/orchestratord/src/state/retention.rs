@@ -65,16 +65,40 @@ pub fn derived_budget(limit: Option<u64>) -> u64 {
     }
 }
 
-/// The smallest of `memory.max` / `memory.high` of this process's cgroup (v2), if any.
+/// The memory limit of this process's cgroup, if any: the smallest of `memory.max` /
+/// `memory.high` (cgroup v2, what systemd's `MemoryMax=`/`MemoryHigh=` set), else
+/// `memory.limit_in_bytes` (v1; "unlimited" there is a huge number, ignored).
 pub fn cgroup_memory_limit() -> Option<u64> {
     let cg = std::fs::read_to_string("/proc/self/cgroup").ok()?;
-    let rel = cg.lines().find_map(|l| l.strip_prefix("0::"))?;
-    let dir = std::path::Path::new("/sys/fs/cgroup").join(rel.trim_start_matches('/'));
-    ["memory.max", "memory.high"]
-        .iter()
-        .filter_map(|f| std::fs::read_to_string(dir.join(f)).ok())
-        .filter_map(|v| v.trim().parse::<u64>().ok())
-        .min()
+    let root = std::path::Path::new("/sys/fs/cgroup");
+    let read = |dir: &std::path::Path, files: &[&str]| {
+        files
+            .iter()
+            .filter_map(|f| std::fs::read_to_string(dir.join(f)).ok())
+            .filter_map(|v| v.trim().parse::<u64>().ok())
+            .filter(|v| *v < 1 << 60)
+            .min()
+    };
+    let v2 = cg
+        .lines()
+        .find_map(|l| l.strip_prefix("0::"))
+        .and_then(|rel| {
+            read(
+                &root.join(rel.trim_start_matches('/')),
+                &["memory.max", "memory.high"],
+            )
+        });
+    v2.or_else(|| {
+        let rel = cg.lines().find_map(|l| {
+            let mut parts = l.splitn(3, ':');
+            let (_, ctrl, path) = (parts.next()?, parts.next()?, parts.next()?);
+            ctrl.split(',').any(|c| c == "memory").then_some(path)
+        })?;
+        read(
+            &root.join("memory").join(rel.trim_start_matches('/')),
+            &["memory.limit_in_bytes"],
+        )
+    })
 }
 
 #[derive(Debug)]
