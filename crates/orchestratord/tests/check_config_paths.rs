@@ -108,7 +108,8 @@ fn check_config_refuses_what_the_daemons_would_with_file_line_key() {
     std::fs::write(h.path().join("plain"), "x").unwrap();
     std::fs::write(h.path().join("not-exec"), "x").unwrap();
     // (what is wrong, config, key, line anchor (after, needle), HOME set)
-    let cases: Vec<(&str, String, &str, (&str, &str), bool)> = vec![
+    type Case<'a> = (&'a str, String, &'a str, (&'a str, &'a str), bool);
+    let cases: Vec<Case> = vec![
         (
             "missing policy module",
             config(
