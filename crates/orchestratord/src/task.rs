@@ -110,7 +110,9 @@ pub struct Task {
     /// Wakes the runner when the task is canceled.
     pub cancel_signal: Notify,
     /// True once the task holds no slot and no queue entry any more.
-    released: watch::Sender<bool>,
+    /// A flag and a `Notify` (a `watch` channel per task cost more for the same job).
+    released: std::sync::atomic::AtomicBool,
+    released_signal: Notify,
     retired: std::sync::atomic::AtomicBool,
     /// When the task was retired (ms on the state's clock); `u64::MAX` while it is live.
     finished_at_ms: std::sync::atomic::AtomicU64,
@@ -166,7 +168,8 @@ impl Task {
             }),
             appended: watch::channel(0).0,
             cancel_signal: Notify::new(),
-            released: watch::channel(false).0,
+            released: std::sync::atomic::AtomicBool::new(false),
+            released_signal: Notify::new(),
             retired: std::sync::atomic::AtomicBool::new(false),
             finished_at_ms: std::sync::atomic::AtomicU64::new(u64::MAX),
         }
@@ -354,7 +357,9 @@ impl Task {
 
     /// Marks the task as holding nothing (wakes whoever waits in [`Task::wait_released`]).
     pub fn mark_released(&self) {
-        self.released.send_replace(true);
+        self.released
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        self.released_signal.notify_waiters();
     }
 
     /// True only for the first call: whoever gets true settles the task's accounting, once.
@@ -369,15 +374,24 @@ impl Task {
     }
 
     pub fn is_released(&self) -> bool {
-        *self.released.borrow()
+        self.released.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Waits until the task holds no slot any more (or `limit` passes); true when released.
     pub async fn wait_released(&self, limit: std::time::Duration) -> bool {
-        let mut rx = self.released.subscribe();
-        tokio::time::timeout(limit, rx.wait_for(|r| *r))
-            .await
-            .is_ok()
+        let until = tokio::time::Instant::now() + limit;
+        loop {
+            // Register before checking, so a release between the check and the wait wakes us.
+            let notified = self.released_signal.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.is_released() {
+                return true;
+            }
+            if tokio::time::timeout_at(until, notified).await.is_err() {
+                return self.is_released();
+            }
+        }
     }
 }
 
@@ -458,6 +472,20 @@ mod tests {
         assert!(bytes >= 21_000, "{bytes}");
         assert!(bytes <= 21_000 + 2 * 200, "{bytes} bytes for 1000 tokens");
         assert_eq!(bytes, t.log_bytes());
+    }
+
+    #[tokio::test]
+    async fn wait_released_wakes_on_release_and_times_out_without() {
+        let t = std::sync::Arc::new(task());
+        assert!(!t.wait_released(std::time::Duration::from_millis(30)).await);
+        let t2 = t.clone();
+        let waiter =
+            tokio::spawn(async move { t2.wait_released(std::time::Duration::from_secs(10)).await });
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        t.mark_released();
+        assert!(waiter.await.unwrap());
+        assert!(t.is_released());
+        assert!(t.wait_released(std::time::Duration::ZERO).await);
     }
 
     #[test]
