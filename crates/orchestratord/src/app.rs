@@ -155,6 +155,8 @@ pub async fn serve_managed(
                 tick.tick().await;
                 state.probe_replicas().await;
                 state.expire_queued();
+                let forgot = state.expire_retained();
+                state.return_memory_if_idle(forgot > 0);
                 // A placement plugin may have deferred work while slots were free; give it
                 // another chance even when no slot frees up meanwhile.
                 for pool in 0..state.pools.len() {

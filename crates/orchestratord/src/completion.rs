@@ -1,12 +1,13 @@
 //! Completion: a task lets go. Gives a slot back (release, or requeue when the task never
 //! started on its replica), settles the task's accounting once (quota, session budget,
-//! deadline statistics), cancels on request, expires tasks that waited too long, and schedules
-//! a finished task's record to be forgotten. After a slot comes back the pool is dispatched
+//! deadline statistics), cancels on request, expires tasks that waited too long, and keeps a
+//! finished task's log for replay within the retention budgets (evicting the oldest). After a slot comes back the pool is dispatched
 //! again.
 //!
 //! May touch: one pool's [`PoolSched`] at a time (busy slots, running set, estimator and
 //! measured rates), then — never nested in it — the quota book, the session store and the
-//! deadline statistics, one at a time; the task table (forgetting). Order that clients rely
+//! deadline statistics, one at a time; the replay store's books, then (not nested) the task
+//! table (forgetting). Order that clients rely
 //! on: the accounting is settled before a task is marked released (a 204 cancel finds the
 //! quota given back), and the runner appends `end` only after [`AppState::release`].
 
@@ -16,6 +17,7 @@ use std::time::Duration;
 use api_types::ErrorCode;
 
 use crate::error::ApiError;
+use crate::state::retention::Gone;
 use crate::state::{AppState, Queued, Usage};
 use crate::task::{CancelRefused, Phase, Task};
 
@@ -94,7 +96,7 @@ impl AppState {
             }
         }
         task.mark_released();
-        self.schedule_forget(task.id.clone());
+        self.retain(task);
     }
 
     /// Fails queued tasks that waited longer than `timeouts.queue_ms` or past their own
@@ -227,13 +229,53 @@ impl AppState {
         Ok(())
     }
 
-    /// Drops a finished task's record after the retention period.
-    fn schedule_forget(self: &Arc<Self>, id: String) {
-        let state = self.clone();
-        let keep = Duration::from_millis(self.cfg.server.task_retention_ms);
-        tokio::spawn(async move {
-            tokio::time::sleep(keep).await;
-            state.tasks().remove(&id);
-        });
+    /// Keeps a finished task's log for replay, within the `server.task_log_*` budgets: evicts
+    /// the oldest finished tasks that no longer fit (and those past `task_retention_ms`).
+    fn retain(&self, task: &Task) {
+        let bytes = task.compact();
+        let now = self.now_ms();
+        task.set_finished_at_ms(now);
+        let gone = self
+            .retention()
+            .keep(task.id.clone(), task.tenant.clone(), bytes, now);
+        self.forget(gone);
+    }
+
+    /// Forgets finished tasks older than `task_retention_ms` (called every probe tick; a
+    /// lookup already treats them as gone); returns how many.
+    pub fn expire_retained(&self) -> usize {
+        let gone = self.retention().expire(self.now_ms());
+        let n = gone.len();
+        self.forget(gone);
+        n
+    }
+
+    /// Drops tasks that left the replay store from the task table, and counts them.
+    fn forget(&self, gone: Vec<(String, Gone)>) {
+        if !gone.is_empty() {
+            let mut tasks = self.tasks();
+            for (id, _) in &gone {
+                // Only a finished task: an id reused by a new submission stays.
+                if tasks.get(id).is_some_and(|t| t.finished_at_ms().is_some()) {
+                    tasks.remove(id);
+                }
+            }
+        }
+        for (_, why) in &gone {
+            if *why != Gone::Expired {
+                self.metrics
+                    .task_log_evictions
+                    .with_label_values(&[why.as_str()])
+                    .inc();
+            }
+        }
+        let (bytes, n) = {
+            let r = self.retention();
+            (r.bytes(), r.len())
+        };
+        self.metrics
+            .task_log_bytes
+            .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+        self.metrics.task_log_tasks.set(n as i64);
     }
 }

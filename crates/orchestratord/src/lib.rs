@@ -18,7 +18,8 @@
 //!   cancel race-free (no token is appended after a cancel is acknowledged).
 //! - [`error`] maps every failure once to the error envelope; [`auth`] is the key ring,
 //!   [`metrics`] the Prometheus registry; [`plugins`] loads the pools' WebAssembly policy
-//!   plugins and [`policy`] builds the snapshots their hooks decide on.
+//!   plugins and [`policy`] builds the snapshots their hooks decide on; [`memory`] gives the
+//!   heap back to the kernel when the server goes idle.
 //!
 //! Engines are reached only through `adapter-api` ([`adapter_api::WorkerAdapter`]): over the
 //! worker protocol for real engines, or the in-process mock stand-in. This crate must not
@@ -34,6 +35,7 @@ pub mod engines;
 pub mod error;
 pub mod health;
 pub mod lifecycle;
+pub mod memory;
 pub mod metrics;
 pub mod openapi;
 pub mod plugins;

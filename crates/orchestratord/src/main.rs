@@ -5,6 +5,14 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
+
+#[cfg(all(feature = "jemalloc", not(feature = "mimalloc")))]
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use orchestratord::Listener;
 
 #[derive(Parser)]
@@ -13,7 +21,9 @@ struct Args {
     /// Appliance config (TOML).
     #[arg(long, short, env = "LLORCH_CONFIG")]
     config: Option<PathBuf>,
-    /// Validate a config file and exit (non-zero with file:line messages when invalid).
+    /// Validate a config file and exit (non-zero with file:line messages when invalid): what
+    /// the daemons would refuse, including the files it names (policy modules, model files,
+    /// llama-server binaries, state and cache directories).
     #[arg(long, value_name = "FILE", conflicts_with = "config")]
     check_config: Option<PathBuf>,
     /// Address to bind when systemd passes no socket; overrides server.listen.
@@ -24,7 +34,7 @@ struct Args {
 fn main() -> ExitCode {
     let args = Args::parse();
     if let Some(path) = args.check_config {
-        return match config_schema::load_file(&path) {
+        return match config_schema::check_file(&path) {
             Ok(_) => {
                 println!("{}: ok", path.display());
                 ExitCode::SUCCESS

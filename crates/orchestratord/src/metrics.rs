@@ -35,6 +35,21 @@ pub struct Metrics {
     pub priority_inversions: IntCounterVec,
     /// 1 while the pool-managerd registry feed is connected (0 when down or not configured).
     pub registry_feed_up: IntGauge,
+    /// Bytes held by the event logs of finished tasks kept for replay.
+    pub task_log_bytes: IntGauge,
+    /// Finished tasks kept for replay.
+    pub task_log_tasks: IntGauge,
+    /// The byte budget of the replay store (configured or derived).
+    pub task_log_budget_bytes: IntGauge,
+    /// Finished tasks evicted from the replay store, by the limit that evicted them.
+    pub task_log_evictions: IntCounterVec,
+}
+
+fn plain_gauge(r: &Registry, name: &str, help: &str) -> IntGauge {
+    let g = IntGauge::new(name, help).expect("static metric definition");
+    r.register(Box::new(g.clone()))
+        .expect("metric registered once");
+    g
 }
 
 /// Latency buckets in seconds, 1 ms … 60 s.
@@ -248,6 +263,27 @@ impl Metrics {
                     .expect("metric registered once");
                 g
             },
+            task_log_bytes: plain_gauge(
+                &r,
+                "llorch_task_log_bytes",
+                "Bytes held by the event logs of finished tasks kept for replay.",
+            ),
+            task_log_tasks: plain_gauge(
+                &r,
+                "llorch_task_log_tasks",
+                "Finished tasks kept for replay.",
+            ),
+            task_log_budget_bytes: plain_gauge(
+                &r,
+                "llorch_task_log_budget_bytes",
+                "Byte budget of the replay store (server.task_log_budget_bytes, or derived from the memory limit).",
+            ),
+            task_log_evictions: counter(
+                &r,
+                "llorch_task_log_evictions_total",
+                "Finished tasks evicted from the replay store before task_retention_ms, by the limit that evicted them (bytes, tasks, tenant_tasks).",
+                &["reason"],
+            ),
             registry: r,
         }
     }

@@ -15,15 +15,81 @@ pub enum Phase {
     Finished,
 }
 
+/// One entry of a log. Tokens (almost all of a log) are 16 bytes here plus their text in the
+/// log's shared buffer, with no heap object of their own; the few other events are boxed.
+#[derive(Debug)]
+enum Entry {
+    Token { start: u32, len: u32, i: u32 },
+    Other(Box<StreamEvent>),
+}
+
 #[derive(Debug)]
 struct Log {
-    events: Vec<StreamEvent>,
+    entries: Vec<Entry>,
+    /// The text of all token entries, back to back.
+    text: String,
     phase: Phase,
     /// The terminal event is in `events` (readers see the end).
     terminal: bool,
     /// The runner claimed the end (see [`Task::seal`]): nothing else may end or extend the
     /// log, though its terminal event is not appended yet.
     sealed: bool,
+}
+
+impl Log {
+    fn append(&mut self, ev: StreamEvent) {
+        match ev {
+            // A log never holds 4 GiB of text (max_tokens is a u32 and tokens are short);
+            // should it, the token is kept boxed rather than mis-indexed.
+            StreamEvent::Token(t) if u32::try_from(self.text.len() + t.t.len()).is_ok() => {
+                let start = self.text.len() as u32;
+                self.text.push_str(&t.t);
+                self.entries.push(Entry::Token {
+                    start,
+                    len: t.t.len() as u32,
+                    i: t.i,
+                });
+            }
+            other => self.entries.push(Entry::Other(Box::new(other))),
+        }
+    }
+
+    fn event(&self, e: &Entry) -> StreamEvent {
+        match e {
+            Entry::Token { start, len, i } => {
+                let (s, l) = (*start as usize, *len as usize);
+                StreamEvent::Token(api_types::TokenEvent {
+                    t: self.text.get(s..s + l).unwrap_or_default().to_string(),
+                    i: *i,
+                })
+            }
+            Entry::Other(ev) => (**ev).clone(),
+        }
+    }
+
+    fn bytes(&self) -> u64 {
+        let boxed: usize = self
+            .entries
+            .iter()
+            .map(|e| match e {
+                Entry::Token { .. } => 0,
+                Entry::Other(ev) => std::mem::size_of::<StreamEvent>() + heap_of(ev),
+            })
+            .sum();
+        (self.entries.capacity() * std::mem::size_of::<Entry>() + self.text.capacity() + boxed)
+            as u64
+    }
+}
+
+/// Heap bytes a non-token event owns besides itself (its strings).
+fn heap_of(ev: &StreamEvent) -> usize {
+    match ev {
+        StreamEvent::Token(t) => t.t.capacity(),
+        StreamEvent::Error(e) => {
+            e.message.capacity() + e.engine.as_ref().map_or(0, String::capacity)
+        }
+        StreamEvent::Started(_) | StreamEvent::Metrics(_) | StreamEvent::End(_) => 0,
+    }
 }
 
 #[derive(Debug)]
@@ -44,8 +110,12 @@ pub struct Task {
     /// Wakes the runner when the task is canceled.
     pub cancel_signal: Notify,
     /// True once the task holds no slot and no queue entry any more.
-    released: watch::Sender<bool>,
+    /// A flag and a `Notify` (a `watch` channel per task cost more for the same job).
+    released: std::sync::atomic::AtomicBool,
+    released_signal: Notify,
     retired: std::sync::atomic::AtomicBool,
+    /// When the task was retired (ms on the state's clock); `u64::MAX` while it is live.
+    finished_at_ms: std::sync::atomic::AtomicU64,
 }
 
 /// Why a cancel was refused.
@@ -90,15 +160,18 @@ impl Task {
             deadline_ms,
             admitted_at: Instant::now(),
             log: Mutex::new(Log {
-                events: Vec::new(),
+                entries: Vec::new(),
+                text: String::new(),
                 phase: Phase::Queued,
                 terminal: false,
                 sealed: false,
             }),
             appended: watch::channel(0).0,
             cancel_signal: Notify::new(),
-            released: watch::channel(false).0,
+            released: std::sync::atomic::AtomicBool::new(false),
+            released_signal: Notify::new(),
             retired: std::sync::atomic::AtomicBool::new(false),
+            finished_at_ms: std::sync::atomic::AtomicU64::new(u64::MAX),
         }
     }
 
@@ -117,8 +190,8 @@ impl Task {
             if log.terminal || log.sealed {
                 return false;
             }
-            log.events.push(ev);
-            log.events.len()
+            log.append(ev);
+            log.entries.len()
         };
         self.appended.send_replace(n);
         true
@@ -150,8 +223,8 @@ impl Task {
             let phase = log.phase;
             log.terminal = true;
             log.phase = Phase::Finished;
-            log.events.push(ev);
-            (phase, log.events.len())
+            log.append(ev);
+            (phase, log.entries.len())
         };
         self.appended.send_replace(n);
         Some(phase)
@@ -183,8 +256,8 @@ impl Task {
             debug_assert!(log.sealed && !log.terminal);
             log.terminal = true;
             log.phase = Phase::Finished;
-            log.events.push(ev);
-            log.events.len()
+            log.append(ev);
+            log.entries.len()
         };
         self.appended.send_replace(n);
     }
@@ -240,13 +313,42 @@ impl Task {
     /// Events from index `from`, and whether the log is terminal.
     pub fn events_from(&self, from: usize) -> (Vec<StreamEvent>, bool) {
         let log = self.log();
-        (
-            log.events
-                .get(from..)
-                .map(<[_]>::to_vec)
-                .unwrap_or_default(),
-            log.terminal,
-        )
+        let events = log
+            .entries
+            .get(from..)
+            .unwrap_or_default()
+            .iter()
+            .map(|e| log.event(e))
+            .collect();
+        (events, log.terminal)
+    }
+
+    /// Frees the log's spare capacity (it will not grow much any more: the task is retired)
+    /// and returns the bytes it holds: what retention counts against its budget.
+    pub fn compact(&self) -> u64 {
+        let mut log = self.log();
+        log.entries.shrink_to_fit();
+        log.text.shrink_to_fit();
+        log.bytes()
+    }
+
+    /// Bytes the log holds now (entries, token text, boxed events; no allocator overhead).
+    pub fn log_bytes(&self) -> u64 {
+        self.log().bytes()
+    }
+
+    /// Records when the task was retired (see [`Task::finished_at_ms`]).
+    pub fn set_finished_at_ms(&self, now_ms: u64) {
+        self.finished_at_ms
+            .store(now_ms, std::sync::atomic::Ordering::Release);
+    }
+
+    /// When the task was retired, on the state's clock; `None` while it is live.
+    pub fn finished_at_ms(&self) -> Option<u64> {
+        let v = self
+            .finished_at_ms
+            .load(std::sync::atomic::Ordering::Acquire);
+        (v != u64::MAX).then_some(v)
     }
 
     pub fn subscribe(&self) -> watch::Receiver<usize> {
@@ -255,7 +357,9 @@ impl Task {
 
     /// Marks the task as holding nothing (wakes whoever waits in [`Task::wait_released`]).
     pub fn mark_released(&self) {
-        self.released.send_replace(true);
+        self.released
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        self.released_signal.notify_waiters();
     }
 
     /// True only for the first call: whoever gets true settles the task's accounting, once.
@@ -270,15 +374,24 @@ impl Task {
     }
 
     pub fn is_released(&self) -> bool {
-        *self.released.borrow()
+        self.released.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Waits until the task holds no slot any more (or `limit` passes); true when released.
     pub async fn wait_released(&self, limit: std::time::Duration) -> bool {
-        let mut rx = self.released.subscribe();
-        tokio::time::timeout(limit, rx.wait_for(|r| *r))
-            .await
-            .is_ok()
+        let until = tokio::time::Instant::now() + limit;
+        loop {
+            // Register before checking, so a release between the check and the wait wakes us.
+            let notified = self.released_signal.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.is_released() {
+                return true;
+            }
+            if tokio::time::timeout_at(until, notified).await.is_err() {
+                return self.is_released();
+            }
+        }
     }
 }
 
@@ -322,6 +435,57 @@ mod tests {
         let (events, terminal) = t.events_from(0);
         assert!(terminal);
         assert!(matches!(events.as_slice(), [StreamEvent::End(e)] if e.tokens_out == 1));
+    }
+
+    /// Tokens come back exactly as appended, interleaved with other events, and cost their
+    /// entry plus their text: no per-token heap object.
+    #[test]
+    fn the_compact_log_replays_exactly_and_is_small() {
+        let t = task();
+        t.push(StreamEvent::Started(api_types::StartedEvent {
+            queue_position: 0,
+            predicted_start_ms: 0,
+            on_time_probability: 1.0,
+        }));
+        let mut sent = Vec::new();
+        for i in 0..1000u32 {
+            let ev = StreamEvent::Token(api_types::TokenEvent {
+                t: format!("w{}é ", i % 7),
+                i,
+            });
+            sent.push(ev.clone());
+            assert!(t.push(ev));
+        }
+        t.fail(ErrorCode::Canceled, "stop", None);
+        let (events, terminal) = t.events_from(1);
+        assert!(terminal);
+        assert_eq!(&events[..1000], &sent[..]);
+        assert!(matches!(events[1000], StreamEvent::Error(_)));
+        assert_eq!(
+            t.events_from(995).0.len(),
+            7,
+            "tokens 994..=999 and the error"
+        );
+        assert!(t.events_from(5000).0.is_empty());
+        let bytes = t.compact();
+        // 1000 tokens of 5 bytes of text: 16 (entry) + 5 per token, plus two boxed events.
+        assert!(bytes >= 21_000, "{bytes}");
+        assert!(bytes <= 21_000 + 2 * 200, "{bytes} bytes for 1000 tokens");
+        assert_eq!(bytes, t.log_bytes());
+    }
+
+    #[tokio::test]
+    async fn wait_released_wakes_on_release_and_times_out_without() {
+        let t = std::sync::Arc::new(task());
+        assert!(!t.wait_released(std::time::Duration::from_millis(30)).await);
+        let t2 = t.clone();
+        let waiter =
+            tokio::spawn(async move { t2.wait_released(std::time::Duration::from_secs(10)).await });
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        t.mark_released();
+        assert!(waiter.await.unwrap());
+        assert!(t.is_released());
+        assert!(t.wait_released(std::time::Duration::ZERO).await);
     }
 
     #[test]

@@ -1,7 +1,9 @@
 //! `cargo xtask …`: the developer and CI entry points, so that README, CI and humans run the
 //! same commands. Deliberately dependency-free: it only sequences cargo invocations.
 //!
-//! - `ci`    — format check, clippy (warnings are errors), the whole test suite (`--locked`).
+//! - `ci`    — format check, clippy (warnings are errors), the whole test suite (`--locked`),
+//!   then the 2-minute soak.
+//! - `soak [--minutes N]` — the memory soak (see `soak.rs` and crates/tools/soak).
 //! - `test`  — the whole test suite only.
 //! - `regen` — rewrite the generated files (docs/api/openapi.json, docs/config.schema.json,
 //!   docs/requirements.md, docs/crates.md); see `proofs`.
@@ -18,6 +20,7 @@
 //!   differs from a fresh build. `ci` runs the check when the wasm target is installed.
 
 mod proofs;
+mod soak;
 
 use std::process::{Command, ExitCode};
 
@@ -393,7 +396,9 @@ fn main() -> ExitCode {
                 && stage("plugin freshness", check_plugins_if_possible)
                 && stage("fetch-engine", fetch)
                 && stage("test", test)
+                && stage("soak", || soak::soak(&workspace_root(), &[]))
         }
+        Some("soak") => soak::soak(&workspace_root(), &rest),
         Some("test") => fetch() && test(),
         Some("fetch-engine") => fetch(),
         Some("build-plugins") => build_plugins(rest.contains(&"--check")),
@@ -406,7 +411,7 @@ fn main() -> ExitCode {
         }
         _ => {
             eprintln!(
-                "usage: cargo xtask <ci | test | fetch-engine | build-plugins [--check] | regen | spec-map | bench [--quick]>"
+                "usage: cargo xtask <ci | test | fetch-engine | build-plugins [--check] | regen | spec-map | bench [--quick] | soak [--minutes N]>"
             );
             return ExitCode::from(2);
         }

@@ -30,6 +30,9 @@ pub enum ErrorCode {
     TaskFinished,
     /// Terminal stream event of a task canceled by its client (never an HTTP status).
     Canceled,
+    /// The task finished and its event log was evicted from the replay store to keep within
+    /// the retention budget (410): it will not come back.
+    TaskEvicted,
 }
 
 impl ErrorCode {
@@ -52,6 +55,7 @@ impl ErrorCode {
             ErrorCode::NotFound => "NOT_FOUND",
             ErrorCode::TaskFinished => "TASK_FINISHED",
             ErrorCode::Canceled => "CANCELED",
+            ErrorCode::TaskEvicted => "TASK_EVICTED",
         }
     }
 
@@ -60,7 +64,7 @@ impl ErrorCode {
         match self {
             ErrorCode::AdmissionReject | ErrorCode::QueueFullDropLru => 429,
             ErrorCode::InvalidParams | ErrorCode::DeadlineUnmet => 400,
-            ErrorCode::ModelDeprecated => 410,
+            ErrorCode::ModelDeprecated | ErrorCode::TaskEvicted => 410,
             ErrorCode::PoolUnready | ErrorCode::PoolUnavailable | ErrorCode::ReplicaExhausted => {
                 503
             }

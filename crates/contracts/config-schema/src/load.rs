@@ -22,9 +22,11 @@ pub enum ConfigError {
         message: String,
     },
     /// The TOML is well-formed but says something impossible.
-    #[error("{file}: {path}: {message}")]
+    #[error("{file}:{line}: {path}: {message}")]
     Invalid {
         file: String,
+        /// Where the key is written (best effort; 1 when it is not written at all).
+        line: usize,
         path: String,
         message: String,
     },
@@ -48,11 +50,33 @@ pub fn load_file(path: &Path) -> Result<Config, ConfigError> {
 /// Parses and validates a config; `file` is only used in messages.
 pub fn parse_str(text: &str, file: &str) -> Result<Config, ConfigError> {
     let de = toml::Deserializer::parse(text).map_err(|e| toml_error(text, file, "", e))?;
-    let cfg: Config = serde_path_to_error::deserialize(de).map_err(|e| {
+    let mut cfg: Config = serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
         toml_error(text, file, &path, e.into_inner())
     })?;
-    validate(&cfg, file)?;
+    validate(&cfg, file).map_err(|e| match e {
+        ConfigError::Invalid {
+            file,
+            path,
+            message,
+            ..
+        } => ConfigError::Invalid {
+            line: crate::retention::line_of(text, &path),
+            file,
+            path,
+            message,
+        },
+        other => other,
+    })?;
+    let home = std::env::var("HOME").ok();
+    crate::paths::expand_home(&mut cfg, home.as_deref()).map_err(|(path, message)| {
+        ConfigError::Invalid {
+            file: file.to_string(),
+            line: crate::retention::line_of(text, &path),
+            path,
+            message,
+        }
+    })?;
     Ok(cfg)
 }
 
@@ -177,6 +201,7 @@ fn is_endpoint(s: &str) -> bool {
 fn validate(cfg: &Config, file: &str) -> Result<(), ConfigError> {
     let bad = |path: String, message: String| ConfigError::Invalid {
         file: file.to_string(),
+        line: 1,
         path,
         message,
     };
@@ -189,6 +214,7 @@ fn validate(cfg: &Config, file: &str) -> Result<(), ConfigError> {
     if cfg.server.max_body_bytes == 0 {
         return Err(bad("server.max_body_bytes".into(), "must be > 0".into()));
     }
+    crate::retention::check(&cfg.server).map_err(|(p, m)| bad(p, m))?;
     if let Some(url) = &cfg.pool_manager.registry_url
         && !is_endpoint(url)
     {

@@ -122,10 +122,21 @@ pub struct ServerConfig {
     pub max_body_bytes: u64,
     /// On SIGTERM, how long running streams may continue before the process exits.
     pub shutdown_grace_ms: u64,
-    /// How long a finished task's events stay readable on its stream URL.
+    /// How long a finished task's events stay readable on its stream URL (at most; the
+    /// budgets below may evict a log sooner, oldest first).
     pub task_retention_ms: u64,
     /// Interval of SSE keep-alive comments.
     pub sse_keepalive_ms: u64,
+    /// Byte budget of all finished tasks' event logs kept for replay. Over it, the oldest
+    /// finished logs are evicted (their stream URL answers 410 TASK_EVICTED). Default: 1/8 of
+    /// the service's cgroup memory limit (systemd `MemoryMax=`/`MemoryHigh=`), between 16 MiB
+    /// and 1 GiB; 256 MiB when there is no limit.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub task_log_budget_bytes: Option<u64>,
+    /// Most finished tasks kept for replay, all tenants together (oldest evicted first).
+    pub task_log_max_tasks: u64,
+    /// Most finished tasks kept for replay per tenant (that tenant's oldest evicted first).
+    pub task_log_max_tasks_per_tenant: u64,
 }
 
 impl Default for ServerConfig {
@@ -136,6 +147,9 @@ impl Default for ServerConfig {
             shutdown_grace_ms: 10_000,
             task_retention_ms: 300_000,
             sse_keepalive_ms: 15_000,
+            task_log_budget_bytes: None,
+            task_log_max_tasks: 20_000,
+            task_log_max_tasks_per_tenant: 5_000,
         }
     }
 }

@@ -13,7 +13,7 @@ use orchestrator_core::{
     SessionStore, ShareTracker, TenantQuota, Weights,
 };
 
-use super::{AppState, Pool, PoolController, PoolSched, ReplicaSched};
+use super::{AppState, Pool, PoolController, PoolSched, ReplicaSched, retention};
 use crate::auth::KeyRing;
 use crate::metrics::Metrics;
 
@@ -112,6 +112,13 @@ impl AppState {
                 }
             }
         }
+        let retention_limits = retention::Limits::from_config(&cfg.server);
+        metrics
+            .task_log_budget_bytes
+            .set(i64::try_from(retention_limits.bytes).unwrap_or(i64::MAX));
+        for why in ["bytes", "tasks", "tenant_tasks"] {
+            metrics.task_log_evictions.with_label_values(&[why]);
+        }
         Ok(Arc::new(AppState {
             policy,
             keys: KeyRing::new(&cfg.auth),
@@ -122,6 +129,7 @@ impl AppState {
             shares: Mutex::new(ShareTracker::default()),
             deadlines: Mutex::new([(0, 0); 2]),
             tasks: Mutex::new(HashMap::new()),
+            retention: Mutex::new(retention::RetentionBook::new(retention_limits)),
             epoch: Instant::now(),
             shutting_down: AtomicBool::new(false),
             controller,

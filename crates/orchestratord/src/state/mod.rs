@@ -15,12 +15,14 @@
 //! 5. shares ([`AppState::shares`]);
 //! 6. deadline statistics ([`AppState::deadlines`]).
 //!
-//! The task table and a task's event log are never taken while any of the above is held, nor
-//! the other way round. Policy plugins are called with no lock held except, for placement,
+//! The task table, the replay store's books ([`AppState::retention`]) and a task's event log
+//! are never taken while any of the above is held, nor the other way round, nor one inside
+//! another. Policy plugins are called with no lock held except, for placement,
 //! the lock of the pool being placed (which no other pool needs).
 
 mod build;
 mod pool;
+pub mod retention;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -54,6 +56,8 @@ pub struct AppState {
     /// Per priority: tasks with a deadline that ended, and how many of them met it.
     deadlines: Mutex<[(u64, u64); 2]>,
     tasks: Mutex<HashMap<String, Arc<Task>>>,
+    /// Finished tasks kept for replay, within the `server.task_log_*` budgets.
+    retention: Mutex<retention::RetentionBook>,
     epoch: Instant,
     shutting_down: AtomicBool,
     pub(crate) controller: Option<Arc<dyn PoolController>>,
@@ -103,6 +107,11 @@ impl AppState {
         lock(&self.tasks)
     }
 
+    /// The replay store's books (never taken with another lock held).
+    pub(crate) fn retention(&self) -> MutexGuard<'_, retention::RetentionBook> {
+        lock(&self.retention)
+    }
+
     pub fn begin_shutdown(&self) {
         self.shutting_down.store(true, Ordering::SeqCst);
     }
@@ -111,13 +120,29 @@ impl AppState {
         self.shutting_down.load(Ordering::SeqCst)
     }
 
-    /// A task visible to `tenant` (another tenant's task is indistinguishable from none).
+    /// A task visible to `tenant` (another tenant's task is indistinguishable from none). A
+    /// finished task past `task_retention_ms` is gone (404) even before the next sweep; one
+    /// evicted to keep within the budgets answers 410 TASK_EVICTED.
     pub fn task_for(&self, id: &str, tenant: &str) -> Result<Arc<Task>, ApiError> {
-        lock(&self.tasks)
+        let keep_ms = self.cfg.server.task_retention_ms;
+        let now = self.now_ms();
+        let found = lock(&self.tasks)
             .get(id)
             .filter(|t| t.tenant == tenant)
-            .cloned()
-            .ok_or_else(|| ApiError::not_found("task"))
+            .filter(|t| {
+                t.finished_at_ms()
+                    .is_none_or(|at| at.saturating_add(keep_ms) > now)
+            })
+            .cloned();
+        match found {
+            Some(t) => Ok(t),
+            None if self.retention().was_evicted(id, tenant) => Err(ApiError::new(
+                api_types::ErrorCode::TaskEvicted,
+                "the task finished and its events were evicted to keep within the replay budget \
+                 (server.task_log_*)",
+            )),
+            None => Err(ApiError::not_found("task")),
+        }
     }
 
     pub fn live_tasks(&self) -> usize {
