@@ -193,12 +193,7 @@ fn event_field(
     path: String,
     want: String,
 ) -> anyhow::Result<()> {
-    let s = w.stream(&id)?;
-    let ev = s
-        .seen
-        .iter()
-        .find(|e| e.name == name)
-        .with_context(|| format!("no {name} event"))?;
+    let ev = first_event(w, &id, &name)?;
     let got = field(&ev.data, &path)?;
     let want = expected(&want);
     ensure!(*got == want, "{name}.{path} is {got}, want {want}");
@@ -207,12 +202,7 @@ fn event_field(
 
 #[then(expr = "the error event of task {string} mentions {string}")]
 fn error_mentions(w: &mut Journey, id: String, text: String) -> anyhow::Result<()> {
-    let s = w.stream(&id)?;
-    let ev = s
-        .seen
-        .iter()
-        .find(|e| e.name == "error")
-        .context("no error event")?;
+    let ev = first_event(w, &id, "error")?;
     let m = ev.data["message"]
         .as_str()
         .context("error event without message")?;
@@ -231,12 +221,7 @@ fn event_field_above(
     path: String,
     min: f64,
 ) -> anyhow::Result<()> {
-    let s = w.stream(&id)?;
-    let ev = s
-        .seen
-        .iter()
-        .find(|e| e.name == name)
-        .with_context(|| format!("no {name} event"))?;
+    let ev = first_event(w, &id, &name)?;
     let got = field(&ev.data, &path)?.as_f64().context("not a number")?;
     ensure!(got > min, "{name}.{path} is {got}, want above {min}");
     Ok(())
@@ -377,4 +362,17 @@ fn still_running(w: &mut Journey) -> anyhow::Result<()> {
     let d = w.orch.as_mut().context("no orchestrator")?;
     ensure!(d.alive(), "orchestratord exited:\n{log}");
     Ok(())
+}
+
+/// The first event named `name` in the stream of task `id` that this scenario read.
+fn first_event<'w>(
+    w: &'w Journey,
+    id: &str,
+    name: &str,
+) -> anyhow::Result<&'w llorch_bdd::http::Event> {
+    w.stream(id)?
+        .seen
+        .iter()
+        .find(|e| e.name == name)
+        .with_context(|| format!("no {name} event in the stream of task {id}"))
 }
