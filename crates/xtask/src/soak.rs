@@ -38,10 +38,11 @@ pub fn soak(root: &std::path::Path, rest: &[&str]) -> bool {
             "--locked",
             "-p",
             "orchestratord",
-            "--bin",
-            "orchestratord",
             "-p",
             "llorch-soak",
+            // Both binaries: `--bin orchestratord` alone would leave llorch-soak unbuilt on a
+            // fresh clone (`cargo test` builds only its test harness).
+            "--bins",
         ],
         &[],
     ) {
