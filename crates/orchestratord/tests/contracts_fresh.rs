@@ -147,3 +147,51 @@ async fn served_statuses_for_missing_key_and_media_type_are_documented() {
     }
     assert!(checked >= 12, "only {checked} checks ran");
 }
+
+/// `GET /v1/capabilities` reports the calling tenant's own quotas (ORCH-3095, 3075–3077): a
+/// tenant with limits sees them, another tenant sees the defaults (here: none = unlimited),
+/// and the limits it reports are the ones admission enforces (one more than max_concurrent is
+/// refused).
+#[tokio::test]
+async fn orch_3095_capabilities_report_the_callers_rate_limits() {
+    let s = common::Server::start(&common::mock_config(
+        4,
+        "",
+        "stall_after_tokens = 1",
+        "[[tenants]]\nid = \"tenant-a\"\nmax_concurrent = 1\nrequests_per_second = 50.0\ntokens_per_minute = 100000\n",
+    ));
+    let caps = |key| {
+        let s = &s;
+        async move {
+            s.get(key, "/v1/capabilities")
+                .await
+                .json::<serde_json::Value>()
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(
+        caps(common::DATA_KEY).await["rate_limits"],
+        serde_json::json!({
+            "max_concurrent": 1,
+            "requests_per_second": 50.0,
+            "burst": 1,
+            "tokens_per_minute": 100000
+        })
+    );
+    assert_eq!(
+        caps(common::DATA_KEY_B).await["rate_limits"],
+        serde_json::json!({}),
+        "tenant-b has no quotas"
+    );
+    let task = |id: &str| {
+        serde_json::json!({"task_id": id, "workload": "completion", "model_ref": "mock:tiny",
+            "ctx": 512, "prompt": "hi", "max_tokens": 5})
+    };
+    assert_eq!(s.submit(common::DATA_KEY, task("q1")).await.status(), 202);
+    assert_eq!(
+        s.submit(common::DATA_KEY, task("q2")).await.status(),
+        429,
+        "the reported max_concurrent is the enforced one"
+    );
+}

@@ -1,8 +1,8 @@
-@ORCH-3096 @ORCH-3044
+@ORCH-3095 @ORCH-3096 @ORCH-3044
 Feature: Control plane: capabilities, health, replica sets, drain, reload
   GET /v1/capabilities reports api_version (= the OpenAPI document's info.version), engines
-  and ctx_max (ORCH-3096; the document is served, ORCH-3044; the capabilities requirement
-  itself is not cited: the document has no rate limits yet). Pool health,
+  and ctx_max (ORCH-3095, ORCH-3096; the document is served, ORCH-3044; the caller's rate
+  limits are checked in orchestratord's contracts_fresh test). Pool health,
   replica sets, drain and reload are control-key operations (SPEC §2).
 
   Background:

@@ -13,6 +13,26 @@ pub struct Capabilities {
     pub workloads: Vec<crate::Workload>,
     pub max_body_bytes: u64,
     pub features: Vec<String>,
+    /// The quotas that apply to the calling key's tenant (ORCH-3075–3077, 3095); an absent
+    /// limit is unlimited. Exceeding one is 429 ADMISSION_REJECT with Retry-After.
+    pub rate_limits: RateLimits,
+}
+
+/// A tenant's quotas as `GET /v1/capabilities` reports them to that tenant.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize, ToSchema)]
+pub struct RateLimits {
+    /// Most tasks admitted and not yet finished (queued + running), over all pools.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_concurrent: Option<u32>,
+    /// Sustained submissions per second (token bucket).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub requests_per_second: Option<f64>,
+    /// Submissions allowed at once above the sustained rate.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub burst: Option<u32>,
+    /// Tokens (prompt estimate + max_tokens) per minute.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tokens_per_minute: Option<u64>,
 }
 
 /// Readiness of one replica as the orchestrator sees it.

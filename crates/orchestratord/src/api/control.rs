@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use api_types::{
-    Capabilities, DrainRequest, ErrorEnvelope, PoolHealth, ReloadRequest, ReplicaSet,
+    Capabilities, DrainRequest, ErrorEnvelope, PoolHealth, RateLimits, ReloadRequest, ReplicaSet,
     ReplicaStatus, Workload,
 };
 use axum::Json;
@@ -22,7 +22,7 @@ use crate::state::AppState;
     security(("api_key" = [])))]
 pub async fn capabilities(
     State(state): State<Arc<AppState>>,
-    AnyCaller(_caller): AnyCaller,
+    AnyCaller(caller): AnyCaller,
 ) -> Json<Capabilities> {
     let mut engines: Vec<String> = state
         .pools
@@ -38,6 +38,16 @@ pub async fn capabilities(
         workloads: vec![Workload::Completion],
         max_body_bytes: state.cfg.server.max_body_bytes,
         features: vec!["sse".into(), "sessions".into(), "cancel".into()],
+        rate_limits: {
+            let l = state.cfg.tenant_limits(&caller.tenant);
+            RateLimits {
+                max_concurrent: l.max_concurrent,
+                requests_per_second: l.requests_per_second,
+                // The bucket holds one submission when no burst is configured.
+                burst: l.requests_per_second.map(|_| l.burst.unwrap_or(1)),
+                tokens_per_minute: l.tokens_per_minute,
+            }
+        },
     })
 }
 
