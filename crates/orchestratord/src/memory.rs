@@ -16,10 +16,12 @@ impl AppState {
     /// Trims the heap once after each busy period, when no task is live any more; `freed`:
     /// memory was just let go of besides (e.g. retained logs expired).
     pub fn return_memory_if_idle(&self, freed: bool) {
-        if self.live_tasks() > 0 || freed {
+        // One scan of the task table per tick: it is taken under the lock submissions need.
+        let idle = self.live_tasks() == 0;
+        if !idle || freed {
             DIRTY.store(true, Ordering::Relaxed);
         }
-        if self.live_tasks() == 0 && DIRTY.swap(false, Ordering::Relaxed) {
+        if idle && DIRTY.swap(false, Ordering::Relaxed) {
             trim();
         }
     }
