@@ -82,6 +82,11 @@ impl Client {
         &self.base
     }
 
+    /// The same client (key, connection pool) for another server, e.g. the catalog's.
+    pub fn rebase(&self, base_url: &str) -> Result<Client, CliError> {
+        Client::with_http(base_url, self.api_key.clone(), self.http.clone())
+    }
+
     /// `POST /v1/tasks` → 202 [`TaskAccepted`].
     pub async fn submit(&self, req: &TaskRequest) -> Result<TaskAccepted, CliError> {
         let resp = self
@@ -140,7 +145,7 @@ impl Client {
     }
 
     /// Builds a request for `base/segments...`, each segment percent-encoded.
-    fn request(&self, method: Method, segments: &[&str]) -> Result<RequestBuilder, CliError> {
+    pub(crate) fn request(&self, method: Method, segments: &[&str]) -> Result<RequestBuilder, CliError> {
         let url = self.url(segments)?;
         let mut rb = self.http.request(method, url);
         if let Some(key) = &self.api_key {
@@ -169,7 +174,7 @@ impl Client {
         Ok(url)
     }
 
-    async fn send(&self, rb: RequestBuilder) -> Result<Response, CliError> {
+    pub(crate) async fn send(&self, rb: RequestBuilder) -> Result<Response, CliError> {
         check(rb.send().await.map_err(CliError::Transport)?).await
     }
 }
@@ -213,7 +218,7 @@ async fn read_capped(mut resp: Response, cap: usize) -> Vec<u8> {
     buf
 }
 
-async fn parse_json<T: serde::de::DeserializeOwned>(resp: Response) -> Result<T, CliError> {
+pub(crate) async fn parse_json<T: serde::de::DeserializeOwned>(resp: Response) -> Result<T, CliError> {
     let body = resp.bytes().await.map_err(CliError::Transport)?;
     serde_json::from_slice(&body).map_err(|e| {
         CliError::Protocol(format!(
