@@ -145,7 +145,11 @@ impl Client {
     }
 
     /// Builds a request for `base/segments...`, each segment percent-encoded.
-    pub(crate) fn request(&self, method: Method, segments: &[&str]) -> Result<RequestBuilder, CliError> {
+    pub(crate) fn request(
+        &self,
+        method: Method,
+        segments: &[&str],
+    ) -> Result<RequestBuilder, CliError> {
         let url = self.url(segments)?;
         let mut rb = self.http.request(method, url);
         if let Some(key) = &self.api_key {
@@ -218,7 +222,9 @@ async fn read_capped(mut resp: Response, cap: usize) -> Vec<u8> {
     buf
 }
 
-pub(crate) async fn parse_json<T: serde::de::DeserializeOwned>(resp: Response) -> Result<T, CliError> {
+pub(crate) async fn parse_json<T: serde::de::DeserializeOwned>(
+    resp: Response,
+) -> Result<T, CliError> {
     let body = resp.bytes().await.map_err(CliError::Transport)?;
     serde_json::from_slice(&body).map_err(|e| {
         CliError::Protocol(format!(

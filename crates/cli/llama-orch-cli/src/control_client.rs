@@ -64,9 +64,7 @@ impl Client {
 
     /// `GET /metrics` (Prometheus text), capped at 8 MiB.
     pub async fn metrics_text(&self) -> Result<String, CliError> {
-        let resp = self
-            .send(self.request(Method::GET, &["metrics"])?)
-            .await?;
+        let resp = self.send(self.request(Method::GET, &["metrics"])?).await?;
         let body = resp.bytes().await.map_err(CliError::Transport)?;
         if body.len() > MAX_METRICS_BYTES {
             return Err(CliError::Protocol(format!(

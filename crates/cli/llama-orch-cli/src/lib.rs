@@ -30,9 +30,9 @@ pub use args::{
     ApiKey, CatalogCommand, Cli, Command, ControlCommand, DEFAULT_URL, OutputFormat, PriorityArg,
     SessionCommand, SubmitArgs, TopArgs,
 };
+pub use client::{Client, backoff_from_headers, sse_events};
 pub use commands::{Frame, PoolLoad, PoolView, TenantLoad};
 pub use control_args::parse_duration_ms;
-pub use client::{Client, backoff_from_headers, sse_events};
 pub use error::{
     CliError, EXIT_CLIENT, EXIT_LOCAL, EXIT_OK, EXIT_RETRY, exit_code_for_status,
     exit_code_for_stream_error, format_error, format_stream_error,
@@ -112,7 +112,10 @@ async fn dispatch(
         Command::Cancel { task_id } => {
             client.cancel(&task_id).await?;
             if opts.json() {
-                render::write_json(out, &serde_json::json!({"task_id": task_id, "canceled": true}))?;
+                render::write_json(
+                    out,
+                    &serde_json::json!({"task_id": task_id, "canceled": true}),
+                )?;
             } else {
                 writeln!(err, "canceled: task {task_id}")?;
             }

@@ -94,7 +94,11 @@ mod tests {
     fn table_aligns_columns_and_sanitizes_cells() {
         let mut t = Table::new(&["POOL", "STATE", "LAST ERROR"]);
         t.row(vec!["p".into(), "ready".into(), "-".into()]);
-        t.row(vec!["long-pool".into(), "unready".into(), "boom\n\x1b[31mred".into()]);
+        t.row(vec![
+            "long-pool".into(),
+            "unready".into(),
+            "boom\n\x1b[31mred".into(),
+        ]);
         assert_eq!(
             t.render(),
             "POOL       STATE    LAST ERROR\n\

@@ -58,7 +58,13 @@ pub(crate) async fn run(
                 None => client.clone(),
             };
             let result = catalog::run(&catalog, opts, c, out, err).await;
-            if let Err(Failure::Cli(e @ CliError::Api { status: 404, envelope, .. })) = &result
+            if let Err(Failure::Cli(
+                e @ CliError::Api {
+                    status: 404,
+                    envelope,
+                    ..
+                },
+            )) = &result
                 && envelope.message.contains("route")
             {
                 err.write_all(crate::format_error(e).as_bytes())?;
@@ -74,11 +80,8 @@ pub(crate) async fn run(
         }
         ControlCommand::Top(args) => top::run(client, opts, &args, out).await,
         // Handled by `generate` before a client exists; kept here for completeness.
-        ControlCommand::Completions { .. } | ControlCommand::Man { .. } => Ok(generate(
-            &crate::Command::Control(cmd),
-            out,
-            err,
-        )
-        .unwrap_or(EXIT_OK)),
+        ControlCommand::Completions { .. } | ControlCommand::Man { .. } => {
+            Ok(generate(&crate::Command::Control(cmd), out, err).unwrap_or(EXIT_OK))
+        }
     }
 }

@@ -7,7 +7,7 @@ use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
 
 use api_types::ReplicaSet;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::Opts;
 use crate::Failure;
@@ -18,7 +18,7 @@ use crate::prom::{self, Sample};
 use crate::render::{Table, write_json_line};
 
 /// One frame, as `--output json` prints it (one JSON object per line).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct Frame {
     /// Time between the two scrapes the rates come from.
     pub interval_ms: u64,
@@ -26,7 +26,7 @@ pub struct Frame {
     pub tenants: Vec<TenantLoad>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct PoolLoad {
     pub pool_id: String,
     pub engine: String,
@@ -41,7 +41,7 @@ pub struct PoolLoad {
     pub completed_per_s: f64,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct TenantLoad {
     pub tenant: String,
     pub priority: String,
@@ -168,13 +168,7 @@ fn round2(v: f64) -> f64 {
 
 fn render(f: &Frame) -> String {
     let mut t = Table::new(&[
-        "POOL",
-        "ENGINE",
-        "RUNNING",
-        "SLOTS",
-        "QUEUED",
-        "TOKENS/S",
-        "DONE/S",
+        "POOL", "ENGINE", "RUNNING", "SLOTS", "QUEUED", "TOKENS/S", "DONE/S",
     ]);
     for p in &f.pools {
         t.row(vec![
