@@ -26,8 +26,10 @@ pub fn spec_map() -> bool {
 /// requirement without a test still gets its map written), and fails if any did.
 pub fn regen() -> bool {
     let bless = [("LLORCH_BLESS", "1")];
-    let runs: [&[&str]; 3] = [
+    let runs: [&[&str]; 4] = [
         &["test", "-p", "orchestratord", "--test", "contracts_fresh"],
+        // After the document: the client is generated from it.
+        &["test", "-p", "llorch-openapi-client", "--test", "fresh"],
         &["test", "-p", "llorch-spec-extract", "--test", "fresh"],
         &["test", "-p", "llorch-readme-index", "--test", "fresh"],
     ];

@@ -82,6 +82,10 @@ impl Client {
         &self.base
     }
 
+    pub(crate) fn api_key(&self) -> Option<&ApiKey> {
+        self.api_key.as_ref()
+    }
+
     /// The same client (key, connection pool) for another server, e.g. the catalog's.
     pub fn rebase(&self, base_url: &str) -> Result<Client, CliError> {
         Client::with_http(base_url, self.api_key.clone(), self.http.clone())
@@ -185,7 +189,7 @@ impl Client {
 
 /// Passes 2xx responses through; turns others into [`CliError::Api`] (envelope body) or
 /// [`CliError::Status`] (anything else).
-async fn check(resp: Response) -> Result<Response, CliError> {
+pub(crate) async fn check(resp: Response) -> Result<Response, CliError> {
     let status = resp.status();
     if status.is_success() {
         return Ok(resp);
