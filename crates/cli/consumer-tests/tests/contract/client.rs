@@ -12,10 +12,12 @@ use serde_json::Value;
 
 use crate::stub::Stub;
 
-/// What the client returned: (status, body), or a local refusal of the request.
+/// What the client returned: (status, body), a local refusal of the request, or a failure
+/// to use the answer.
 enum Outcome {
     Answer(u16, Option<Value>),
     Refused(String),
+    Failed(String),
 }
 
 fn client(base: &str, i: &Interaction) -> openapi_client::Client {
@@ -58,7 +60,7 @@ async fn outcome<T: Serialize, E: Serialize + std::fmt::Debug>(
             };
             Outcome::Answer(status, v)
         }
-        Err(e) => Outcome::Refused(format!("{e:?}")),
+        Err(e) => Outcome::Failed(format!("{e:?}")),
     }
 }
 
@@ -120,6 +122,10 @@ pub async fn check(stub: &Stub, contract: &Contract, doc: &Value) -> Vec<String>
         let got = call(&client(&stub.base, i), &t, i).await;
         let (served, unmatched) = stub.log();
         match got {
+            Outcome::Failed(why) => {
+                failures.push(format!("client, {}: cannot use the answer: {why}", i.name));
+                continue;
+            }
             Outcome::Refused(why) => {
                 if i.response.status != 400 || !served.is_empty() {
                     failures.push(format!(
