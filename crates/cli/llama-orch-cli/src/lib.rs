@@ -31,7 +31,7 @@ pub use args::{
     SessionCommand, SubmitArgs, TopArgs,
 };
 pub use client::{Client, backoff_from_headers, sse_events};
-pub use commands::{Frame, PoolLoad, PoolView, TenantLoad};
+pub use commands::{Frame, PoolLoad, PoolTenantLoad, PoolView, TenantLoad};
 pub use control_args::parse_duration_ms;
 pub use error::{
     CliError, EXIT_CLIENT, EXIT_LOCAL, EXIT_OK, EXIT_RETRY, exit_code_for_status,

@@ -510,6 +510,18 @@ async fn top_shows_running_queued_and_tokens_per_second() {
         assert_eq!((q.running, q.slots, q.queued), (1, 1, 1), "{f:?}");
         assert!((25.0..75.0).contains(&q.tokens_per_s), "{f:?}");
     }
+    for f in &frames {
+        let t = |pool: &str, tenant: &str| {
+            f.pool_tenants
+                .iter()
+                .find(|t| t.pool_id == pool && t.tenant == tenant)
+                .map(|t| (t.running, t.queued))
+        };
+        assert_eq!(t("p", "alice"), Some((2, 0)), "{f:?}");
+        assert_eq!(t("q", "alice"), Some((1, 1)), "{f:?}");
+        // The control key's tenant submitted nothing: zeros, but there.
+        assert_eq!(t("q", "ops"), Some((0, 0)), "{f:?}");
+    }
     assert!(
         frames[1]
             .tenants
@@ -527,6 +539,13 @@ async fn top_shows_running_queued_and_tokens_per_second() {
     .await;
     r.ok();
     assert!(r.stdout.contains("POOL  ENGINE  RUNNING"), "{}", r.stdout);
+    assert!(
+        r.stdout.contains(
+            "POOL  TENANT  RUNNING  QUEUED\np     alice   2        0\nq     alice   1        1\n"
+        ),
+        "{}",
+        r.stdout
+    );
     assert!(
         r.stdout
             .lines()

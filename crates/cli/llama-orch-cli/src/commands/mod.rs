@@ -11,7 +11,7 @@ use std::io::Write;
 
 pub(crate) use generate::generate;
 pub use pools::PoolView;
-pub use top::{Frame, PoolLoad, TenantLoad};
+pub use top::{Frame, PoolLoad, PoolTenantLoad, TenantLoad};
 
 use crate::Failure;
 use crate::client::Client;

@@ -1,6 +1,7 @@
 //! `llorch top`: a live view of the load, one frame per interval. Each frame compares two
 //! scrapes of `/metrics` an interval apart (rates) and shows the current replica sets
-//! (`GET /v1/replicasets`: running = busy slots, queued = queue depth).
+//! (`GET /v1/replicasets`: running = busy slots, queued = queue depth); per tenant, the tasks
+//! running and queued in each pool (`llorch_tenant_tasks`) and the fair queue's dispatch shares.
 
 use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
@@ -23,7 +24,17 @@ pub struct Frame {
     /// Time between the two scrapes the rates come from.
     pub interval_ms: u64,
     pub pools: Vec<PoolLoad>,
+    /// Tasks per pool and tenant now (servers without `llorch_tenant_tasks`: empty).
+    pub pool_tenants: Vec<PoolTenantLoad>,
     pub tenants: Vec<TenantLoad>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct PoolTenantLoad {
+    pub pool_id: String,
+    pub tenant: String,
+    pub running: u64,
+    pub queued: u64,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -155,9 +166,35 @@ fn frame(prev: &Scrape, cur: &Scrape) -> Frame {
         })
         .collect();
     tenants.sort_by(|a, b| (&a.tenant, &a.priority).cmp(&(&b.tenant, &b.priority)));
+    let mut by: BTreeMap<(String, String), PoolTenantLoad> = BTreeMap::new();
+    for s in cur
+        .metrics
+        .iter()
+        .filter(|s| s.name == "llorch_tenant_tasks")
+    {
+        let (pool, tenant) = (
+            s.label("pool_id").to_string(),
+            s.label("tenant").to_string(),
+        );
+        let e = by
+            .entry((pool.clone(), tenant.clone()))
+            .or_insert(PoolTenantLoad {
+                pool_id: pool,
+                tenant,
+                running: 0,
+                queued: 0,
+            });
+        let n = s.value.max(0.0) as u64;
+        match s.label("state") {
+            "running" => e.running += n,
+            "queued" => e.queued += n,
+            _ => {}
+        }
+    }
     Frame {
         interval_ms: cur.at.duration_since(prev.at).as_millis() as u64,
         pools,
+        pool_tenants: by.into_values().collect(),
         tenants,
     }
 }
@@ -183,6 +220,24 @@ fn render(f: &Frame) -> String {
     }
     let mut s = format!("llorch top — every {} ms\n\n", f.interval_ms);
     s.push_str(&t.render());
+    let busy: Vec<&PoolTenantLoad> = f
+        .pool_tenants
+        .iter()
+        .filter(|t| t.running + t.queued > 0)
+        .collect();
+    if !busy.is_empty() {
+        let mut t = Table::new(&["POOL", "TENANT", "RUNNING", "QUEUED"]);
+        for x in busy {
+            t.row(vec![
+                x.pool_id.clone(),
+                x.tenant.clone(),
+                x.running.to_string(),
+                x.queued.to_string(),
+            ]);
+        }
+        s.push('\n');
+        s.push_str(&t.render());
+    }
     if !f.tenants.is_empty() {
         let mut t = Table::new(&["TENANT", "PRIORITY", "SHARE", "QUOTA REJECTIONS"]);
         for x in &f.tenants {
