@@ -352,6 +352,7 @@ fn generate_request(max_tokens: u32) -> GenerateRequest {
         seed: n,
         sampler_profile_version: None,
         strict_determinism: false,
+        ..Default::default()
     }
 }
 

@@ -16,6 +16,48 @@ pub struct CompletionRequest<'a> {
     pub cache_prompt: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub temperature: Option<f32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub top_p: Option<f32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub top_k: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub min_p: Option<f32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub repeat_penalty: Option<f32>,
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    pub stop: &'a [String],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub grammar: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub json_schema: Option<&'a serde_json::Value>,
+}
+
+impl<'a> CompletionRequest<'a> {
+    /// Maps the resolved sampling (profile v1) onto llama-server's fields; `None` keeps the
+    /// engine's defaults (with the adapter's configured temperature, if any).
+    pub fn with_sampling(mut self, s: Option<&'a api_types::Sampling>) -> Self {
+        let Some(s) = s else { return self };
+        self.temperature = Some(s.temperature);
+        self.top_p = Some(s.top_p);
+        self.top_k = Some(s.top_k);
+        self.min_p = Some(s.min_p);
+        self.repeat_penalty = Some(s.repeat_penalty);
+        self.stop = &s.stop;
+        self.grammar = s.grammar.as_deref();
+        self.json_schema = s.json_schema.as_ref();
+        self
+    }
+}
+
+/// `POST /apply-template` body: the model's chat template renders `messages` into a prompt.
+#[derive(Debug, Serialize)]
+pub struct ApplyTemplate<'a> {
+    pub messages: &'a [api_types::ChatMessage],
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Applied {
+    pub prompt: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -32,6 +74,22 @@ pub struct CompletionChunk {
     pub stop: bool,
     #[serde(default)]
     pub timings: Option<Timings>,
+    /// Final chunk: `eos`, `word` (a stop string matched) or `limit` (n_predict reached).
+    #[serde(default)]
+    pub stop_type: Option<String>,
+    /// Prompt tokens the engine evaluated.
+    #[serde(default)]
+    pub tokens_evaluated: Option<u32>,
+}
+
+impl CompletionChunk {
+    pub fn finish_reason(&self) -> Option<api_types::FinishReason> {
+        match self.stop_type.as_deref()? {
+            "limit" => Some(api_types::FinishReason::Length),
+            "eos" | "word" => Some(api_types::FinishReason::Stop),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -185,6 +243,8 @@ mod tests {
         assert_eq!((t.content.as_str(), t.stop), (" beauty", false));
         let f = parse_chunk(FINAL).unwrap();
         assert!(f.stop && f.content.is_empty());
+        assert_eq!(f.finish_reason(), Some(api_types::FinishReason::Length));
+        assert_eq!(f.tokens_evaluated, Some(7));
         assert_eq!(f.timings.unwrap().predicted_ms, 69.528);
     }
 
