@@ -82,12 +82,14 @@ impl OaiError {
 
     /// An unknown `model`: 404 `model_not_found`, as OpenAI answers.
     pub fn model_not_found(model: &str) -> Self {
-        Self::new(
+        let mut e = Self::new(
             StatusCode::NOT_FOUND,
             "model_not_found",
             Some("model"),
             format!("The model `{model}` does not exist (see GET /v1/models)"),
-        )
+        );
+        e.body.error.kind = "invalid_request_error".into();
+        e
     }
 
     fn from_code(code: ErrorCode, message: String, retry_after_ms: Option<u64>) -> Self {
