@@ -10,9 +10,7 @@
 use std::sync::Arc;
 
 use adapter_api::GenerateRequest;
-use api_types::{
-    ErrorCode, Priority, StartedEvent, StreamEvent, TaskAccepted, TaskRequest,
-};
+use api_types::{ErrorCode, Priority, StartedEvent, StreamEvent, TaskAccepted, TaskRequest};
 use config_schema::FullPolicy as CfgFullPolicy;
 use orchestrator_core::{
     AdmissionError, AdmissionInput, EnqueueOutcome, FlowKey, ModelLimits, QuotaViolation,

@@ -74,7 +74,11 @@ fn add_common_responses(op: &mut Operation) {
         .tags
         .as_ref()
         .is_some_and(|t| t.iter().any(|t| t == "openai"));
-    let schema = if openai { "OpenAiError" } else { "ErrorEnvelope" };
+    let schema = if openai {
+        "OpenAiError"
+    } else {
+        "ErrorEnvelope"
+    };
     let reads_body = op.request_body.is_some();
     let common: &[(&str, &str, bool)] = &[
         (
@@ -95,7 +99,8 @@ fn add_common_responses(op: &mut Operation) {
         (
             "415",
             "INVALID_PARAMS: body is not `application/json`",
-            reads_body,
+            // The OpenAI front door reads any content type, as OpenAI-compatible servers do.
+            reads_body && !openai,
         ),
     ];
     for (status, description, applies) in common {

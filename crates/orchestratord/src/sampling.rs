@@ -35,7 +35,10 @@ fn in_range(field: &str, v: Option<f32>, lo: f32, lo_open: bool, hi: f32) -> Res
         Ok(())
     } else {
         let open = if lo_open { "(" } else { "[" };
-        Err(bad(field, format!("must be in {open}{lo}, {hi}] (got {v})")))
+        Err(bad(
+            field,
+            format!("must be in {open}{lo}, {hi}] (got {v})"),
+        ))
     }
 }
 
@@ -62,7 +65,10 @@ pub fn validate(req: &TaskRequest) -> Result<Validated, ApiError> {
         }
         Workload::Chat => {
             if req.prompt.is_some() {
-                return Err(bad("prompt", "is for workload `completion`; chat takes `messages`"));
+                return Err(bad(
+                    "prompt",
+                    "is for workload `completion`; chat takes `messages`",
+                ));
             }
             let Some(msgs) = &req.messages else {
                 return Err(bad("messages", "is required for workload `chat`"));
@@ -70,7 +76,11 @@ pub fn validate(req: &TaskRequest) -> Result<Validated, ApiError> {
             if msgs.is_empty() || msgs.len() > bounds::MAX_MESSAGES {
                 return Err(bad(
                     "messages",
-                    format!("must hold 1–{} messages (got {})", bounds::MAX_MESSAGES, msgs.len()),
+                    format!(
+                        "must hold 1–{} messages (got {})",
+                        bounds::MAX_MESSAGES,
+                        msgs.len()
+                    ),
                 ));
             }
             if msgs.iter().all(|m| m.content.is_empty()) {
@@ -108,7 +118,13 @@ pub fn resolve(req: &TaskRequest) -> Result<Sampling, ApiError> {
             ));
         }
     }
-    in_range("temperature", req.temperature, 0.0, false, bounds::MAX_TEMPERATURE)?;
+    in_range(
+        "temperature",
+        req.temperature,
+        0.0,
+        false,
+        bounds::MAX_TEMPERATURE,
+    )?;
     in_range("top_p", req.top_p, 0.0, true, 1.0)?;
     in_range("min_p", req.min_p, 0.0, false, 1.0)?;
     in_range(
@@ -121,13 +137,20 @@ pub fn resolve(req: &TaskRequest) -> Result<Sampling, ApiError> {
     if let Some(k) = req.top_k
         && k > bounds::MAX_TOP_K
     {
-        return Err(bad("top_k", format!("must be in [0, {}] (got {k})", bounds::MAX_TOP_K)));
+        return Err(bad(
+            "top_k",
+            format!("must be in [0, {}] (got {k})", bounds::MAX_TOP_K),
+        ));
     }
     let stop = req.stop.clone().unwrap_or_default();
     if stop.len() > bounds::MAX_STOPS {
         return Err(bad(
             "stop",
-            format!("holds at most {} sequences (got {})", bounds::MAX_STOPS, stop.len()),
+            format!(
+                "holds at most {} sequences (got {})",
+                bounds::MAX_STOPS,
+                stop.len()
+            ),
         ));
     }
     if let Some(s) = stop
@@ -223,14 +246,24 @@ mod tests {
             ("stop", Box::new(|r| r.stop = Some(vec!["a".into(); 5]))),
             ("stop", Box::new(|r| r.stop = Some(vec![String::new()]))),
             ("grammar", Box::new(|r| r.grammar = Some(" ".into()))),
-            ("json_schema", Box::new(|r| r.json_schema = Some(serde_json::json!([1])))),
-            ("sampler_profile_version", Box::new(|r| r.sampler_profile_version = Some("v9".into()))),
+            (
+                "json_schema",
+                Box::new(|r| r.json_schema = Some(serde_json::json!([1]))),
+            ),
+            (
+                "sampler_profile_version",
+                Box::new(|r| r.sampler_profile_version = Some("v9".into())),
+            ),
         ];
         for (field, set) in cases {
             let mut r = req();
             set(&mut r);
             let e = resolve(&r).unwrap_err();
-            assert!(e.message.starts_with(&format!("`{field}`")), "{field}: {}", e.message);
+            assert!(
+                e.message.starts_with(&format!("`{field}`")),
+                "{field}: {}",
+                e.message
+            );
         }
     }
 }

@@ -67,7 +67,8 @@ async fn sse_data(r: reqwest::Response) -> Vec<String> {
     out
 }
 
-const MESSAGES: &str = r#"[{"role":"system","content":"You are terse."},{"role":"user","content":"Say hi"}]"#;
+const MESSAGES: &str =
+    r#"[{"role":"system","content":"You are terse."},{"role":"user","content":"Say hi"}]"#;
 
 /// Chat and completion requests become the same tasks as their OrchQueue v1 equivalents:
 /// same seed, sampling, messages or prompt → byte-identical text, and a stop sequence ends
@@ -153,7 +154,10 @@ async fn openai_response_and_stream_shapes() {
         u["total_tokens"].as_u64().unwrap(),
         u["prompt_tokens"].as_u64().unwrap() + 5
     );
-    let full = c["choices"][0]["message"]["content"].as_str().unwrap().to_string();
+    let full = c["choices"][0]["message"]["content"]
+        .as_str()
+        .unwrap()
+        .to_string();
 
     let mut sb = body.clone();
     sb["stream"] = json!(true);
@@ -164,7 +168,11 @@ async fn openai_response_and_stream_shapes() {
         .iter()
         .map(|d| serde_json::from_str(d).unwrap())
         .collect();
-    assert!(chunks.iter().all(|c| c["object"] == "chat.completion.chunk"));
+    assert!(
+        chunks
+            .iter()
+            .all(|c| c["object"] == "chat.completion.chunk")
+    );
     assert_eq!(chunks[0]["choices"][0]["delta"]["role"], "assistant");
     let streamed: String = chunks
         .iter()
@@ -201,9 +209,20 @@ async fn openai_response_and_stream_shapes() {
     assert_eq!(m["data"][0]["pool_id"], "p");
 }
 
-async fn expect_oai_error(r: reqwest::Response, status: u16, kind: &str, code: &str, param: Option<&str>) -> Value {
+async fn expect_oai_error(
+    r: reqwest::Response,
+    status: u16,
+    kind: &str,
+    code: &str,
+    param: Option<&str>,
+) -> Value {
     assert_eq!(r.status().as_u16(), status, "expected {code}");
-    assert!(r.headers()["content-type"].to_str().unwrap().starts_with("application/json"));
+    assert!(
+        r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("application/json")
+    );
     let v: Value = r.json().await.unwrap();
     let e = &v["error"];
     assert_eq!(e["type"], kind, "{v}");
@@ -225,22 +244,122 @@ async fn openai_errors_have_openai_shape() {
         b
     };
     let p = "/v1/chat/completions";
-    expect_oai_error(post(&s, DATA_KEY, p, chat(json!({"model": "gpt-4o"}))).await, 404, "invalid_request_error", "model_not_found", Some("model")).await;
-    expect_oai_error(post(&s, DATA_KEY, p, chat(json!({"n": 2}))).await, 400, "invalid_request_error", "INVALID_PARAMS", Some("n")).await;
-    expect_oai_error(post(&s, DATA_KEY, p, chat(json!({"temperature": 3.0}))).await, 400, "invalid_request_error", "INVALID_PARAMS", Some("temperature")).await;
-    expect_oai_error(post(&s, DATA_KEY, p, chat(json!({"tools": []}))).await, 400, "invalid_request_error", "INVALID_PARAMS", Some("tools")).await;
-    expect_oai_error(post(&s, DATA_KEY, p, chat(json!({"stop": 5}))).await, 400, "invalid_request_error", "INVALID_PARAMS", Some("stop")).await;
-    expect_oai_error(post(&s, DATA_KEY, p, chat(json!({"max_tokens": 5000}))).await, 400, "invalid_request_error", "INVALID_PARAMS", None).await;
-    expect_oai_error(post(&s, DATA_KEY, p, chat(json!({"messages": [{"role": "tool", "content": "x"}]}))).await, 400, "invalid_request_error", "INVALID_PARAMS", Some("messages")).await;
-    expect_oai_error(post(&s, DATA_KEY, "/v1/completions", json!({"model": "mock:tiny", "prompt": ["a", "b"]})).await, 400, "invalid_request_error", "INVALID_PARAMS", Some("prompt")).await;
-    let r = s.http.post(s.url(p)).bearer_auth(DATA_KEY).header("content-type", "application/json").body("{\"model\":").send().await.unwrap();
-    expect_oai_error(r, 400, "invalid_request_error", "INVALID_PARAMS", Some("body")).await;
-    expect_oai_error(post(&s, "wrong-key", p, chat(json!({}))).await, 401, "authentication_error", "UNAUTHENTICATED", None).await;
-    expect_oai_error(post(&s, CONTROL_KEY, p, chat(json!({}))).await, 403, "permission_error", "FORBIDDEN", None).await;
+    expect_oai_error(
+        post(&s, DATA_KEY, p, chat(json!({"model": "gpt-4o"}))).await,
+        404,
+        "invalid_request_error",
+        "model_not_found",
+        Some("model"),
+    )
+    .await;
+    expect_oai_error(
+        post(&s, DATA_KEY, p, chat(json!({"n": 2}))).await,
+        400,
+        "invalid_request_error",
+        "INVALID_PARAMS",
+        Some("n"),
+    )
+    .await;
+    expect_oai_error(
+        post(&s, DATA_KEY, p, chat(json!({"temperature": 3.0}))).await,
+        400,
+        "invalid_request_error",
+        "INVALID_PARAMS",
+        Some("temperature"),
+    )
+    .await;
+    expect_oai_error(
+        post(&s, DATA_KEY, p, chat(json!({"tools": []}))).await,
+        400,
+        "invalid_request_error",
+        "INVALID_PARAMS",
+        Some("tools"),
+    )
+    .await;
+    expect_oai_error(
+        post(&s, DATA_KEY, p, chat(json!({"stop": 5}))).await,
+        400,
+        "invalid_request_error",
+        "INVALID_PARAMS",
+        Some("stop"),
+    )
+    .await;
+    expect_oai_error(
+        post(&s, DATA_KEY, p, chat(json!({"max_tokens": 5000}))).await,
+        400,
+        "invalid_request_error",
+        "INVALID_PARAMS",
+        None,
+    )
+    .await;
+    expect_oai_error(
+        post(
+            &s,
+            DATA_KEY,
+            p,
+            chat(json!({"messages": [{"role": "tool", "content": "x"}]})),
+        )
+        .await,
+        400,
+        "invalid_request_error",
+        "INVALID_PARAMS",
+        Some("messages"),
+    )
+    .await;
+    expect_oai_error(
+        post(
+            &s,
+            DATA_KEY,
+            "/v1/completions",
+            json!({"model": "mock:tiny", "prompt": ["a", "b"]}),
+        )
+        .await,
+        400,
+        "invalid_request_error",
+        "INVALID_PARAMS",
+        Some("prompt"),
+    )
+    .await;
+    let r = s
+        .http
+        .post(s.url(p))
+        .bearer_auth(DATA_KEY)
+        .header("content-type", "application/json")
+        .body("{\"model\":")
+        .send()
+        .await
+        .unwrap();
+    expect_oai_error(
+        r,
+        400,
+        "invalid_request_error",
+        "INVALID_PARAMS",
+        Some("body"),
+    )
+    .await;
+    expect_oai_error(
+        post(&s, "wrong-key", p, chat(json!({}))).await,
+        401,
+        "authentication_error",
+        "UNAUTHENTICATED",
+        None,
+    )
+    .await;
+    expect_oai_error(
+        post(&s, CONTROL_KEY, p, chat(json!({}))).await,
+        403,
+        "permission_error",
+        "FORBIDDEN",
+        None,
+    )
+    .await;
     let r = s.http.get(s.url("/v1/models")).send().await.unwrap();
     expect_oai_error(r, 401, "authentication_error", "UNAUTHENTICATED", None).await;
     // Nothing was admitted.
-    assert_eq!(metric_value(&s.metrics().await, "llorch_tasks_enqueued_total", &[]), 0.0);
+    assert_eq!(
+        metric_value(&s.metrics().await, "llorch_tasks_enqueued_total", &[]),
+        0.0
+    );
 }
 
 /// A quota-limited tenant gets the same 429 (ADMISSION_REJECT, Retry-After) through either
@@ -250,7 +369,12 @@ async fn quota_limited_tenant_gets_the_same_429_through_both_dialects() {
     let s = Server::start(&config(""));
     let chat = json!({"model": "mock:tiny", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2});
     // The burst of 1 goes to the OpenAI door ...
-    assert_eq!(post(&s, LIMITED_KEY, "/v1/chat/completions", chat.clone()).await.status(), 200);
+    assert_eq!(
+        post(&s, LIMITED_KEY, "/v1/chat/completions", chat.clone())
+            .await
+            .status(),
+        200
+    );
     // ... so OrchQueue v1 refuses the next one ...
     let r = s.submit(LIMITED_KEY, task("q1", 2)).await;
     assert_eq!(r.status(), 429);
@@ -267,22 +391,45 @@ async fn quota_limited_tenant_gets_the_same_429_through_both_dialects() {
         let r = post(&s, LIMITED_KEY, path, body).await;
         let retry = r.headers()["retry-after"].to_str().unwrap().to_string();
         let v = expect_oai_error(r, 429, "rate_limit_error", "ADMISSION_REJECT", None).await;
-        let (m, oq) = (v["error"]["message"].as_str().unwrap(), env["message"].as_str().unwrap());
-        assert!(m.contains("requests_per_second") && oq.contains("requests_per_second"), "{m} | {oq}");
+        let (m, oq) = (
+            v["error"]["message"].as_str().unwrap(),
+            env["message"].as_str().unwrap(),
+        );
+        assert!(
+            m.contains("requests_per_second") && oq.contains("requests_per_second"),
+            "{m} | {oq}"
+        );
         let (a, b): (u64, u64) = (retry.parse().unwrap(), oq_retry.parse().unwrap());
         assert!(a.abs_diff(b) <= 1, "Retry-After {a} vs {b}");
     }
     // Both refusals were counted where OrchQueue's are.
-    assert!(metric_value(&s.metrics().await, "llorch_tasks_rejected_total", &["reason=\"ADMISSION_REJECT\""]) >= 3.0);
+    assert!(
+        metric_value(
+            &s.metrics().await,
+            "llorch_tasks_rejected_total",
+            &["reason=\"ADMISSION_REJECT\""]
+        ) >= 3.0
+    );
     // Other tenants are unaffected.
-    assert_eq!(post(&s, DATA_KEY, "/v1/chat/completions", chat).await.status(), 200);
+    assert_eq!(
+        post(&s, DATA_KEY, "/v1/chat/completions", chat)
+            .await
+            .status(),
+        200
+    );
 }
 
 /// Off unless configured: without `openai_compat` the routes do not exist.
 #[tokio::test]
 async fn openai_front_door_is_opt_in() {
     let s = Server::start(&mock_config(1, "", "", ""));
-    let r = post(&s, DATA_KEY, "/v1/chat/completions", json!({"model": "mock:tiny", "messages": []})).await;
+    let r = post(
+        &s,
+        DATA_KEY,
+        "/v1/chat/completions",
+        json!({"model": "mock:tiny", "messages": []}),
+    )
+    .await;
     assert_eq!(r.status(), 404);
     assert_eq!(r.json::<Value>().await.unwrap()["code"], "NOT_FOUND");
 }

@@ -69,7 +69,11 @@ async fn sampling_and_messages_reach_the_engine() {
     b["top_p"] = json!(0.5);
     let tuned = run(&s, b.clone()).await;
     assert_eq!(tokens(&tuned), expected_tokens(&b, 6));
-    assert_ne!(tokens(&tuned), tokens(&plain), "sampling did not reach the engine");
+    assert_ne!(
+        tokens(&tuned),
+        tokens(&plain),
+        "sampling did not reach the engine"
+    );
 
     let mut b = chat("c3");
     b["json_schema"] = json!({"type": "object"});
@@ -207,13 +211,21 @@ async fn one_round_trip_submit_streams_directly() {
     let two = run(&s, b).await;
     assert_eq!(tokens(&two), tokens(&one));
     // The stream URL replays the one-round-trip task too.
-    assert_eq!(tokens(&read_events(s.stream(DATA_KEY, "one").await).await), tokens(&one));
+    assert_eq!(
+        tokens(&read_events(s.stream(DATA_KEY, "one").await).await),
+        tokens(&one)
+    );
     // Errors: typed status and JSON envelope, not a stream.
     let mut bad = task("bad", 5);
     bad["temperature"] = json!(9);
     let r = post(DATA_KEY, bad).await.unwrap();
     assert_eq!(r.status(), 400);
-    assert!(r.headers()["content-type"].to_str().unwrap().starts_with("application/json"));
+    assert!(
+        r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("application/json")
+    );
     assert_eq!(r.json::<Value>().await.unwrap()["code"], "INVALID_PARAMS");
     assert_eq!(post(DATA_KEY_B, task("b1", 2)).await.unwrap().status(), 200);
     let r = post(DATA_KEY_B, task("b2", 2)).await.unwrap();

@@ -24,7 +24,12 @@ fn config() -> config_schema::Config {
 }
 
 /// Runs an OrchQueue v1 task in one round trip and returns (text, end event).
-async fn orchqueue(http: &reqwest::Client, base: &str, key: &str, body: Value) -> (u16, String, Value) {
+async fn orchqueue(
+    http: &reqwest::Client,
+    base: &str,
+    key: &str,
+    body: Value,
+) -> (u16, String, Value) {
     use eventsource_stream::Eventsource;
     let r = http
         .post(format!("{base}/v1/tasks"))
@@ -71,7 +76,9 @@ async fn openai_python_package_and_curl_stream_a_real_model() {
     let model = cfg.pools[0].model_ref.clone();
     let (engines, overrides) = llorch_serve::Engines::start(&cfg).unwrap();
     assert!(engines.wait_preloaded(Duration::from_secs(120)).await);
-    let server = orchestratord::LocalServer::start(cfg, overrides, None).await.unwrap();
+    let server = orchestratord::LocalServer::start(cfg, overrides, None)
+        .await
+        .unwrap();
     let base = server.base.clone();
     let http = reqwest::Client::new();
 
@@ -98,9 +105,18 @@ async fn openai_python_package_and_curl_stream_a_real_model() {
 
     // The official client.
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/openai_sdk.py");
-    let args = [script.to_string(), base.clone(), KEY.into(), LIMITED.into(), model.clone()];
+    let args = [
+        script.to_string(),
+        base.clone(),
+        KEY.into(),
+        LIMITED.into(),
+        model.clone(),
+    ];
     let out = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(python).args(args).output().unwrap()
+        std::process::Command::new(python)
+            .args(args)
+            .output()
+            .unwrap()
     })
     .await
     .unwrap();
@@ -112,21 +128,35 @@ async fn openai_python_package_and_curl_stream_a_real_model() {
     let r: Value = serde_json::from_slice(&out.stdout).unwrap();
     eprintln!("openai client saw: {r:#}");
     let c = &r["completion"];
-    assert_eq!(c["text"], oq_completion.as_str(), "completion differs from OrchQueue v1");
+    assert_eq!(
+        c["text"],
+        oq_completion.as_str(),
+        "completion differs from OrchQueue v1"
+    );
     assert_eq!(c["finish_reason"], "length");
     assert_eq!(c["usage"]["completion_tokens"], 12);
     assert!(c["usage"]["prompt_tokens"].as_u64().unwrap() > 0);
     assert!(c["chunks"].as_u64().unwrap() > 1, "not streamed: {c}");
     let ch = &r["chat"];
-    assert_eq!(ch["text"], oq_chat.as_str(), "chat differs from OrchQueue v1");
+    assert_eq!(
+        ch["text"],
+        oq_chat.as_str(),
+        "chat differs from OrchQueue v1"
+    );
     assert_eq!(ch["role"], "assistant");
-    assert!(matches!(ch["finish_reason"].as_str(), Some("stop" | "length")));
+    assert!(matches!(
+        ch["finish_reason"].as_str(),
+        Some("stop" | "length")
+    ));
     // Stop at "." : the greedy answer up to its first period, finish_reason stop.
     let dot = oq_chat.find('.').expect("the greedy answer has a period");
     assert_eq!(r["chat_stop"]["text"], &oq_chat[..dot]);
     assert_eq!(r["chat_stop"]["finish_reason"], "stop");
     assert_eq!(r["models"], json!([model]));
-    assert_eq!(r["unknown_model"], json!({"status": 404, "code": "model_not_found"}));
+    assert_eq!(
+        r["unknown_model"],
+        json!({"status": 404, "code": "model_not_found"})
+    );
     let lim = &r["limited"];
     assert_eq!(lim["status"], 429, "{lim}");
     assert_eq!(lim["code"], "ADMISSION_REJECT");
@@ -149,21 +179,43 @@ async fn openai_python_package_and_curl_stream_a_real_model() {
     let url = format!("{base}/v1/chat/completions");
     let out = tokio::task::spawn_blocking(move || {
         std::process::Command::new("curl")
-            .args(["-sN", "--fail-with-body", "-H", &format!("Authorization: Bearer {KEY}")])
-            .args(["-H", "content-type: application/json", "-d", &body.to_string(), &url])
+            .args([
+                "-sN",
+                "--fail-with-body",
+                "-H",
+                &format!("Authorization: Bearer {KEY}"),
+            ])
+            .args([
+                "-H",
+                "content-type: application/json",
+                "-d",
+                &body.to_string(),
+                &url,
+            ])
             .output()
             .expect("curl")
     })
     .await
     .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     let raw = String::from_utf8(out.stdout).unwrap();
-    let data: Vec<&str> = raw.lines().filter_map(|l| l.strip_prefix("data: ")).collect();
+    let data: Vec<&str> = raw
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .collect();
     assert_eq!(data.last(), Some(&"[DONE]"), "{raw}");
     let text: String = data[..data.len() - 1]
         .iter()
         .map(|d| serde_json::from_str::<Value>(d).unwrap())
-        .filter_map(|c| c["choices"][0]["delta"]["content"].as_str().map(String::from))
+        .filter_map(|c| {
+            c["choices"][0]["delta"]["content"]
+                .as_str()
+                .map(String::from)
+        })
         .collect();
     assert_eq!(text, oq_chat, "curl's stream differs");
     server.stop().await.unwrap();

@@ -13,8 +13,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use api_types::openai::{
-    ChatCompletion, ChatCompletionRequest, Completion, CompletionRequest,
-    Model, ModelList, OpenAiError, OpenAiErrorBody,
+    ChatCompletion, ChatCompletionRequest, Completion, CompletionRequest, Model, ModelList,
+    OpenAiError, OpenAiErrorBody,
 };
 use api_types::{BACKOFF_MS_HEADER, ErrorCode, StreamEvent, TaskRequest};
 use axum::body::Bytes;
@@ -55,7 +55,12 @@ fn error_type(status: StatusCode) -> &'static str {
 }
 
 impl OaiError {
-    pub fn new(status: StatusCode, code: &str, param: Option<&str>, message: impl Into<String>) -> Self {
+    pub fn new(
+        status: StatusCode,
+        code: &str,
+        param: Option<&str>,
+        message: impl Into<String>,
+    ) -> Self {
         OaiError {
             status,
             body: OpenAiError {
@@ -93,8 +98,8 @@ impl OaiError {
     }
 
     fn from_code(code: ErrorCode, message: String, retry_after_ms: Option<u64>) -> Self {
-        let status = StatusCode::from_u16(code.http_status())
-            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let status =
+            StatusCode::from_u16(code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         // Validation messages start with the field in backquotes: OpenAI's `param`.
         let param = message
             .strip_prefix('`')
@@ -216,7 +221,15 @@ pub async fn completions(
     let req: CompletionRequest = parse_body(body)?;
     let pool = resolve_model(&state, &req.model)?;
     let task = map::completion_task(&state.pools[pool], &req)?;
-    run(state, &caller, task, Dialect::Completion, req.model, &req.common).await
+    run(
+        state,
+        &caller,
+        task,
+        Dialect::Completion,
+        req.model,
+        &req.common,
+    )
+    .await
 }
 
 /// `GET /v1/models`: one entry per configured pool.

@@ -27,7 +27,10 @@ fn common_task(
     if let Some(n) = common.n
         && n != 1
     {
-        return Err(OaiError::invalid("n", format!("only n = 1 is served (got {n})")));
+        return Err(OaiError::invalid(
+            "n",
+            format!("only n = 1 is served (got {n})"),
+        ));
     }
     for (k, v) in &common.extra {
         let harmless = IGNORED.contains(&k.as_str())
@@ -62,22 +65,27 @@ fn common_task(
             a.iter()
                 .map(|v| v.as_str().map(String::from))
                 .collect::<Option<Vec<_>>>()
-                .ok_or_else(|| OaiError::invalid("stop", "must be a string or an array of strings"))?,
+                .ok_or_else(|| {
+                    OaiError::invalid("stop", "must be a string or an array of strings")
+                })?,
         ),
-        Some(_) => return Err(OaiError::invalid("stop", "must be a string or an array of strings")),
+        Some(_) => {
+            return Err(OaiError::invalid(
+                "stop",
+                "must be a string or an array of strings",
+            ));
+        }
     };
     let json_schema = match &common.response_format {
         None | Some(serde_json::Value::Null) => None,
         Some(f) => match f.get("type").and_then(|t| t.as_str()) {
             Some("text") => None,
             Some("json_object") => Some(serde_json::json!({"type": "object"})),
-            Some("json_schema") => Some(
-                f.pointer("/json_schema/schema")
-                    .cloned()
-                    .ok_or_else(|| {
-                        OaiError::invalid("response_format", "json_schema needs `json_schema.schema`")
-                    })?,
-            ),
+            Some("json_schema") => {
+                Some(f.pointer("/json_schema/schema").cloned().ok_or_else(|| {
+                    OaiError::invalid("response_format", "json_schema needs `json_schema.schema`")
+                })?)
+            }
             _ => {
                 return Err(OaiError::invalid(
                     "response_format",
@@ -135,15 +143,22 @@ fn message(m: &OaiMessage) -> Result<ChatMessage, OaiError> {
         serde_json::Value::String(s) => s.clone(),
         serde_json::Value::Array(parts) => parts
             .iter()
-            .map(|p| match (p.get("type").and_then(|t| t.as_str()), p.get("text")) {
-                (Some("text"), Some(serde_json::Value::String(t))) => Ok(t.as_str()),
-                _ => Err(OaiError::invalid(
-                    "messages",
-                    "only text content parts are supported",
-                )),
-            })
+            .map(
+                |p| match (p.get("type").and_then(|t| t.as_str()), p.get("text")) {
+                    (Some("text"), Some(serde_json::Value::String(t))) => Ok(t.as_str()),
+                    _ => Err(OaiError::invalid(
+                        "messages",
+                        "only text content parts are supported",
+                    )),
+                },
+            )
             .collect::<Result<String, _>>()?,
-        _ => return Err(OaiError::invalid("messages", "content must be a string or parts")),
+        _ => {
+            return Err(OaiError::invalid(
+                "messages",
+                "content must be a string or parts",
+            ));
+        }
     };
     Ok(ChatMessage { role, content })
 }

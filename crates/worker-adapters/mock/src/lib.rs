@@ -104,7 +104,13 @@ pub fn effective_prompt(req: &GenerateRequest) -> String {
         if !default {
             p.push_str(&format!(
                 "\u{0}sampling t={} p={} k={} m={} r={} g={:?} j={:?}",
-                s.temperature, s.top_p, s.top_k, s.min_p, s.repeat_penalty, s.grammar, s.json_schema
+                s.temperature,
+                s.top_p,
+                s.top_k,
+                s.min_p,
+                s.repeat_penalty,
+                s.grammar,
+                s.json_schema
             ));
         }
     }
@@ -276,7 +282,11 @@ async fn produce(
         Duration::from_secs_f64(1.0 / f64::from(b.tokens_per_second))
     };
     let prompt = effective_prompt(&req);
-    let stops = req.sampling.as_ref().map(|s| s.stop.clone()).unwrap_or_default();
+    let stops = req
+        .sampling
+        .as_ref()
+        .map(|s| s.stop.clone())
+        .unwrap_or_default();
     // Text emitted so far, searched for stop sequences (only when there are some).
     let mut text = String::new();
     let mut finish = FinishReason::Length;
