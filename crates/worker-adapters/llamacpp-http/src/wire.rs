@@ -248,6 +248,60 @@ mod tests {
         assert_eq!(f.timings.unwrap().predicted_ms, 69.528);
     }
 
+    /// Every resolved sampling field reaches llama-server under its own name; without
+    /// sampling, the engine's defaults stay (no field sent).
+    #[test]
+    fn sampling_maps_onto_completion_fields() {
+        let s = api_types::Sampling {
+            profile: "v1".into(),
+            temperature: 0.3,
+            top_p: 0.5,
+            top_k: 7,
+            min_p: 0.1,
+            repeat_penalty: 1.1,
+            stop: vec!["\n\n".into()],
+            grammar: Some("root ::= \"a\"".into()),
+            json_schema: None,
+        };
+        let base = || CompletionRequest {
+            prompt: "p",
+            n_predict: 4,
+            stream: true,
+            seed: 1,
+            id_slot: 0,
+            cache_prompt: true,
+            temperature: None,
+            top_p: None,
+            top_k: None,
+            min_p: None,
+            repeat_penalty: None,
+            stop: &[],
+            grammar: None,
+            json_schema: None,
+        };
+        let v = serde_json::to_value(base().with_sampling(Some(&s))).unwrap();
+        assert_eq!(v["temperature"], 0.3f32 as f64);
+        assert_eq!(v["top_p"], 0.5);
+        assert_eq!(v["top_k"], 7);
+        assert_eq!(v["min_p"], 0.1f32 as f64);
+        assert_eq!(v["repeat_penalty"], 1.1f32 as f64);
+        assert_eq!(v["stop"], serde_json::json!(["\n\n"]));
+        assert_eq!(v["grammar"], "root ::= \"a\"");
+        assert!(v.get("json_schema").is_none());
+        let v = serde_json::to_value(base().with_sampling(None)).unwrap();
+        for k in [
+            "temperature",
+            "top_p",
+            "top_k",
+            "min_p",
+            "repeat_penalty",
+            "stop",
+            "grammar",
+        ] {
+            assert!(v.get(k).is_none(), "{k} sent without sampling");
+        }
+    }
+
     /// llama-server's errors become the public error codes (ORCH-3058).
     #[test]
     fn maps_engine_errors() {

@@ -382,6 +382,59 @@ mod tests {
         ));
     }
 
+    /// A stop sequence ends the stream before its first match with `finish_reason: stop`;
+    /// chats are rendered by the mock's template, and sampling changes the tokens.
+    #[tokio::test]
+    async fn stop_sequences_chat_and_sampling() {
+        let m = MockAdapter::new("m", MockBehaviour::default());
+        let all: Vec<String> = (0..6).map(|i| mock_token(7, "hello", i)).collect();
+        let text = all.concat();
+        let stop = all[2].clone();
+        let mut r = req("s", 6);
+        r.sampling = Some(api_types::Sampling {
+            profile: "v1".into(),
+            temperature: api_types::defaults_v1::TEMPERATURE,
+            top_p: api_types::defaults_v1::TOP_P,
+            top_k: api_types::defaults_v1::TOP_K,
+            min_p: api_types::defaults_v1::MIN_P,
+            repeat_penalty: api_types::defaults_v1::REPEAT_PENALTY,
+            stop: vec![stop.clone()],
+            grammar: None,
+            json_schema: None,
+        });
+        let got = collect(m.generate(r.clone()).await.unwrap()).await;
+        let toks: String = got
+            .iter()
+            .filter_map(|e| match e {
+                Ok(WorkerEvent::Token(t)) => Some(t.t.clone()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(toks, text[..text.find(&stop).unwrap()]);
+        assert!(matches!(
+            got.last(),
+            Some(Ok(WorkerEvent::End(EndEvent {
+                finish_reason: Some(FinishReason::Stop),
+                ..
+            })))
+        ));
+        // Non-default sampling changes the tokens; default sampling does not.
+        let mut hot = r.clone();
+        hot.sampling.as_mut().unwrap().stop.clear();
+        assert_eq!(effective_prompt(&hot), "hello");
+        hot.sampling.as_mut().unwrap().temperature = 0.0;
+        assert_ne!(effective_prompt(&hot), "hello");
+        let chat = GenerateRequest {
+            prompt: String::new(),
+            messages: Some(vec![api_types::ChatMessage {
+                role: api_types::ChatRole::User,
+                content: "hi".into(),
+            }]),
+            ..req("c", 2)
+        };
+        assert_eq!(effective_prompt(&chat), "<|user|>hi\n<|assistant|>");
+    }
+
     #[tokio::test]
     async fn slots_are_bounded_and_freed_on_drop() {
         let m = MockAdapter::new(
