@@ -234,7 +234,8 @@ mod tests {
 
     #[test]
     fn out_of_bounds_values_name_their_field() {
-        let cases: Vec<(&str, Box<dyn Fn(&mut TaskRequest)>)> = vec![
+        type Set = Box<dyn Fn(&mut TaskRequest)>;
+        let cases: Vec<(&str, Set)> = vec![
             ("temperature", Box::new(|r| r.temperature = Some(2.5))),
             ("temperature", Box::new(|r| r.temperature = Some(-0.1))),
             ("temperature", Box::new(|r| r.temperature = Some(f32::NAN))),
