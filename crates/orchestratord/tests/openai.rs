@@ -202,6 +202,20 @@ async fn openai_response_and_stream_shapes() {
     assert_eq!(last["choices"][0]["finish_reason"], "length");
     assert!(last.get("usage").is_none());
 
+    // Capabilities announce the facade, chat and sampling.
+    let caps: Value = s
+        .get(DATA_KEY, "/v1/capabilities")
+        .await
+        .json()
+        .await
+        .unwrap();
+    for f in ["openai", "sampling", "submit-stream"] {
+        assert!(
+            caps["features"].as_array().unwrap().contains(&json!(f)),
+            "{caps}"
+        );
+    }
+    assert_eq!(caps["workloads"], json!(["completion", "chat"]));
     // Models: the configured pools.
     let m: Value = s.get(DATA_KEY, "/v1/models").await.json().await.unwrap();
     assert_eq!(m["object"], "list");
