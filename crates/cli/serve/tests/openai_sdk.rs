@@ -173,6 +173,29 @@ async fn openai_python_package_and_curl_stream_a_real_model() {
     assert_eq!(status, 429);
     assert_eq!(env["code"], "ADMISSION_REJECT");
 
+    // Constraints reach the real engine: a grammar allows only "yes" or "no" (OrchQueue v1),
+    // and a grammar the engine cannot parse is INVALID_PARAMS (OpenAI dialect, extension).
+    let (_, yes_no, end) = orchqueue(
+        &http,
+        &base,
+        KEY,
+        json!({"workload": "chat", "model_ref": model, "ctx": 1024, "max_tokens": 8, "seed": 1,
+               "messages": [{"role": "user", "content": "Is Paris in France?"}],
+               "grammar": "root ::= \"yes\" | \"no\""}),
+    )
+    .await;
+    assert!(yes_no == "yes" || yes_no == "no", "{yes_no:?} {end}");
+    let r = http
+        .post(format!("{base}/v1/chat/completions"))
+        .bearer_auth(KEY)
+        .json(&json!({"model": model, "messages": messages(), "max_tokens": 4, "grammar": "root ::= ((("}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let e: Value = r.json().await.unwrap();
+    assert_eq!(e["error"]["code"], "INVALID_PARAMS", "{e}");
+
     // curl -N: a streamed chat completion as raw SSE.
     let body = json!({"model": model, "messages": messages(), "max_tokens": 24, "seed": 7,
                       "temperature": 0, "stream": true});

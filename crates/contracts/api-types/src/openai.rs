@@ -54,6 +54,10 @@ pub struct OaiCommon {
     pub min_p: Option<f32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub repeat_penalty: Option<f32>,
+    /// Extension: a GBNF grammar the output must match (as llama-server's own OpenAI
+    /// endpoints accept).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grammar: Option<String>,
     /// Extension: the OrchQueue session this turn belongs to (budgets, KV affinity).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub session_id: Option<String>,

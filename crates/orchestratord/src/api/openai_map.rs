@@ -117,7 +117,7 @@ fn common_task(
         min_p: common.min_p,
         repeat_penalty: common.repeat_penalty,
         stop,
-        grammar: None,
+        grammar: common.grammar.clone(),
         json_schema,
         max_tokens,
         deadline_ms: common.deadline_ms,
