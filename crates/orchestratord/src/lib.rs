@@ -47,6 +47,7 @@ pub mod runner;
 pub mod sampling;
 pub mod state;
 pub mod task;
+pub mod upkeep;
 
 pub use app::{
     AdapterOverrides, Listener, LocalServer, build, build_managed, build_with, serve,
