@@ -17,6 +17,21 @@ const MAX_ERROR_BODY: usize = 64 * 1024;
 /// Bound on connection set-up; requests themselves have no overall timeout (streams are long).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// A task's events as the CLI reads them.
+pub type EventStream = std::pin::Pin<Box<dyn Stream<Item = Result<StreamEvent, CliError>> + Send>>;
+
+/// The answer to [`Client::submit_streaming`].
+pub enum Submitted {
+    /// 202: admitted; the stream is read with a second request.
+    Accepted(TaskAccepted),
+    /// 200: the task's stream itself. `accepted` is what the headers say (the queue position
+    /// arrives with the `started` event).
+    Streaming {
+        accepted: TaskAccepted,
+        events: EventStream,
+    },
+}
+
 /// Client of one orchestratord instance.
 #[derive(Clone)]
 pub struct Client {
@@ -97,6 +112,55 @@ impl Client {
             .send(self.request(Method::POST, &["v1", "tasks"])?.json(req))
             .await?;
         parse_json(resp).await
+    }
+
+    /// `POST /v1/tasks` with `Accept: text/event-stream`: admitted and streamed in one round
+    /// trip. A server that answers 202 instead (an older one) gets the two-step flow: the
+    /// caller follows [`Submitted::Accepted`]'s stream URL.
+    pub async fn submit_streaming(&self, req: &TaskRequest) -> Result<Submitted, CliError> {
+        let resp = self
+            .send(
+                self.request(Method::POST, &["v1", "tasks"])?
+                    .header(ACCEPT, "text/event-stream")
+                    .json(req),
+            )
+            .await?;
+        let ct = resp
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        if !ct.starts_with("text/event-stream") {
+            return parse_json(resp).await.map(Submitted::Accepted);
+        }
+        let h = resp.headers();
+        let header_u64 = |name: &str| h.get(name)?.to_str().ok()?.parse::<u64>().ok();
+        let stream_url = h
+            .get(reqwest::header::LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        let task_id = stream_url
+            .strip_prefix("/v1/tasks/")
+            .and_then(|r| r.strip_suffix("/stream"))
+            .map(String::from)
+            .or_else(|| req.task_id.clone())
+            .ok_or_else(|| {
+                CliError::Protocol("the stream answer has no task Location header".into())
+            })?;
+        let accepted = TaskAccepted {
+            task_id,
+            queue_position: 0,
+            predicted_start_ms: 0,
+            backoff_ms: 0,
+            stream_url,
+            session_tokens_remaining: header_u64("x-session-tokens-remaining"),
+            session_time_remaining_ms: header_u64("x-session-time-remaining-ms"),
+        };
+        Ok(Submitted::Streaming {
+            accepted,
+            events: Box::pin(sse_events(resp.bytes_stream())),
+        })
     }
 
     /// `GET /v1/tasks/{id}/stream`: the task's events, ending after the first `end` or `error`
