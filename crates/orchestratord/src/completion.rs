@@ -185,6 +185,28 @@ impl AppState {
         self.dispatch(pool_idx);
     }
 
+    /// A reader of the task's stream went away. If the task has not ended and no reader is
+    /// attached `server.stream_resume_grace_ms` later (nobody resumed with `Last-Event-ID`,
+    /// or whoever did left again: the wait restarts from the last leave), the task is
+    /// canceled with reason `client_disconnect`: nobody would read its tokens, and the slot
+    /// is freed. With other streams still attached nothing happens.
+    pub fn stream_detached(self: &Arc<Self>, task: &Arc<Task>) {
+        if task.is_terminal() {
+            return;
+        }
+        let mark = task.note_detached();
+        let grace = Duration::from_millis(self.cfg.server.stream_resume_grace_ms);
+        let (state, task) = (self.clone(), task.clone());
+        tokio::spawn(async move {
+            if !grace.is_zero() {
+                tokio::time::sleep(grace).await;
+            }
+            if task.abandoned_since(mark) && !task.is_terminal() {
+                let _ = state.cancel(&task, "client_disconnect").await;
+            }
+        });
+    }
+
     /// Cancels a task (ORCH-3017, 3026). Returns once it holds no slot (bounded wait).
     pub async fn cancel(self: &Arc<Self>, task: &Arc<Task>, reason: &str) -> Result<(), ApiError> {
         self.cancel_as(task, reason, ErrorCode::Canceled, "canceled by client")

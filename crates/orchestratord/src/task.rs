@@ -116,6 +116,8 @@ pub struct Task {
     retired: std::sync::atomic::AtomicBool,
     /// When the task was retired (ms on the state's clock); `u64::MAX` while it is live.
     finished_at_ms: std::sync::atomic::AtomicU64,
+    /// Bumped each time a reader of the stream goes away (see [`Task::note_detached`]).
+    detaches: std::sync::atomic::AtomicU32,
 }
 
 /// Why a cancel was refused.
@@ -172,6 +174,7 @@ impl Task {
             released_signal: Notify::new(),
             retired: std::sync::atomic::AtomicBool::new(false),
             finished_at_ms: std::sync::atomic::AtomicU64::new(u64::MAX),
+            detaches: std::sync::atomic::AtomicU32::new(0),
         }
     }
 
@@ -323,6 +326,12 @@ impl Task {
         (events, log.terminal)
     }
 
+    /// How many events the log holds: the next event's id. The ids a client has seen are
+    /// below it.
+    pub fn event_count(&self) -> usize {
+        self.log().entries.len()
+    }
+
     /// Frees the log's spare capacity (it will not grow much any more: the task is retired)
     /// and returns the bytes it holds: what retention counts against its budget.
     pub fn compact(&self) -> u64 {
@@ -351,8 +360,28 @@ impl Task {
         (v != u64::MAX).then_some(v)
     }
 
+    /// A reader of the log: woken after each appended event. Every open stream holds one, so
+    /// [`Task::readers`] counts the streams attached to the task.
     pub fn subscribe(&self) -> watch::Receiver<usize> {
         self.appended.subscribe()
+    }
+
+    /// Streams attached to the task now.
+    pub fn readers(&self) -> usize {
+        self.appended.receiver_count()
+    }
+
+    /// Records that a reader went away; returns the mark [`Task::abandoned_since`] compares.
+    pub fn note_detached(&self) -> u32 {
+        self.detaches
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel)
+            .wrapping_add(1)
+    }
+
+    /// True when no stream is attached and none went away since the detach that returned
+    /// `mark`: nobody came back (a reader who reattached and left again restarts the wait).
+    pub fn abandoned_since(&self, mark: u32) -> bool {
+        self.readers() == 0 && self.detaches.load(std::sync::atomic::Ordering::Acquire) == mark
     }
 
     /// Marks the task as holding nothing (wakes whoever waits in [`Task::wait_released`]).

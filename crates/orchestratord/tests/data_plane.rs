@@ -162,7 +162,9 @@ async fn cancel_of_queued_task() {
     assert_eq!(s.cancel(DATA_KEY, "run").await.status(), 204);
 }
 
-/// A client that disconnects mid-stream gets its task canceled, its slot freed and counted.
+/// A client that disconnects mid-stream and does not resume within the grace window
+/// (`server.stream_resume_grace_ms`, 2 s by default) gets its task canceled, its slot freed and
+/// counted (the window itself is tested in tests/resume.rs).
 #[tokio::test]
 async fn client_disconnect_frees_slot_and_is_counted() {
     let s = Server::start(&mock_config(1, "", "tokens_per_second = 100", ""));
