@@ -59,7 +59,12 @@ impl AppState {
         let pool_idx = self.find_pool(&req).map_err(|e| reject("", e))?;
         let pool = &self.pools[pool_idx];
         let validated = self.validate(caller, &req, pool);
-        let prompt = validated.map_err(|e| reject(&pool.id, e.with_pool(&pool.id)))?;
+        let prompt = validated.map_err(|e| {
+            reject(
+                &pool.id,
+                e.with_pool(&pool.id).with_engine(pool.engine.as_str()),
+            )
+        })?;
         let task_id = req
             .task_id
             .clone()
@@ -67,7 +72,12 @@ impl AppState {
         let seed = req.seed.unwrap_or_else(|| seed_from_task_id(&task_id));
         let priority = self
             .admission_policy(caller, &req, pool_idx, &task_id, &prompt)
-            .map_err(|e| reject(&pool.id, e.with_pool(&pool.id)))?;
+            .map_err(|e| {
+                reject(
+                    &pool.id,
+                    e.with_pool(&pool.id).with_engine(pool.engine.as_str()),
+                )
+            })?;
 
         // Reserve the id first so that two submissions of one id cannot both pass.
         let task = {
@@ -83,6 +93,7 @@ impl AppState {
                 id: task_id.clone(),
                 tenant: caller.tenant.clone(),
                 pool: pool_idx,
+                engine: pool.engine,
                 priority,
                 session_id: req.session_id.clone(),
                 prompt_tokens: orchestrator_core::estimate_prompt_tokens(&prompt),
@@ -139,7 +150,10 @@ impl AppState {
             }
             Err(e) => {
                 self.tasks().remove(&task_id);
-                Err(reject(&pool.id, e.with_pool(&pool.id)))
+                Err(reject(
+                    &pool.id,
+                    e.with_pool(&pool.id).with_engine(pool.engine.as_str()),
+                ))
             }
         }
     }
@@ -429,8 +443,8 @@ impl AppState {
                         predicted_start_ms,
                         backoff_ms: 0,
                         stream_url: format!("/v1/tasks/{}/stream", task.id),
-                        session_tokens_remaining: turn.as_ref().and_then(|t| t.tokens_remaining),
-                        session_time_remaining_ms: turn.as_ref().and_then(|t| t.time_remaining_ms),
+                        tokens_budget_remaining: turn.as_ref().and_then(|t| t.tokens_remaining),
+                        time_budget_remaining_ms: turn.as_ref().and_then(|t| t.time_remaining_ms),
                     },
                     evicted.map(|(_, q)| q.task),
                     on_time,

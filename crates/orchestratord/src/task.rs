@@ -5,7 +5,7 @@
 use std::sync::Mutex;
 use std::time::Instant;
 
-use api_types::{ErrorCode, Priority, StreamErrorEvent, StreamEvent};
+use api_types::{Engine, ErrorCode, Priority, StreamErrorEvent, StreamEvent};
 use tokio::sync::{Notify, watch};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -97,6 +97,8 @@ pub struct Task {
     pub id: String,
     pub tenant: String,
     pub pool: usize,
+    /// The pool's engine: named in the task's stream errors (ORCH-2006).
+    pub engine: Engine,
     pub priority: Priority,
     pub session_id: Option<String>,
     pub prompt_tokens: u32,
@@ -132,6 +134,7 @@ pub struct TaskSpec {
     pub id: String,
     pub tenant: String,
     pub pool: usize,
+    pub engine: Engine,
     pub priority: Priority,
     pub session_id: Option<String>,
     pub prompt_tokens: u32,
@@ -145,6 +148,7 @@ impl Task {
             id,
             tenant,
             pool,
+            engine,
             priority,
             session_id,
             prompt_tokens,
@@ -155,6 +159,7 @@ impl Task {
             id,
             tenant,
             pool,
+            engine,
             priority,
             session_id,
             prompt_tokens,
@@ -200,6 +205,7 @@ impl Task {
         true
     }
 
+    /// Ends the stream with an `error` event naming the task's engine (or `engine` when given).
     pub fn fail(
         &self,
         code: ErrorCode,
@@ -209,7 +215,7 @@ impl Task {
         self.push(StreamEvent::Error(StreamErrorEvent {
             code,
             message: message.into(),
-            engine,
+            engine: engine.or_else(|| Some(self.engine.as_str().to_string())),
             retriable: Some(code.retriable()),
             retry_after_ms: None,
         }))
@@ -277,7 +283,7 @@ impl Task {
             .finish_with(StreamEvent::Error(StreamErrorEvent {
                 code,
                 message: message.into(),
-                engine: None,
+                engine: Some(self.engine.as_str().to_string()),
                 retriable: Some(code.retriable()),
                 retry_after_ms: None,
             }))
@@ -433,6 +439,7 @@ mod tests {
             id: "t".into(),
             tenant: "x".into(),
             pool: 0,
+            engine: Engine::Mock,
             priority: Priority::Interactive,
             session_id: None,
             prompt_tokens: 1,

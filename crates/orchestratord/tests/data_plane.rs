@@ -413,7 +413,10 @@ async fn deadline_surfaces_on_time_probability() {
     let evs = read_events(s.stream(DATA_KEY, "dl").await).await;
     let m = &evs.iter().find(|(n, _)| n == "metrics").unwrap().1;
     assert!(m["on_time_probability"].as_f64().unwrap() > 0.9, "{m}");
-    assert_eq!(m["tokens_budget_remaining"], 2);
+    assert!(
+        m.get("tokens_budget_remaining").is_none(),
+        "no session budget, so no budget left to report: {m}"
+    );
 }
 
 /// Drain: new work refused at once, running work may finish until the deadline, queued work

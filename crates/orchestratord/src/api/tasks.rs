@@ -22,8 +22,8 @@ use crate::task::Task;
     responses(
         (status = 202, description = "Admitted and queued", body = TaskAccepted,
             headers(("Location" = String, description = "URL of the task's SSE stream"),
-                ("X-Session-Tokens-Remaining" = u64, description = "session token budget left (when configured)"),
-                ("X-Session-Time-Remaining-Ms" = u64, description = "session decode-time budget left (when configured)"))),
+                ("X-Tokens-Budget-Remaining" = u64, description = "session token budget left (when configured)"),
+                ("X-Time-Budget-Remaining-Ms" = u64, description = "session decode-time budget left (when configured)"))),
         (status = 400, description = "INVALID_PARAMS or DEADLINE_UNMET", body = ErrorEnvelope),
         (status = 401, description = "UNAUTHENTICATED", body = ErrorEnvelope),
         (status = 403, description = "FORBIDDEN", body = ErrorEnvelope),
@@ -44,11 +44,11 @@ pub async fn submit(
         resp.headers_mut().insert(header::LOCATION, v);
     }
     let h = resp.headers_mut();
-    if let Some(n) = accepted.session_tokens_remaining {
-        h.insert("x-session-tokens-remaining", HeaderValue::from(n));
+    if let Some(n) = accepted.tokens_budget_remaining {
+        h.insert("x-tokens-budget-remaining", HeaderValue::from(n));
     }
-    if let Some(n) = accepted.session_time_remaining_ms {
-        h.insert("x-session-time-remaining-ms", HeaderValue::from(n));
+    if let Some(n) = accepted.time_budget_remaining_ms {
+        h.insert("x-time-budget-remaining-ms", HeaderValue::from(n));
     }
     Ok(resp)
 }
