@@ -50,9 +50,14 @@ impl AppState {
         req: TaskRequest,
     ) -> Result<TaskAccepted, ApiError> {
         let reject = |pool: &str, e: ApiError| {
+            let engine = self
+                .pools
+                .iter()
+                .find(|p| p.id == pool)
+                .map_or("", |p| p.engine.as_str());
             self.metrics
                 .tasks_rejected
-                .with_label_values(&[pool, e.code.as_str()])
+                .with_label_values(&[pool, engine, e.code.as_str()])
                 .inc();
             e
         };
@@ -127,7 +132,7 @@ impl AppState {
                     }
                     self.metrics
                         .tasks_rejected
-                        .with_label_values(&[&pool.id, code.as_str()])
+                        .with_label_values(&[&pool.id, pool.engine.as_str(), code.as_str()])
                         .inc();
                     self.retire(&ev, Usage::default());
                 }
@@ -138,7 +143,7 @@ impl AppState {
                 }));
                 self.metrics
                     .tasks_enqueued
-                    .with_label_values(&[&pool.id, priority.as_str()])
+                    .with_label_values(&[&pool.id, pool.engine.as_str(), priority.as_str()])
                     .inc();
                 tracing::info!(
                     job_id = %task_id, tenant = %caller.tenant, pool_id = %pool.id, engine = pool.engine.as_str(),

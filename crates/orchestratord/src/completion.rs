@@ -147,7 +147,7 @@ impl AppState {
                 if t.fail(code, why, None) {
                     self.metrics
                         .tasks_rejected
-                        .with_label_values(&[&pool.id, code.as_str()])
+                        .with_label_values(&[&pool.id, pool.engine.as_str(), code.as_str()])
                         .inc();
                 }
                 self.retire(&t, Usage::default());
@@ -226,9 +226,10 @@ impl AppState {
             ApiError::new(ErrorCode::TaskFinished, "task already finished")
         })?;
         let pool = &self.pools[task.pool];
+        let version = self.pool_sched(task.pool).serving_version().to_string();
         self.metrics
             .tasks_canceled
-            .with_label_values(&[&pool.id, reason])
+            .with_label_values(&[&pool.id, pool.engine.as_str(), &version, reason])
             .inc();
         tracing::info!(job_id = %task.id, tenant = %task.tenant, pool_id = %pool.id, reason, "task canceled");
         if phase == Phase::Queued {

@@ -109,7 +109,11 @@ impl AppState {
             if t.fail(cause.code(), cause.queued_message(), None) {
                 self.metrics
                     .tasks_rejected
-                    .with_label_values(&[&pool_id, cause.code().as_str()])
+                    .with_label_values(&[
+                        &pool_id,
+                        self.pools[pool_idx].engine.as_str(),
+                        cause.code().as_str(),
+                    ])
                     .inc();
             }
             self.retire(&t, Usage::default());

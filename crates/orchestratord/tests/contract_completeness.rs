@@ -1,5 +1,6 @@
 //! Contract completeness as an existing OrchQueue v1 client sees it (issue 14, item 6):
-//! errors name the engine wherever the pool is known, and a model's catalog lifecycle stops
+//! errors name the engine wherever the pool is known, task and queue metrics carry the engine
+//! labels, and a model's catalog lifecycle stops
 //! new tasks on every pool serving it — mock pools included, not only supervised ones.
 
 mod common;
@@ -38,6 +39,14 @@ async fn orch_2006_errors_name_the_engine_where_the_pool_is_known() {
     );
     assert_eq!(env["engine"], "mock", "{env}");
     assert_eq!(env["pool_id"], "p", "{env}");
+    // SPEC §7: queue and admission metrics carry the engine (and the queue its version).
+    let m = s.metrics().await;
+    let q = ["pool_id=\"p\"", "engine=\"mock\"", "engine_version=\"mock-"];
+    assert_eq!(metric_value(&m, "llorch_queue_depth", &q), 1.0, "{m}");
+    let rej = ["engine=\"mock\"", "reason=\"ADMISSION_REJECT\""];
+    assert_eq!(metric_value(&m, "llorch_tasks_rejected_total", &rej), 1.0);
+    let enq = ["engine=\"mock\"", "priority=\"interactive\""];
+    assert_eq!(metric_value(&m, "llorch_tasks_enqueued_total", &enq), 2.0);
 
     // Stream errors: a queued task and a running one, both canceled.
     for id in ["wait", "run"] {
@@ -48,6 +57,15 @@ async fn orch_2006_errors_name_the_engine_where_the_pool_is_known() {
         assert_eq!(data["code"], "CANCELED");
         assert_eq!(data["engine"], "mock", "{id}: {data}");
     }
+    let canceled = [
+        "engine=\"mock\"",
+        "engine_version=\"mock-",
+        "reason=\"client_request\"",
+    ];
+    assert_eq!(
+        s.metric("llorch_tasks_canceled_total", &canceled).await,
+        2.0
+    );
 
     // 503 while the pool drains.
     let r = s

@@ -162,11 +162,31 @@ impl AppState {
         self.pool_sched(pool_idx).draining
     }
 
-    pub(crate) fn update_queue_gauges(&self, pool_id: &str, ps: &PoolSched) {
+    /// Exports a pool's queue depth per priority, labelled with the pool's engine and the
+    /// build it serves (SPEC §7).
+    pub(crate) fn update_queue_gauges(&self, pool_id: &str, ps: &mut PoolSched) {
+        let engine = self
+            .pools
+            .iter()
+            .find(|p| p.id == pool_id)
+            .map_or("", |p| p.engine.as_str());
+        let version = ps.serving_version().to_string();
+        if let Some(old) = ps.queue_gauge_version.replace(version.clone())
+            && old != version
+        {
+            for p in Priority::ALL {
+                let _ = self.metrics.queue_depth.remove_label_values(&[
+                    pool_id,
+                    engine,
+                    &old,
+                    p.as_str(),
+                ]);
+            }
+        }
         for p in Priority::ALL {
             self.metrics
                 .queue_depth
-                .with_label_values(&[pool_id, p.as_str()])
+                .with_label_values(&[pool_id, engine, &version, p.as_str()])
                 .set(ps.queue.depth(p) as i64);
         }
     }
