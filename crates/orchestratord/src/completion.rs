@@ -12,6 +12,7 @@
 //! quota given back), and the runner appends `end` only after [`AppState::release`].
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use api_types::ErrorCode;
@@ -85,6 +86,10 @@ impl AppState {
             }
             if let Some(d) = task.deadline_ms {
                 let met = usage.completed && task.admitted_at.elapsed().as_millis() as u64 <= d;
+                let pool = &self.pools[task.pool];
+                pool.deadline_tasks.fetch_add(1, Ordering::Relaxed);
+                pool.deadline_met
+                    .fetch_add(u64::from(met), Ordering::Relaxed);
                 let mut deadlines = self.deadlines();
                 let slot = &mut deadlines[task.priority.index()];
                 slot.1 += 1;

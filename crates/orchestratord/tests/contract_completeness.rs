@@ -172,3 +172,86 @@ async fn orch_3037_deprecated_model_stops_new_tasks_on_a_mock_pool_too() {
     })
     .await;
 }
+
+/// ORCH-3095, 3096: `GET /v1/capabilities` lists per engine its ctx_max and limits;
+/// `GET /v1/replicasets` and pool health report the pool's load (slots total/free, queue) and
+/// service figures (predicted start, first token, decode speed, deadlines met), measured.
+#[tokio::test]
+async fn orch_3095_capabilities_replicasets_and_health_carry_limits_load_and_slo() {
+    let s = Server::start(&mock_config(
+        2,
+        "capacity = 7",
+        "tokens_per_second = 200",
+        "",
+    ));
+    let caps: serde_json::Value = s
+        .get(DATA_KEY, "/v1/capabilities")
+        .await
+        .json()
+        .await
+        .unwrap();
+    let mock = &caps["engine_limits"][0];
+    assert_eq!(mock["engine"], "mock", "{caps}");
+    assert_eq!(mock["ctx_max"], 1024);
+    assert_eq!(mock["pools"], json!(["p"]));
+    assert_eq!(mock["models"], json!(["mock:tiny"]));
+    assert_eq!(mock["slots_total"], 2);
+    assert_eq!(mock["queue_capacity"], 7);
+    assert_eq!(mock["cpu"], true);
+    assert_eq!(caps["engine_limits"].as_array().map(Vec::len), Some(1));
+
+    // Nothing measured yet: load only, no service figures.
+    let sets: serde_json::Value = s
+        .get(CONTROL_KEY, "/v1/replicasets")
+        .await
+        .json()
+        .await
+        .unwrap();
+    let set = &sets[0];
+    assert_eq!(set["load"]["slots_total"], 2, "{set}");
+    assert_eq!(set["load"]["slots_free"], 2);
+    assert_eq!(set["load"]["replicas_ready"], 1);
+    assert!(
+        set["slo"].get("decode_tokens_per_second").is_none(),
+        "{set}"
+    );
+
+    // One task running (long), one with a deadline done: load and measured figures move.
+    let mut d = task("deadline", 10);
+    d["deadline_ms"] = json!(60_000);
+    assert_eq!(s.submit(DATA_KEY, d).await.status(), 202);
+    let evs = read_events(s.stream(DATA_KEY, "deadline").await).await;
+    assert_eq!(evs.last().unwrap().0, "end");
+    assert_eq!(s.submit(DATA_KEY, task("long", 400)).await.status(), 202);
+    eventually("long runs", || async {
+        s.pool_health().await["load"]["slots_free"] == 1
+    })
+    .await;
+    let h = s.pool_health().await;
+    assert_eq!(h["load"]["slots_busy"], 1, "{h}");
+    assert_eq!(h["load"]["queue_capacity"], 7);
+    let slo = &h["slo"];
+    let tps = slo["decode_tokens_per_second"]
+        .as_f64()
+        .expect("measured decode speed");
+    assert!(
+        (100.0..400.0).contains(&tps),
+        "mock at 200 tokens/s measured {tps}: {slo}"
+    );
+    assert!(slo["first_token_ms"].as_u64().is_some(), "{slo}");
+    assert!(
+        slo["mean_service_ms"].as_u64().is_some_and(|ms| ms > 0),
+        "{slo}"
+    );
+    assert_eq!(slo["deadline_tasks"], 1);
+    assert_eq!(slo["deadlines_met_ratio"], 1.0);
+    let sets: serde_json::Value = s
+        .get(CONTROL_KEY, "/v1/replicasets")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(sets[0]["load"]["slots_free"], 1, "{sets}");
+    assert_eq!(sets[0]["slo"]["deadline_tasks"], 1);
+    assert_eq!(s.cancel(DATA_KEY, "long").await.status(), 204);
+}

@@ -191,6 +191,62 @@ impl AppState {
         }
     }
 
+    /// A pool's load and service figures now (replica sets, pool health).
+    pub fn pool_figures(&self, pool_idx: usize) -> (api_types::PoolLoad, api_types::SloSnapshot) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let pool = &self.pools[pool_idx];
+        let ps = self.pool_sched(pool_idx);
+        let (slots_free, slots_total) = ps.ready_slots();
+        let queue_depth = ps.queue.len() as u32;
+        let load = api_types::PoolLoad {
+            slots_total,
+            slots_free,
+            slots_busy: ps.replicas.iter().map(|r| r.view.slots_busy).sum(),
+            replicas_ready: ps
+                .replicas
+                .iter()
+                .filter(|r| r.view.state == ReplicaState::Ready)
+                .count() as u32,
+            replicas_total: ps.replicas.len() as u32,
+            queue_depth,
+            queue_capacity: ps.queue.capacity() as u32,
+        };
+        let mean =
+            |xs: Vec<f64>| (!xs.is_empty()).then(|| xs.iter().sum::<f64>() / xs.len() as f64);
+        let (tasks, met) = (
+            pool.deadline_tasks.load(Relaxed),
+            pool.deadline_met.load(Relaxed),
+        );
+        let slo = api_types::SloSnapshot {
+            predicted_start_ms: ps.estimator.predicted_start_ms(
+                queue_depth,
+                slots_free,
+                slots_total,
+            ),
+            mean_service_ms: ps
+                .replicas
+                .iter()
+                .any(|r| r.rate.samples() > 0)
+                .then(|| ps.estimator.mean_ms().round() as u64),
+            first_token_ms: mean(
+                ps.replicas
+                    .iter()
+                    .filter_map(|r| r.rate.first_token_ms())
+                    .collect(),
+            )
+            .map(|v| v.round() as u64),
+            decode_tokens_per_second: mean(
+                ps.replicas
+                    .iter()
+                    .filter_map(|r| r.rate.tokens_per_second())
+                    .collect(),
+            ),
+            deadline_tasks: tasks,
+            deadlines_met_ratio: (tasks > 0).then(|| met as f64 / tasks as f64),
+        };
+        (load, slo)
+    }
+
     pub fn replica_snapshots(&self, pool_idx: usize) -> Vec<ReplicaSnapshot> {
         let ps = self.pool_sched(pool_idx);
         let pool = &self.pools[pool_idx];

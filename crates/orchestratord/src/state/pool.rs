@@ -87,6 +87,10 @@ pub struct Pool {
     pub replicas: Vec<Replica>,
     /// The model's catalog lifecycle, as the registry reports it.
     pub(crate) lifecycle: Mutex<Lifecycle>,
+    /// Tasks with a deadline that ended on this pool, and how many met it (lock-free: counted
+    /// by `retire`, which may hold other locks).
+    pub(crate) deadline_tasks: std::sync::atomic::AtomicU64,
+    pub(crate) deadline_met: std::sync::atomic::AtomicU64,
 }
 
 impl Pool {
@@ -109,6 +113,8 @@ impl Pool {
             full_policy,
             replicas,
             lifecycle: Mutex::default(),
+            deadline_tasks: Default::default(),
+            deadline_met: Default::default(),
         }
     }
 
