@@ -115,7 +115,7 @@ async fn llorch_submit_resumes_a_stream_cut_many_times() {
         .trim_start_matches("http://")
         .parse()
         .expect("server address");
-    let (proxy, cuts) = cutting_proxy(upstream, 0x5eed_c11).await;
+    let (proxy, cuts) = cutting_proxy(upstream, 0x05ee_dc11).await;
     let via_proxy = format!("http://{proxy}");
     let out = tokio::task::spawn_blocking(move || {
         Command::new(env!("CARGO_BIN_EXE_llorch"))
