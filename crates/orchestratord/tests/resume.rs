@@ -190,6 +190,12 @@ async fn resume_after_any_cut_of_a_finished_stream_is_exact() {
     assert_eq!(whole.last().map(|f| f.event.as_str()), Some("end"));
     for (k, f) in whole.iter().enumerate() {
         assert_eq!(f.id, Some(k), "event {k} carries its index as id");
+        // The first event tells EventSource clients to reconnect after 1 s (grace 2 s / 2).
+        let retry = f
+            .raw
+            .lines()
+            .any(|l| l == "retry: 1000" || l == "retry:1000");
+        assert_eq!(retry, k == 0, "event {k}: {:?}", f.raw);
     }
     let b = boundaries(&whole_body);
     let (first, last) = ((b[0], b[1]), (b[b.len() - 2], b[b.len() - 1]));
@@ -199,6 +205,12 @@ async fn resume_after_any_cut_of_a_finished_stream_is_exact() {
     }
     let mut rng = Rng(0x5eed_0001);
     cuts.extend((0..300).map(|_| rng.below(whole_body.len() + 1)));
+    eprintln!(
+        "finished stream: {} events, {} bytes; {} cut points",
+        whole.len(),
+        whole_body.len(),
+        cuts.len()
+    );
     for cut in cuts {
         let head = frames(&read_cut(&s, "done", None, Some(cut)).await);
         let last = head.last().and_then(|f| f.id);
@@ -224,6 +236,10 @@ async fn a_running_stream_cut_at_random_points_reassembles_exactly() {
         assert_eq!(whole.last().map(|f| f.event.as_str()), Some("end"), "{id}");
         assert_same_stream(&got, &whole, &id);
         assert!(connections > 10, "{id}: only {connections} connections");
+        eprintln!(
+            "{id}: {} events over {connections} connections, reassembled exactly",
+            got.len()
+        );
         assert_eq!(whole.iter().filter(|f| f.event == "token").count(), 300);
     }
     assert_eq!(

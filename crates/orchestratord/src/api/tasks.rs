@@ -121,11 +121,24 @@ impl Drop for DisconnectGuard {
     }
 }
 
-fn to_sse(id: usize, ev: &StreamEvent) -> Event {
-    Event::default()
+/// The SSE event for log entry `id`. The first one also carries `retry:`, telling
+/// `EventSource` clients to reconnect after a drop well inside the resume grace window
+/// (browsers otherwise wait a few seconds of their own choosing).
+fn to_sse(id: usize, ev: &StreamEvent, reconnect: Option<Duration>) -> Event {
+    let e = Event::default()
         .event(ev.name())
         .data(ev.data_json())
-        .id(id.to_string())
+        .id(id.to_string());
+    match reconnect {
+        Some(after) if id == 0 => e.retry(after),
+        _ => e,
+    }
+}
+
+/// Half the resume grace window, at most 1 s; none when disconnects cancel at once.
+fn reconnect_hint(state: &AppState) -> Option<Duration> {
+    let grace = state.cfg.server.stream_resume_grace_ms;
+    (grace > 0).then(|| Duration::from_millis((grace / 2).clamp(1, 1000)))
 }
 
 /// The task's events from index `from` (0: the whole stream), each with its index as `id:`,
@@ -137,6 +150,7 @@ pub(crate) fn event_stream(
     from: usize,
 ) -> impl Stream<Item = Result<Event, Infallible>> {
     let rx = task.subscribe();
+    let reconnect = reconnect_hint(&state);
     let guard = DisconnectGuard { state, task };
     // `rx` first: it is dropped before the guard runs, so the guard's check of the readers
     // still attached does not count this stream.
@@ -149,10 +163,11 @@ pub(crate) fn event_stream(
     );
     futures::stream::unfold(
         init,
-        |(mut rx, guard, mut next, mut pending, mut done)| async move {
+        move |(mut rx, guard, mut next, mut pending, mut done)| async move {
             loop {
                 if let Some((id, ev)) = pending.pop_front() {
-                    return Some((Ok(to_sse(id, &ev)), (rx, guard, next, pending, done)));
+                    let sse = to_sse(id, &ev, reconnect);
+                    return Some((Ok(sse), (rx, guard, next, pending, done)));
                 }
                 if done {
                     return None;
