@@ -251,6 +251,15 @@ impl<T> PoolQueue<T> {
             .sum()
     }
 
+    /// Tasks queued per tenant (all priorities), for tenants with at least one.
+    pub fn depth_by_tenant(&self) -> BTreeMap<&str, usize> {
+        let mut m = BTreeMap::new();
+        for f in self.flows.iter().filter(|f| !f.entries.is_empty()) {
+            *m.entry(f.key.tenant.as_str()).or_insert(0) += f.entries.len();
+        }
+        m
+    }
+
     /// Tasks queued in one flow.
     pub fn flow_depth(&self, key: &FlowKey) -> usize {
         self.by_key
@@ -691,6 +700,19 @@ mod tests {
         // Batch gets every ninth dispatch: after the 8th and the 16th interactive task.
         assert_eq!(order.iter().position(|id| id == "b0"), Some(8));
         assert_eq!(order.iter().position(|id| id == "b1"), Some(17));
+    }
+
+    #[test]
+    fn depth_by_tenant_sums_priorities_and_drops_empty_flows() {
+        let mut q = newq(100, FullPolicy::Reject);
+        push(&mut q, "a1", "a", Interactive, ());
+        push(&mut q, "a2", "a", Batch, ());
+        push(&mut q, "b1", "b", Batch, ());
+        let m = q.depth_by_tenant();
+        assert_eq!(m.into_iter().collect::<Vec<_>>(), vec![("a", 2), ("b", 1)]);
+        assert_eq!(q.tenant_depth("a"), 2);
+        let _ = drain(&mut q);
+        assert!(q.depth_by_tenant().is_empty());
     }
 
     #[test]

@@ -151,6 +151,8 @@ impl AppState {
                     queue_position = accepted.queue_position, "task admitted"
                 );
                 self.dispatch(pool_idx);
+                // Work exists now: the upkeep loop switches to its busy pace.
+                self.upkeep_bell.notify_one();
                 Ok(accepted)
             }
             Err(e) => {

@@ -87,9 +87,6 @@ pub fn build_managed(
     Ok((router, state))
 }
 
-/// How often replicas are probed for health.
-const PROBE_INTERVAL: Duration = Duration::from_secs(1);
-
 /// Serves until `shutdown` resolves, then stops accepting, lets running streams finish for up
 /// to `server.shutdown_grace_ms`, and returns. `on_ready` runs once the first replica probe is
 /// done (READY=1 under systemd).
@@ -146,25 +143,7 @@ pub async fn serve_managed(
     let (router, state) = build_managed(cfg, overrides, controller)?;
     let follower = crate::registry_follower::start(&state, feed)?;
     state.probe_replicas().await;
-    let prober = {
-        let state = state.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(PROBE_INTERVAL);
-            tick.tick().await;
-            loop {
-                tick.tick().await;
-                state.probe_replicas().await;
-                state.expire_queued();
-                let forgot = state.expire_retained();
-                state.return_memory_if_idle(forgot > 0);
-                // A placement plugin may have deferred work while slots were free; give it
-                // another chance even when no slot frees up meanwhile.
-                for pool in 0..state.pools.len() {
-                    state.dispatch(pool);
-                }
-            }
-        })
-    };
+    let prober = tokio::spawn(state.clone().run_upkeep());
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
     let drain_state = state.clone();
     let graceful = async move {

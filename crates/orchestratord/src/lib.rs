@@ -44,6 +44,7 @@ pub mod registry_follower;
 pub mod runner;
 pub mod state;
 pub mod task;
+pub mod upkeep;
 
 pub use app::{
     AdapterOverrides, Listener, LocalServer, build, build_managed, build_with, serve,

@@ -15,6 +15,8 @@ pub struct Metrics {
     pub tasks_completed: IntCounterVec,
     pub tasks_failed: IntCounterVec,
     pub queue_depth: IntGaugeVec,
+    /// Set at each scrape from the pools' queues and running sets (see `api::ops::metrics`).
+    pub tenant_tasks: IntGaugeVec,
     pub first_token_latency: HistogramVec,
     pub decode_duration: HistogramVec,
     pub tokens_in: IntCounterVec,
@@ -150,6 +152,12 @@ impl Metrics {
                 "llorch_queue_depth",
                 "Tasks waiting in a pool queue; engine_version is the build the pool serves.",
                 &["pool_id", "engine", "engine_version", "priority"],
+            ),
+            tenant_tasks: gauge(
+                &r,
+                "llorch_tenant_tasks",
+                "Tasks of a tenant in a pool now, by state (queued, running).",
+                &["pool_id", "tenant", "state"],
             ),
             first_token_latency: histogram(
                 &r,

@@ -135,6 +135,8 @@ CREATE TABLE IF NOT EXISTS models (
 pub struct Catalog {
     conn: Mutex<Connection>,
     path: PathBuf,
+    /// Bumped after every successful write, so lifecycle watchers need not poll the file.
+    writes: tokio::sync::watch::Sender<u64>,
 }
 
 impl Catalog {
@@ -161,11 +163,21 @@ impl Catalog {
         Ok(Catalog {
             conn: Mutex::new(conn),
             path,
+            writes: tokio::sync::watch::Sender::new(0),
         })
     }
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Wakes after every write through this handle.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.writes.subscribe()
+    }
+
+    fn wrote(&self) {
+        self.writes.send_modify(|g| *g = g.wrapping_add(1));
     }
 
     fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
@@ -220,6 +232,7 @@ impl Catalog {
         )?;
         let entry = get_in(&tx, &digest)?.ok_or_else(|| CatalogError::NotFound(digest.clone()))?;
         tx.commit()?;
+        self.wrote();
         Ok((entry, true))
     }
 
@@ -263,6 +276,7 @@ impl Catalog {
         )?;
         let entry = get_in(&tx, &digest)?.ok_or(CatalogError::NotFound(digest))?;
         tx.commit()?;
+        self.wrote();
         tracing::info!(model = %entry.id, from = cur.state.as_str(), to = to.as_str(), "model state changed");
         Ok(entry)
     }
@@ -293,6 +307,7 @@ impl Catalog {
         if n == 0 {
             return Err(CatalogError::NotFound(format!("sha256:{digest}")));
         }
+        self.wrote();
         get_in(&conn, &digest)?.ok_or(CatalogError::NotFound(digest))
     }
 }

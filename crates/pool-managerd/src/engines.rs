@@ -98,6 +98,10 @@ fn start_replica(
     Ok((sup, Arc::new(gated)))
 }
 
+/// How often followers of the registry look again although nothing rang: a slow safety net
+/// (a catalog written by another process), not the way changes normally arrive.
+pub const RECHECK_INTERVAL: Duration = Duration::from_secs(10);
+
 /// The engines of `llorch serve`, by pool, with reload (start beside, switch, roll back).
 pub struct Engines {
     cfg: Config,
@@ -113,6 +117,35 @@ pub struct Engines {
     /// process from llama-server's `/props`, so a restart (new pid) reads it again.
     versions: std::sync::Mutex<HashMap<(String, String), (u32, String)>>,
     http: reqwest::Client,
+    /// Rung (its generation bumped) whenever something the registry shows may have changed:
+    /// a supervisor's status, a reload, a catalog write. Followers wait on it instead of
+    /// polling, so an idle host does no periodic work.
+    bell: Arc<tokio::sync::watch::Sender<u64>>,
+}
+
+/// Bumps the bell's generation; every subscriber's `changed()` wakes.
+fn ring(bell: &tokio::sync::watch::Sender<u64>) {
+    bell.send_modify(|g| *g = g.wrapping_add(1));
+}
+
+/// Rings `bell` on every change `rx` sees, until its sender is gone (the supervisor ended) or
+/// the bell has no owner left. No runtime (a sync caller in a test): nothing to forward to.
+fn forward_changes<T: Send + Sync + 'static>(
+    mut rx: tokio::sync::watch::Receiver<T>,
+    bell: &Arc<tokio::sync::watch::Sender<u64>>,
+) {
+    let Ok(rt) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    let bell = Arc::downgrade(bell);
+    rt.spawn(async move {
+        while rx.changed().await.is_ok() {
+            let Some(bell) = bell.upgrade() else {
+                return;
+            };
+            ring(&bell);
+        }
+    });
 }
 
 /// The digest a pool's model is pinned to: its `model_sha256`, or the digest of a
@@ -146,6 +179,10 @@ impl Engines {
         let mut live: HashMap<String, Vec<Supervisor>> = HashMap::new();
         let mut endpoints: HashMap<String, Vec<(String, String)>> = HashMap::new();
         let mut overrides = ReplicaAdapters::new();
+        let bell = Arc::new(tokio::sync::watch::Sender::new(0u64));
+        if let Some(c) = artifacts.catalog() {
+            forward_changes(c.subscribe(), &bell);
+        }
         for pool in &cfg.pools {
             let Some(proc_cfg) = &pool.llamacpp else {
                 continue;
@@ -161,6 +198,7 @@ impl Engines {
                 )?;
                 let url = spec.base_url();
                 let (sup, adapter) = start_replica(spec, &pool.model_ref)?;
+                forward_changes(sup.subscribe(), &bell);
                 overrides.insert((pool.id.clone(), r.id.clone()), adapter);
                 live.entry(pool.id.clone()).or_default().push(sup);
                 endpoints
@@ -186,6 +224,7 @@ impl Engines {
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(2))
                 .build()?,
+            bell,
         };
         Ok((Arc::new(engines), overrides))
     }
@@ -394,19 +433,29 @@ impl Engines {
         stopped
     }
 
-    /// Checks for Retired models every second while these engines live.
+    /// Unloads pools whose model becomes Retired, on every catalog write (and every
+    /// [`RECHECK_INTERVAL`], in case another process wrote the catalog file) while these
+    /// engines live. Without a catalog nothing can be retired, and nothing runs.
     pub fn spawn_lifecycle_watch(self: &Arc<Self>) {
         let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let Some(mut writes) = self.artifacts.catalog().map(|c| c.subscribe()) else {
             return;
         };
         let weak = Arc::downgrade(self);
         rt.spawn(async move {
             loop {
-                tokio::time::sleep(Duration::from_secs(1)).await;
                 let Some(engines) = weak.upgrade() else {
                     return;
                 };
+                writes.borrow_and_update();
                 engines.unload_retired().await;
+                drop(engines);
+                tokio::select! {
+                    r = writes.changed() => if r.is_err() { return },
+                    _ = tokio::time::sleep(RECHECK_INTERVAL) => {}
+                }
             }
         });
     }
@@ -429,6 +478,13 @@ impl Engines {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(pool.to_string(), e);
+        ring(&self.bell);
+    }
+
+    /// Wakes on every change of what [`Engines::records`] may show. Mark the receiver seen
+    /// (`borrow_and_update`) before reading the records, so no change slips in between.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.bell.subscribe()
     }
 }
 
@@ -465,6 +521,7 @@ impl Engines {
             urls.push((r.id.clone(), spec.base_url()));
             let (sup, adapter) =
                 start_replica(spec, new_model_ref).map_err(|_| ErrorCode::Internal)?;
+            forward_changes(sup.subscribe(), &self.bell);
             started.push(sup);
             adapters.push((r.id.clone(), adapter));
         }
@@ -522,6 +579,7 @@ impl Engines {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(pool_id.to_string(), urls);
+        ring(&self.bell);
         if let Some(old) = old {
             self.retiring
                 .lock()

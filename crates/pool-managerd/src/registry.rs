@@ -7,7 +7,6 @@
 
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::extract::State;
 use axum::response::sse::{Event, KeepAlive, Sse};
@@ -17,8 +16,7 @@ use futures::Stream;
 
 use crate::engines::Engines;
 
-/// How often the watch feed compares the registry with what it last sent.
-const WATCH_INTERVAL: Duration = Duration::from_millis(100);
+use crate::engines::RECHECK_INTERVAL;
 
 #[derive(Clone)]
 struct Registry {
@@ -36,18 +34,27 @@ pub fn router(engines: Arc<Engines>, stopping: tokio::sync::watch::Receiver<bool
         .with_state(Registry { engines, stopping })
 }
 
-/// The registry's snapshots, one at once and one after every change (checked every
-/// [`WATCH_INTERVAL`]): the in-process form of `/v1/replicas/watch` (`llorch serve`).
+/// The registry's snapshots, one at once and one after every change (woken by the engines'
+/// bell, rechecked every [`RECHECK_INTERVAL`] as a safety net): the in-process form of
+/// `/v1/replicas/watch` (`llorch serve`).
 pub fn changes(engines: Arc<Engines>) -> impl Stream<Item = Vec<api_types::ReplicaRecord>> {
-    futures::stream::unfold((engines, None), |(engines, last)| async move {
-        loop {
-            let now = engines.records().await;
-            if last.as_ref() != Some(&now) {
-                return Some((now.clone(), (engines, Some(now))));
+    let bell = engines.subscribe();
+    futures::stream::unfold(
+        (engines, bell, None),
+        |(engines, mut bell, last)| async move {
+            loop {
+                bell.borrow_and_update();
+                let now = engines.records().await;
+                if last.as_ref() != Some(&now) {
+                    return Some((now.clone(), (engines, bell, Some(now))));
+                }
+                tokio::select! {
+                    r = bell.changed() => if r.is_err() { return None },
+                    _ = tokio::time::sleep(RECHECK_INTERVAL) => {}
+                }
             }
-            tokio::time::sleep(WATCH_INTERVAL).await;
-        }
-    })
+        },
+    )
 }
 
 async fn list(State(r): State<Registry>) -> Json<Vec<api_types::ReplicaRecord>> {
@@ -55,20 +62,23 @@ async fn list(State(r): State<Registry>) -> Json<Vec<api_types::ReplicaRecord>> 
 }
 
 async fn watch(State(r): State<Registry>) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
-    let init = (r, None::<Vec<api_types::ReplicaRecord>>);
-    let stream = futures::stream::unfold(init, |(mut r, last)| async move {
+    let bell = r.engines.subscribe();
+    let init = (r, bell, None::<Vec<api_types::ReplicaRecord>>);
+    let stream = futures::stream::unfold(init, |(mut r, mut bell, last)| async move {
         loop {
             if *r.stopping.borrow() {
                 return None;
             }
+            bell.borrow_and_update();
             let now = r.engines.records().await;
             if last.as_ref() != Some(&now) {
                 let data = serde_json::to_string(&now).unwrap_or_else(|_| "[]".into());
                 let ev = Event::default().event("snapshot").data(data);
-                return Some((Ok(ev), (r, Some(now))));
+                return Some((Ok(ev), (r, bell, Some(now))));
             }
             tokio::select! {
-                _ = tokio::time::sleep(WATCH_INTERVAL) => {}
+                _ = bell.changed() => {}
+                _ = tokio::time::sleep(RECHECK_INTERVAL) => {}
                 _ = r.stopping.changed() => {}
             }
         }

@@ -5,6 +5,8 @@ use std::str::FromStr;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+pub use crate::control_args::{CatalogCommand, ControlCommand, OutputFormat, TopArgs};
+
 /// Default orchestrator URL when neither `--url` nor `LLORCH_URL` is given.
 pub const DEFAULT_URL: &str = "http://127.0.0.1:8080";
 
@@ -20,6 +22,16 @@ pub struct Cli {
     /// lines are visible to other local users.
     #[arg(long, global = true, env = "LLORCH_API_KEY", hide_env_values = true)]
     pub api_key: Option<ApiKey>,
+
+    /// Output format: `text` for people, `json` for scripts (one JSON document per command;
+    /// `submit` and `top` write one JSON object per line).
+    #[arg(long, global = true, value_enum, env = "LLORCH_OUTPUT", default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
+
+    /// Base URL of the catalog API (pool-managerd). Default: `--url` (`llorch serve` serves the
+    /// catalog on the orchestrator's port; a stand-alone orchestratord does not).
+    #[arg(long, global = true, env = "LLORCH_CATALOG_URL")]
+    pub catalog_url: Option<String>,
 
     #[command(subcommand)]
     pub command: Command,
@@ -46,6 +58,9 @@ pub enum Command {
         #[arg(long)]
         listen: Option<String>,
     },
+    /// The control plane: pools, drain, reload, catalog, capabilities, top, completions, man.
+    #[command(flatten)]
+    Control(ControlCommand),
 }
 
 #[derive(Debug, Clone, Subcommand)]

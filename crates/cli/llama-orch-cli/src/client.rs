@@ -82,6 +82,15 @@ impl Client {
         &self.base
     }
 
+    pub(crate) fn api_key(&self) -> Option<&ApiKey> {
+        self.api_key.as_ref()
+    }
+
+    /// The same client (key, connection pool) for another server, e.g. the catalog's.
+    pub fn rebase(&self, base_url: &str) -> Result<Client, CliError> {
+        Client::with_http(base_url, self.api_key.clone(), self.http.clone())
+    }
+
     /// `POST /v1/tasks` → 202 [`TaskAccepted`].
     pub async fn submit(&self, req: &TaskRequest) -> Result<TaskAccepted, CliError> {
         let resp = self
@@ -162,7 +171,11 @@ impl Client {
     }
 
     /// Builds a request for `base/segments...`, each segment percent-encoded.
-    fn request(&self, method: Method, segments: &[&str]) -> Result<RequestBuilder, CliError> {
+    pub(crate) fn request(
+        &self,
+        method: Method,
+        segments: &[&str],
+    ) -> Result<RequestBuilder, CliError> {
         let url = self.url(segments)?;
         let mut rb = self.http.request(method, url);
         if let Some(key) = &self.api_key {
@@ -191,14 +204,14 @@ impl Client {
         Ok(url)
     }
 
-    async fn send(&self, rb: RequestBuilder) -> Result<Response, CliError> {
+    pub(crate) async fn send(&self, rb: RequestBuilder) -> Result<Response, CliError> {
         check(rb.send().await.map_err(CliError::Transport)?).await
     }
 }
 
 /// Passes 2xx responses through; turns others into [`CliError::Api`] (envelope body) or
 /// [`CliError::Status`] (anything else).
-async fn check(resp: Response) -> Result<Response, CliError> {
+pub(crate) async fn check(resp: Response) -> Result<Response, CliError> {
     let status = resp.status();
     if status.is_success() {
         return Ok(resp);
@@ -235,7 +248,9 @@ async fn read_capped(mut resp: Response, cap: usize) -> Vec<u8> {
     buf
 }
 
-async fn parse_json<T: serde::de::DeserializeOwned>(resp: Response) -> Result<T, CliError> {
+pub(crate) async fn parse_json<T: serde::de::DeserializeOwned>(
+    resp: Response,
+) -> Result<T, CliError> {
     let body = resp.bytes().await.map_err(CliError::Transport)?;
     serde_json::from_slice(&body).map_err(|e| {
         CliError::Protocol(format!(

@@ -1,5 +1,6 @@
 //! `llorch`, the command-line client of llama-orch: submits tasks to orchestratord over the public
-//! OrchQueue v1 HTTP API, streams their tokens, cancels tasks and manages sessions.
+//! OrchQueue v1 HTTP API, streams their tokens, cancels tasks and manages sessions; and drives the
+//! control plane (pools, drain, reload, model catalog, capabilities, `top`).
 //!
 //! This crate is a pure API consumer: it must depend only on `api-types` for the wire contract,
 //! never on server crates (orchestratord, orchestrator-core, adapters), so that it exercises the
@@ -10,7 +11,12 @@
 
 mod args;
 mod client;
+mod commands;
+mod control_args;
+mod control_client;
 mod error;
+mod prom;
+mod render;
 
 use std::io::{IsTerminal, Read, Write};
 use std::pin::pin;
@@ -20,8 +26,13 @@ use anyhow::Context;
 use api_types::{StreamEvent, TaskAccepted, TaskRequest, Workload};
 use futures::StreamExt;
 
-pub use args::{ApiKey, Cli, Command, DEFAULT_URL, PriorityArg, SessionCommand, SubmitArgs};
+pub use args::{
+    ApiKey, CatalogCommand, Cli, Command, ControlCommand, DEFAULT_URL, OutputFormat, PriorityArg,
+    SessionCommand, SubmitArgs, TopArgs,
+};
 pub use client::{Client, backoff_from_headers, sse_events};
+pub use commands::{Frame, PoolLoad, PoolTenantLoad, PoolView, TenantLoad};
+pub use control_args::parse_duration_ms;
 pub use error::{
     CliError, EXIT_CLIENT, EXIT_LOCAL, EXIT_OK, EXIT_RETRY, exit_code_for_status,
     exit_code_for_stream_error, format_error, format_stream_error,
@@ -39,8 +50,16 @@ pub async fn run(
     out: &mut (impl Write + ?Sized),
     err: &mut (impl Write + ?Sized),
 ) -> i32 {
+    if let Some(code) = commands::generate(&cli.command, out, err) {
+        let _ = out.flush();
+        return code;
+    }
+    let opts = commands::Opts {
+        output: cli.output,
+        catalog_url: cli.catalog_url.clone(),
+    };
     let code = match Client::new(&cli.url, cli.api_key.clone()) {
-        Ok(client) => match dispatch(&client, cli.command, out, err).await {
+        Ok(client) => match dispatch(&client, &opts, cli.command, out, err).await {
             Ok(code) => code,
             Err(Failure::Cli(e)) => report(err, &e),
             Err(Failure::Io(e)) => {
@@ -80,15 +99,26 @@ fn report(err: &mut (impl Write + ?Sized), e: &CliError) -> i32 {
 
 async fn dispatch(
     client: &Client,
+    opts: &commands::Opts,
     command: Command,
     out: &mut (impl Write + ?Sized),
     err: &mut (impl Write + ?Sized),
 ) -> Result<i32, Failure> {
     match command {
-        Command::Submit(args) => submit(client, args, out, err).await,
+        Command::Submit(mut args) => {
+            args.json |= opts.json();
+            submit(client, args, out, err).await
+        }
         Command::Cancel { task_id } => {
             client.cancel(&task_id).await?;
-            writeln!(err, "canceled: task {task_id}")?;
+            if opts.json() {
+                render::write_json(
+                    out,
+                    &serde_json::json!({"task_id": task_id, "canceled": true}),
+                )?;
+            } else {
+                writeln!(err, "canceled: task {task_id}")?;
+            }
             Ok(EXIT_OK)
         }
         Command::Session(SessionCommand::Get { session_id }) => {
@@ -100,9 +130,17 @@ async fn dispatch(
         }
         Command::Session(SessionCommand::Delete { session_id }) => {
             client.session_delete(&session_id).await?;
-            writeln!(err, "deleted: session {session_id}")?;
+            if opts.json() {
+                render::write_json(
+                    out,
+                    &serde_json::json!({"session_id": session_id, "deleted": true}),
+                )?;
+            } else {
+                writeln!(err, "deleted: session {session_id}")?;
+            }
             Ok(EXIT_OK)
         }
+        Command::Control(c) => commands::run(client, opts, c, out, err).await,
         // `serve` is a server, not a client command: the `llorch` binary runs it (llorch-serve)
         // before this library is involved.
         Command::Serve { .. } => {

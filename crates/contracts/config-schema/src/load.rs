@@ -214,6 +214,18 @@ fn validate(cfg: &Config, file: &str) -> Result<(), ConfigError> {
     if cfg.server.max_body_bytes == 0 {
         return Err(bad("server.max_body_bytes".into(), "must be > 0".into()));
     }
+    // Zero would be a busy loop (keep-alive: a panicking timer); below 100 ms is a typo.
+    for (key, v) in [
+        ("server.sse_keepalive_ms", cfg.server.sse_keepalive_ms),
+        (
+            "server.idle_probe_interval_ms",
+            cfg.server.idle_probe_interval_ms,
+        ),
+    ] {
+        if v < 100 {
+            return Err(bad(key.into(), format!("{v} is below 100 ms")));
+        }
+    }
     crate::retention::check(&cfg.server).map_err(|(p, m)| bad(p, m))?;
     if let Some(url) = &cfg.pool_manager.registry_url
         && !is_endpoint(url)
@@ -491,6 +503,18 @@ slots = 2
         assert!(err.starts_with("t.toml:17:"), "{err}");
         assert!(err.contains("pools[0].replicas[0]"), "{err}");
         assert!(err.contains("slotz"), "{err}");
+    }
+
+    #[test]
+    fn timer_intervals_below_100_ms_are_rejected() {
+        for key in ["sse_keepalive_ms", "idle_probe_interval_ms"] {
+            for v in [0, 99] {
+                let text = format!("[server]\n{key} = {v}\n{GOOD}");
+                let err = parse_str(&text, "t.toml").unwrap_err().to_string();
+                assert!(err.contains(&format!("server.{key}")), "{err}");
+            }
+            parse_str(&format!("[server]\n{key} = 100\n{GOOD}"), "t.toml").unwrap();
+        }
     }
 
     #[test]

@@ -133,6 +133,11 @@ pub struct ServerConfig {
     /// `client_disconnect`) and its slot freed. 0 cancels at once (streams cannot be resumed
     /// then, only replayed after the task ends).
     pub stream_resume_grace_ms: u64,
+    /// How often replicas are health-probed while nothing is queued or running and every
+    /// replica is Ready: a slow safety net, since readiness then comes from pool-managerd's
+    /// registry feed and from dispatch outcomes. While work exists, or a replica is not Ready,
+    /// probes run every second.
+    pub idle_probe_interval_ms: u64,
     /// Byte budget of all finished tasks' event logs kept for replay. Over it, the oldest
     /// finished logs are evicted (their stream URL answers 410 TASK_EVICTED). Default: 1/8 of
     /// the service's cgroup memory limit (systemd `MemoryMax=`/`MemoryHigh=`), between 16 MiB
@@ -154,6 +159,7 @@ impl Default for ServerConfig {
             task_retention_ms: 300_000,
             sse_keepalive_ms: 15_000,
             stream_resume_grace_ms: 2_000,
+            idle_probe_interval_ms: 10_000,
             task_log_budget_bytes: None,
             task_log_max_tasks: 20_000,
             task_log_max_tasks_per_tenant: 5_000,

@@ -27,6 +27,7 @@ pub async fn readyz(State(state): State<Arc<AppState>>) -> impl IntoResponse {
 #[utoipa::path(get, path = "/metrics", tag = "ops",
     responses((status = 200, description = "Prometheus text format 0.0.4", content_type = "text/plain", body = String)))]
 pub async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
+    observe_tenant_tasks(&state);
     (
         [(
             header::CONTENT_TYPE,
@@ -34,4 +35,38 @@ pub async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
         )],
         state.metrics.render(),
     )
+}
+
+/// `llorch_tenant_tasks{pool_id, tenant, state}`, counted from the pools' queues and running
+/// sets at scrape time (no bookkeeping to drift). Every tenant of an API key gets a sample per
+/// pool and state, zeros included, so the family is always there and a tenant's line drops to 0
+/// rather than vanishing.
+fn observe_tenant_tasks(state: &AppState) {
+    use std::collections::BTreeMap;
+    let g = &state.metrics.tenant_tasks;
+    g.reset();
+    for (i, pool) in state.pools.iter().enumerate() {
+        let mut counts: BTreeMap<String, (i64, i64)> = state
+            .cfg
+            .auth
+            .api_keys
+            .iter()
+            .map(|k| (k.tenant.clone(), (0, 0)))
+            .collect();
+        {
+            let ps = state.pool_sched(i);
+            for (tenant, n) in ps.queue.depth_by_tenant() {
+                counts.entry(tenant.to_string()).or_default().0 += n as i64;
+            }
+            for r in ps.running.values() {
+                counts.entry(r.task.tenant.clone()).or_default().1 += 1;
+            }
+        }
+        for (tenant, (queued, running)) in counts {
+            g.with_label_values(&[pool.id.as_str(), tenant.as_str(), "queued"])
+                .set(queued);
+            g.with_label_values(&[pool.id.as_str(), tenant.as_str(), "running"])
+                .set(running);
+        }
+    }
 }

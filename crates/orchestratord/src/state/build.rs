@@ -135,6 +135,7 @@ impl AppState {
             shutting_down: AtomicBool::new(false),
             controller,
             reloading: tokio::sync::Mutex::new(()),
+            upkeep_bell: tokio::sync::Notify::new(),
             pools,
             cfg,
         }))

@@ -65,6 +65,8 @@ pub struct AppState {
     pub(crate) reloading: tokio::sync::Mutex<()>,
     /// The pools' WebAssembly policy plugins (admission and placement hooks).
     pub policy: policy_host::PolicyHost,
+    /// Wakes the upkeep loop early (a task was admitted), see [`crate::upkeep`].
+    pub(crate) upkeep_bell: tokio::sync::Notify,
 }
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {

@@ -206,6 +206,13 @@ impl RetentionBook {
         gone
     }
 
+    /// When the oldest kept log's retention period ends (None: nothing kept).
+    pub fn next_expiry_ms(&self) -> Option<u64> {
+        self.kept
+            .first_key_value()
+            .map(|(_, k)| k.at_ms.saturating_add(self.limits.retention_ms))
+    }
+
     /// Forgets tasks older than the retention period.
     pub fn expire(&mut self, now_ms: u64) -> Vec<(String, Gone)> {
         let mut gone = Vec::new();

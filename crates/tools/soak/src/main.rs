@@ -51,6 +51,10 @@ enum Mode {
     Idle {
         #[arg(long, default_value_t = 10_000)]
         streams: u32,
+        /// Open the streams as HTTP/2 streams (h2c, prior knowledge) multiplexed over a few
+        /// connections, instead of one HTTP/1.1 connection each.
+        #[arg(long)]
+        http2: bool,
     },
 }
 
@@ -113,7 +117,7 @@ fn main() -> ExitCode {
     }));
     let r = match mode {
         Mode::Soak(s) => rt.block_on(soak(&args, &s)),
-        Mode::Idle { streams } => rt.block_on(idle(&args, streams)).map(|()| true),
+        Mode::Idle { streams, http2 } => rt.block_on(idle(&args, streams, http2)).map(|()| true),
     };
     match r {
         Ok(true) => ExitCode::SUCCESS,
@@ -284,7 +288,7 @@ async fn soak(args: &Args, s: &SoakArgs) -> anyhow::Result<bool> {
 }
 
 /// Memory per queued task and per open idle SSE stream at `n` of each.
-async fn idle(args: &Args, n: u32) -> anyhow::Result<()> {
+async fn idle(args: &Args, n: u32, http2: bool) -> anyhow::Result<()> {
     let nofile = server::raise_nofile();
     anyhow::ensure!(
         u64::from(n) + 1000 < nofile,
@@ -339,13 +343,23 @@ async fn idle(args: &Args, n: u32) -> anyhow::Result<()> {
     }
     tokio::time::sleep(Duration::from_secs(3)).await;
     let rss1 = orch.rss()?;
-    // Open one idle SSE stream per task, each on its own connection.
+    // Open one idle SSE stream per task: each on its own HTTP/1.1 connection, or as HTTP/2
+    // streams sharing connections (the server caps concurrent streams per connection).
     let ids = ids.lock().await.clone();
-    let streams_client = reqwest::Client::builder().http1_only().build()?;
+    // hyper's HTTP/2 server allows 200 concurrent streams per connection and a reqwest client
+    // holds one HTTP/2 connection per host: one client per 100 streams.
+    let clients: Vec<reqwest::Client> = if http2 {
+        (0..ids.len().div_ceil(100))
+            .map(|_| reqwest::Client::builder().http2_prior_knowledge().build())
+            .collect::<Result<_, _>>()?
+    } else {
+        vec![reqwest::Client::builder().http1_only().build()?]
+    };
     let mut open = Vec::with_capacity(ids.len());
-    for chunk in ids.chunks(256) {
+    for (ci, chunk) in ids.chunks(100).enumerate() {
+        let client = &clients[ci % clients.len()];
         let futs = chunk.iter().map(|id| {
-            streams_client
+            client
                 .get(format!("{}/v1/tasks/{id}/stream", orch.base))
                 .bearer_auth(server::DATA_KEY)
                 .send()
@@ -360,7 +374,15 @@ async fn idle(args: &Args, n: u32) -> anyhow::Result<()> {
     let rss2 = orch.rss()?;
     let per_task = rss1.saturating_sub(rss0) as f64 / f64::from(n);
     let per_stream = rss2.saturating_sub(rss1) as f64 / open.len() as f64;
-    println!("== idle: {} ==", args.label);
+    println!(
+        "== idle: {} ({}) ==",
+        args.label,
+        if http2 {
+            "HTTP/2 streams"
+        } else {
+            "one HTTP/1.1 connection per stream"
+        }
+    );
     println!(
         "RSS MiB: idle {:.1} | {n} tasks (4 running, {} queued) {:.1} | + {} open SSE streams {:.1}",
         mib(rss0 as f64),
