@@ -8,7 +8,12 @@ use common::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tasks_submit_and_stream_over_h2c_beside_http1() {
-    let s = Server::start(&mock_config(4, "capacity = 64", "tokens_per_second = 500", ""));
+    let s = Server::start(&mock_config(
+        4,
+        "capacity = 64",
+        "tokens_per_second = 500",
+        "",
+    ));
     let h2 = reqwest::Client::builder()
         .http2_prior_knowledge()
         .build()

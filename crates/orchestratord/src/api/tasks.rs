@@ -57,7 +57,7 @@ pub async fn submit(
 /// event carries its index in the task's log as `id:`; `Last-Event-ID` resumes after it.
 #[utoipa::path(get, path = "/v1/tasks/{id}/stream", tag = "data",
     params(("id" = String, Path, description = "task id"),
-        ("Last-Event-ID" = Option<String>, Header, description = "Resume: the `id` of the last event the client received; the stream continues with the next one (no gap, no duplicate) while the task's log is retained")),
+        ("Last-Event-ID" = Option<String>, Header, nullable = false, description = "Resume: the `id` of the last event the client received; the stream continues with the next one (no gap, no duplicate) while the task's log is retained")),
     responses(
         (status = 200, description = "text/event-stream with events started, token, metrics, end, error; each has an `id:` (its index in the task's log, from 0)", content_type = "text/event-stream", body = String),
         (status = 400, description = "INVALID_PARAMS: Last-Event-ID is not an id this stream has sent", body = ErrorEnvelope),
