@@ -49,6 +49,7 @@ impl AppState {
         caller: &Principal,
         req: TaskRequest,
     ) -> Result<TaskAccepted, ApiError> {
+        // Counts the refusal and names the pool's engine in the envelope (ORCH-2006).
         let reject = |pool: &str, e: ApiError| {
             let engine = self
                 .pools
@@ -59,17 +60,16 @@ impl AppState {
                 .tasks_rejected
                 .with_label_values(&[pool, engine, e.code.as_str()])
                 .inc();
-            e
+            if engine.is_empty() {
+                e
+            } else {
+                e.with_engine(engine)
+            }
         };
         let pool_idx = self.find_pool(&req).map_err(|e| reject("", e))?;
         let pool = &self.pools[pool_idx];
         let validated = self.validate(caller, &req, pool);
-        let prompt = validated.map_err(|e| {
-            reject(
-                &pool.id,
-                e.with_pool(&pool.id).with_engine(pool.engine.as_str()),
-            )
-        })?;
+        let prompt = validated.map_err(|e| reject(&pool.id, e.with_pool(&pool.id)))?;
         let task_id = req
             .task_id
             .clone()
@@ -77,12 +77,7 @@ impl AppState {
         let seed = req.seed.unwrap_or_else(|| seed_from_task_id(&task_id));
         let priority = self
             .admission_policy(caller, &req, pool_idx, &task_id, &prompt)
-            .map_err(|e| {
-                reject(
-                    &pool.id,
-                    e.with_pool(&pool.id).with_engine(pool.engine.as_str()),
-                )
-            })?;
+            .map_err(|e| reject(&pool.id, e.with_pool(&pool.id)))?;
 
         // Reserve the id first so that two submissions of one id cannot both pass.
         let task = {
