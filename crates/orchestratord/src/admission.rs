@@ -10,9 +10,7 @@
 use std::sync::Arc;
 
 use adapter_api::GenerateRequest;
-use api_types::{
-    ErrorCode, Priority, StartedEvent, StreamEvent, TaskAccepted, TaskRequest, Workload,
-};
+use api_types::{ErrorCode, Priority, StartedEvent, StreamEvent, TaskAccepted, TaskRequest};
 use config_schema::FullPolicy as CfgFullPolicy;
 use orchestrator_core::{
     AdmissionError, AdmissionInput, EnqueueOutcome, FlowKey, ModelLimits, QuotaViolation,
@@ -21,6 +19,7 @@ use orchestrator_core::{
 
 use crate::auth::Principal;
 use crate::error::ApiError;
+use crate::sampling::Validated;
 use crate::state::{AppState, Pool, Queued, Usage};
 use crate::task::{Task, TaskSpec};
 
@@ -69,14 +68,15 @@ impl AppState {
         let pool_idx = self.find_pool(&req).map_err(|e| reject("", e))?;
         let pool = &self.pools[pool_idx];
         let validated = self.validate(caller, &req, pool);
-        let prompt = validated.map_err(|e| reject(&pool.id, e.with_pool(&pool.id)))?;
+        let v = validated.map_err(|e| reject(&pool.id, e.with_pool(&pool.id)))?;
+        let prompt = v.estimate_text.as_str();
         let task_id = req
             .task_id
             .clone()
             .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
         let seed = req.seed.unwrap_or_else(|| seed_from_task_id(&task_id));
         let priority = self
-            .admission_policy(caller, &req, pool_idx, &task_id, &prompt)
+            .admission_policy(caller, &req, pool_idx, &task_id, prompt)
             .map_err(|e| reject(&pool.id, e.with_pool(&pool.id)))?;
 
         // Reserve the id first so that two submissions of one id cannot both pass.
@@ -96,14 +96,14 @@ impl AppState {
                 engine: pool.engine,
                 priority,
                 session_id: req.session_id.clone(),
-                prompt_tokens: orchestrator_core::estimate_prompt_tokens(&prompt),
+                prompt_tokens: orchestrator_core::estimate_prompt_tokens(prompt),
                 max_tokens: req.max_tokens,
                 deadline_ms: req.deadline_ms,
             }));
             tasks.insert(task_id.clone(), t.clone());
             t
         };
-        let outcome = self.admit_and_enqueue(caller, &req, pool_idx, &prompt, task.clone(), seed);
+        let outcome = self.admit_and_enqueue(caller, &req, pool_idx, &v, task.clone(), seed);
         match outcome {
             Ok((accepted, evicted, on_time)) => {
                 if let Some(ev) = evicted {
@@ -160,13 +160,13 @@ impl AppState {
         }
     }
 
-    /// Checks that do not need the scheduler lock; returns the prompt text.
+    /// Checks that do not need the scheduler lock; returns the engine's input and sampling.
     fn validate(
         &self,
         caller: &Principal,
         req: &TaskRequest,
         pool: &Pool,
-    ) -> Result<String, ApiError> {
+    ) -> Result<Validated, ApiError> {
         if self.is_shutting_down() {
             return Err(
                 ApiError::new(ErrorCode::PoolUnavailable, "server is shutting down")
@@ -197,21 +197,7 @@ impl AppState {
                 "session_id must be 1-128 chars of [A-Za-z0-9._:-]",
             ));
         }
-        if req.workload != Workload::Completion {
-            return Err(ApiError::invalid(format!(
-                "workload {:?} is not served by pool `{}` (completion only)",
-                req.workload, pool.id
-            )));
-        }
-        if req.inputs.is_some() {
-            return Err(ApiError::invalid(
-                "`inputs` is for embedding/rerank; completion takes `prompt`",
-            ));
-        }
-        match &req.prompt {
-            Some(p) if !p.is_empty() => Ok(p.clone()),
-            _ => Err(ApiError::invalid("completion needs a non-empty `prompt`")),
-        }
+        crate::sampling::validate(req)
     }
 
     /// Runs the pool's admission plugin, if any, on a snapshot of the real state; returns the
@@ -294,10 +280,11 @@ impl AppState {
         caller: &Principal,
         req: &TaskRequest,
         pool_idx: usize,
-        prompt: &str,
+        v: &Validated,
         task: Arc<Task>,
         seed: u64,
     ) -> Result<(TaskAccepted, Option<Arc<Task>>, f64), ApiError> {
+        let prompt = v.estimate_text.as_str();
         let now = self.now_ms();
         let pool = &self.pools[pool_idx];
         let mut guard = self.pool_sched(pool_idx);
@@ -356,7 +343,9 @@ impl AppState {
         let mut queued = Queued {
             request: GenerateRequest {
                 job_id: task.id.clone(),
-                prompt: prompt.to_string(),
+                prompt: v.prompt.clone(),
+                messages: v.messages.clone(),
+                sampling: Some(v.sampling.clone()),
                 max_tokens: req.max_tokens,
                 seed,
                 sampler_profile_version: req.sampler_profile_version.clone(),

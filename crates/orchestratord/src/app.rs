@@ -60,8 +60,16 @@ pub fn build_managed(
         ));
     }
     let max_body = usize::try_from(cfg.server.max_body_bytes).unwrap_or(usize::MAX);
+    let openai_compat = cfg.server.openai_compat;
     let state = AppState::new(cfg, pools, controller)?;
-    let router = Router::new()
+    let mut router = Router::new();
+    if openai_compat {
+        router = router
+            .route("/v1/chat/completions", post(api::openai::chat_completions))
+            .route("/v1/completions", post(api::openai::completions))
+            .route("/v1/models", get(api::openai::models));
+    }
+    let router = router
         .route("/v1/tasks", post(api::tasks::submit))
         .route("/v1/tasks/{id}/stream", get(api::tasks::stream))
         .route("/v1/tasks/{id}/cancel", post(api::tasks::cancel))

@@ -16,6 +16,8 @@
 //!   lock, the shared books (sessions, quotas, shares), the task table, and the lock order.
 //! - [`task`] is a task's event log: the single place that enforces stream order and makes
 //!   cancel race-free (no token is appended after a cancel is acknowledged).
+//! - [`sampling`] validates a task's input and sampling fields and resolves its sampler
+//!   profile (pure).
 //! - [`error`] maps every failure once to the error envelope; [`auth`] is the key ring,
 //!   [`metrics`] the Prometheus registry; [`plugins`] loads the pools' WebAssembly policy
 //!   plugins and [`policy`] builds the snapshots their hooks decide on; [`memory`] gives the
@@ -42,6 +44,7 @@ pub mod plugins;
 pub mod policy;
 pub mod registry_follower;
 pub mod runner;
+pub mod sampling;
 pub mod state;
 pub mod task;
 pub mod upkeep;

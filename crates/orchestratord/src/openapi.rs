@@ -25,12 +25,13 @@ impl Modify for ApiKeyAuth {
 #[derive(OpenApi)]
 #[openapi(
     info(title = "llama-orch OrchQueue", version = "1.0.0",
-        description = "Queue-centric LLM inference API: submit tasks, stream tokens over SSE, cancel; control plane for pools. The `catalog` routes are served by pool-managerd and, under `llorch serve`, on this same port."),
+        description = "Queue-centric LLM inference API: submit tasks, stream tokens over SSE, cancel; control plane for pools. The `catalog` routes are served by pool-managerd and, under `llorch serve`, on this same port. The `openai` routes are the OpenAI-compatible front door (served when `[server] openai_compat = true`, the default of `llorch serve`): the same admission, quotas and queues, OpenAI's request, response and error shapes."),
     paths(
         api::tasks::submit, api::tasks::stream, api::tasks::cancel,
         api::sessions::get_session, api::sessions::delete_session,
         api::control::capabilities, api::control::pool_health, api::control::drain, api::control::reload, api::control::reload_policy, api::control::replicasets,
         api::ops::healthz, api::ops::readyz, api::ops::metrics, openapi,
+        api::openai::chat_completions, api::openai::completions, api::openai::models,
     ),
     components(schemas(
         api_types::StartedEvent, api_types::TokenEvent, api_types::MetricsEvent, api_types::EndEvent,
@@ -68,6 +69,16 @@ pub fn document() -> utoipa::openapi::OpenApi {
 /// requires one).
 fn add_common_responses(op: &mut Operation) {
     let secured = op.security.as_ref().is_some_and(|s| !s.is_empty());
+    // The OpenAI front door answers errors in OpenAI's shape, not the envelope.
+    let openai = op
+        .tags
+        .as_ref()
+        .is_some_and(|t| t.iter().any(|t| t == "openai"));
+    let schema = if openai {
+        "OpenAiError"
+    } else {
+        "ErrorEnvelope"
+    };
     let reads_body = op.request_body.is_some();
     let common: &[(&str, &str, bool)] = &[
         (
@@ -88,7 +99,8 @@ fn add_common_responses(op: &mut Operation) {
         (
             "415",
             "INVALID_PARAMS: body is not `application/json`",
-            reads_body,
+            // The OpenAI front door reads any content type, as OpenAI-compatible servers do.
+            reads_body && !openai,
         ),
     ];
     for (status, description, applies) in common {
@@ -96,7 +108,7 @@ fn add_common_responses(op: &mut Operation) {
             op.responses
                 .responses
                 .entry((*status).to_string())
-                .or_insert_with(|| error_response(description));
+                .or_insert_with(|| error_response(description, schema));
         }
     }
     for (status, response) in op.responses.responses.iter_mut() {
@@ -108,14 +120,14 @@ fn add_common_responses(op: &mut Operation) {
     }
 }
 
-fn error_response(description: &str) -> RefOr<utoipa::openapi::Response> {
+fn error_response(description: &str, schema: &str) -> RefOr<utoipa::openapi::Response> {
     RefOr::T(
         ResponseBuilder::new()
             .description(description)
             .content(
                 "application/json",
                 ContentBuilder::new()
-                    .schema(Some(Ref::from_schema_name("ErrorEnvelope")))
+                    .schema(Some(Ref::from_schema_name(schema)))
                     .build(),
             )
             .build(),

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use adapter_api::{WorkerError, WorkerEvent};
-use api_types::{EndEvent, ErrorCode, StreamEvent};
+use api_types::{EndEvent, ErrorCode, FinishReason, StreamEvent};
 use futures::StreamExt;
 
 use crate::state::{AppState, Queued, Usage};
@@ -249,9 +249,17 @@ async fn drive(
                 tokens_out.inc();
             }
             Ok(Some(Ok(WorkerEvent::End(e)))) => {
+                // An engine that does not say why it ended: max_tokens reached is `length`.
+                let finish_reason = e.finish_reason.or(Some(if n >= max_tokens {
+                    FinishReason::Length
+                } else {
+                    FinishReason::Stop
+                }));
                 let end = EndEvent {
                     tokens_out: n,
                     decode_ms: e.decode_ms,
+                    finish_reason,
+                    prompt_tokens: e.prompt_tokens,
                 };
                 return if task.seal() {
                     Outcome::Completed {
@@ -375,6 +383,7 @@ mod tests {
             seed: 0,
             sampler_profile_version: None,
             strict_determinism: false,
+            ..Default::default()
         }
     }
 

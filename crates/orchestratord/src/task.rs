@@ -467,6 +467,8 @@ mod tests {
         t.push_sealed_end(api_types::EndEvent {
             tokens_out: 1,
             decode_ms: 2,
+            finish_reason: None,
+            prompt_tokens: None,
         });
         let (events, terminal) = t.events_from(0);
         assert!(terminal);

@@ -46,9 +46,9 @@ async fn bad_requests_get_typed_errors_and_change_nothing() {
     )
     .await;
     let mut b = task("x", 5);
-    b["temperature"] = json!(0.5);
+    b["temprature"] = json!(0.5);
     let env = expect_error(s.submit(DATA_KEY, b).await, 400, "INVALID_PARAMS").await;
-    assert!(env["message"].as_str().unwrap().contains("temperature"));
+    assert!(env["message"].as_str().unwrap().contains("temprature"));
     let mut b = task("x", 5);
     b["max_tokens"] = json!("many");
     expect_error(s.submit(DATA_KEY, b).await, 400, "INVALID_PARAMS").await;

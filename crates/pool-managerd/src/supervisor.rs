@@ -335,6 +335,7 @@ async fn self_test(spec: &EngineSpec) -> Result<(), String> {
             seed: 0,
             sampler_profile_version: None,
             strict_determinism: false,
+            ..Default::default()
         })
         .await
         .map_err(|e| format!("self-test: streaming decode: {}", e.message))?;

@@ -47,6 +47,7 @@ fn req(id: &str, n: u32, seed: u64) -> GenerateRequest {
         seed,
         sampler_profile_version: None,
         strict_determinism: true,
+        ..Default::default()
     }
 }
 

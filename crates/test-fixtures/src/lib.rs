@@ -113,3 +113,19 @@ llamacpp = {{ server_binary = "{server}", ready_timeout_ms = 120000 }}
     }
     t
 }
+
+/// The Python of the venv holding the pinned `openai` package (`cargo xtask fetch-engine`
+/// creates it); panics with that command when it is missing. Never a silent skip.
+pub fn openai_python() -> PathBuf {
+    let py = cache_dir().join("clients-venv/bin/python");
+    let ok = std::process::Command::new(&py)
+        .args(["-c", "import openai"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        ok,
+        "{} cannot import `openai`: run `cargo xtask fetch-engine` first",
+        py.display()
+    );
+    py
+}

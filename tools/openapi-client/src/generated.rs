@@ -8,6 +8,12 @@ use progenitor_client::{encode_path, ClientHooks, OperationInfo, RequestBuilderE
 /// Types used as operation parameters and responses.
 #[allow(clippy::all)]
 pub mod types {
+    ///`AssistantMessage`
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug)]
+    pub struct AssistantMessage {
+        pub content: ::std::string::String,
+        pub role: ::std::string::String,
+    }
     ///`GET /v1/capabilities` (ORCH-3095, 3096).
     #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug)]
     pub struct Capabilities {
@@ -43,6 +49,225 @@ verification).*/
         pub updated_at_ms: i64,
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub verification: ::std::option::Option<Verification>,
+    }
+    ///`ChatChoice`
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug)]
+    pub struct ChatChoice {
+        ///`stop` or `length`.
+        pub finish_reason: ::std::string::String,
+        pub index: i32,
+        pub message: AssistantMessage,
+    }
+    ///Non-stream answer of `POST /v1/chat/completions`.
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug)]
+    pub struct ChatCompletion {
+        pub choices: ::std::vec::Vec<ChatChoice>,
+        pub created: i64,
+        ///`chatcmpl-<task_id>`: the OrchQueue task id is the part after the prefix.
+        pub id: ::std::string::String,
+        pub model: ::std::string::String,
+        ///`chat.completion`
+        pub object: ::std::string::String,
+        pub usage: Usage,
+    }
+    ///Body of `POST /v1/chat/completions`.
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug)]
+    pub struct ChatCompletionRequest {
+        ///Extension: relative deadline in milliseconds (DEADLINE_UNMET when infeasible).
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub deadline_ms: ::std::option::Option<i64>,
+        /**Extension: a GBNF grammar the output must match (as llama-server's own OpenAI
+endpoints accept).*/
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub grammar: ::std::option::Option<::std::string::String>,
+        ///Newer name of `max_tokens` (chat); give at most one.
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub max_completion_tokens: ::std::option::Option<i32>,
+        ///Default 256 when absent.
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub max_tokens: ::std::option::Option<i32>,
+        pub messages: ::std::vec::Vec<OaiMessage>,
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub min_p: ::std::option::Option<f32>,
+        ///A model_ref of a configured pool, or the pool's id (see `GET /v1/models`).
+        pub model: ::std::string::String,
+        ///Only 1 is served.
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub n: ::std::option::Option<i32>,
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub priority: ::std::option::Option<Priority>,
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub repeat_penalty: ::std::option::Option<f32>,
+        /**`{"type":"text"}`, `{"type":"json_object"}` or
+`{"type":"json_schema","json_schema":{"schema":{…}}}`.*/
+        #[serde(default, skip_serializing_if = "::serde_json::Map::is_empty")]
+        pub response_format: ::serde_json::Map<
+            ::std::string::String,
+            ::serde_json::Value,
+        >,
+        ///0 ≤ seed < 2^63; absent = derived from the task id.
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub seed: ::std::option::Option<i64>,
+        ///Extension: the OrchQueue session this turn belongs to (budgets, KV affinity).
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub session_id: ::std::option::Option<::std::string::String>,
+        ///A string or up to 4 strings.
+        #[serde(default, skip_serializing_if = "::serde_json::Map::is_empty")]
+        pub stop: ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub stream: ::std::option::Option<bool>,
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub stream_options: ::std::option::Option<StreamOptions>,
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub temperature: ::std::option::Option<f32>,
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub top_k: ::std::option::Option<i32>,
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub top_p: ::std::option::Option<f32>,
+    }
+    ///One message of a `chat` task; the model's chat template turns the list into its prompt.
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug)]
+    #[serde(deny_unknown_fields)]
+    pub struct ChatMessage {
+        pub content: ::std::string::String,
+        pub role: ChatRole,
+    }
+    ///Author of a chat message.
+    #[derive(
+        ::serde::Deserialize,
+        ::serde::Serialize,
+        Clone,
+        Copy,
+        Debug,
+        Eq,
+        Hash,
+        Ord,
+        PartialEq,
+        PartialOrd
+    )]
+    pub enum ChatRole {
+        #[serde(rename = "system")]
+        System,
+        #[serde(rename = "user")]
+        User,
+        #[serde(rename = "assistant")]
+        Assistant,
+    }
+    impl ::std::fmt::Display for ChatRole {
+        fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
+            match *self {
+                Self::System => f.write_str("system"),
+                Self::User => f.write_str("user"),
+                Self::Assistant => f.write_str("assistant"),
+            }
+        }
+    }
+    impl ::std::str::FromStr for ChatRole {
+        type Err = self::error::ConversionError;
+        fn from_str(
+            value: &str,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            match value {
+                "system" => Ok(Self::System),
+                "user" => Ok(Self::User),
+                "assistant" => Ok(Self::Assistant),
+                _ => Err("invalid value".into()),
+            }
+        }
+    }
+    impl ::std::convert::TryFrom<&str> for ChatRole {
+        type Error = self::error::ConversionError;
+        fn try_from(
+            value: &str,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
+    impl ::std::convert::TryFrom<::std::string::String> for ChatRole {
+        type Error = self::error::ConversionError;
+        fn try_from(
+            value: ::std::string::String,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
+    /**Answer of `POST /v1/completions` (`object: text_completion`), and each `data:` event of
+its stream.*/
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug)]
+    pub struct Completion {
+        pub choices: ::std::vec::Vec<CompletionChoice>,
+        pub created: i64,
+        ///`cmpl-<task_id>`.
+        pub id: ::std::string::String,
+        pub model: ::std::string::String,
+        pub object: ::std::string::String,
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub usage: ::std::option::Option<Usage>,
+    }
+    ///`CompletionChoice`
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug)]
+    pub struct CompletionChoice {
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub finish_reason: ::std::option::Option<::std::string::String>,
+        pub index: i32,
+        ///Always null (logprobs are not served).
+        pub logprobs: ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+        pub text: ::std::string::String,
+    }
+    ///Body of `POST /v1/completions`.
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug)]
+    pub struct CompletionRequest {
+        ///Extension: relative deadline in milliseconds (DEADLINE_UNMET when infeasible).
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub deadline_ms: ::std::option::Option<i64>,
+        /**Extension: a GBNF grammar the output must match (as llama-server's own OpenAI
+endpoints accept).*/
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub grammar: ::std::option::Option<::std::string::String>,
+        ///Newer name of `max_tokens` (chat); give at most one.
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub max_completion_tokens: ::std::option::Option<i32>,
+        ///Default 256 when absent.
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub max_tokens: ::std::option::Option<i32>,
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub min_p: ::std::option::Option<f32>,
+        pub model: ::std::string::String,
+        ///Only 1 is served.
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub n: ::std::option::Option<i32>,
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub priority: ::std::option::Option<Priority>,
+        ///A string, or an array holding one string.
+        pub prompt: ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub repeat_penalty: ::std::option::Option<f32>,
+        /**`{"type":"text"}`, `{"type":"json_object"}` or
+`{"type":"json_schema","json_schema":{"schema":{…}}}`.*/
+        #[serde(default, skip_serializing_if = "::serde_json::Map::is_empty")]
+        pub response_format: ::serde_json::Map<
+            ::std::string::String,
+            ::serde_json::Value,
+        >,
+        ///0 ≤ seed < 2^63; absent = derived from the task id.
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub seed: ::std::option::Option<i64>,
+        ///Extension: the OrchQueue session this turn belongs to (budgets, KV affinity).
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub session_id: ::std::option::Option<::std::string::String>,
+        ///A string or up to 4 strings.
+        #[serde(default, skip_serializing_if = "::serde_json::Map::is_empty")]
+        pub stop: ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub stream: ::std::option::Option<bool>,
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub stream_options: ::std::option::Option<StreamOptions>,
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub temperature: ::std::option::Option<f32>,
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub top_k: ::std::option::Option<i32>,
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub top_p: ::std::option::Option<f32>,
     }
     ///`Determinism`
     #[derive(
@@ -110,6 +335,11 @@ verification).*/
     #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug)]
     pub struct EndEvent {
         pub decode_ms: i64,
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub finish_reason: ::std::option::Option<FinishReason>,
+        ///Prompt tokens as counted by the engine (absent when the engine does not report them).
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub prompt_tokens: ::std::option::Option<i32>,
         pub tokens_out: i32,
     }
     ///Engines a task may ask for explicitly.
@@ -332,6 +562,61 @@ lookup codes SPEC leaves to "401/403 auth errors" and to plain HTTP (see docs/ap
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub retry_after_ms: ::std::option::Option<i64>,
     }
+    ///Why a stream ended normally (the `end` event's `finish_reason`).
+    #[derive(
+        ::serde::Deserialize,
+        ::serde::Serialize,
+        Clone,
+        Copy,
+        Debug,
+        Eq,
+        Hash,
+        Ord,
+        PartialEq,
+        PartialOrd
+    )]
+    pub enum FinishReason {
+        #[serde(rename = "stop")]
+        Stop,
+        #[serde(rename = "length")]
+        Length,
+    }
+    impl ::std::fmt::Display for FinishReason {
+        fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
+            match *self {
+                Self::Stop => f.write_str("stop"),
+                Self::Length => f.write_str("length"),
+            }
+        }
+    }
+    impl ::std::str::FromStr for FinishReason {
+        type Err = self::error::ConversionError;
+        fn from_str(
+            value: &str,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            match value {
+                "stop" => Ok(Self::Stop),
+                "length" => Ok(Self::Length),
+                _ => Err("invalid value".into()),
+            }
+        }
+    }
+    impl ::std::convert::TryFrom<&str> for FinishReason {
+        type Error = self::error::ConversionError;
+        fn try_from(
+            value: &str,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
+    impl ::std::convert::TryFrom<::std::string::String> for FinishReason {
+        type Error = self::error::ConversionError;
+        fn try_from(
+            value: ::std::string::String,
+        ) -> ::std::result::Result<Self, self::error::ConversionError> {
+            value.parse()
+        }
+    }
     ///`KvHint`
     #[derive(
         ::serde::Deserialize,
@@ -400,6 +685,25 @@ lookup codes SPEC leaves to "401/403 auth errors" and to plain HTTP (see docs/ap
 budget or no session). One name with the 202 body, its header and the session.*/
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub tokens_budget_remaining: ::std::option::Option<i64>,
+    }
+    ///An entry of `GET /v1/models`: one per configured pool.
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug)]
+    pub struct Model {
+        pub created: i64,
+        pub engine: ::std::string::String,
+        ///The pool's model_ref (what `model` in a request names; the pool id works too).
+        pub id: ::std::string::String,
+        ///`model`
+        pub object: ::std::string::String,
+        pub owned_by: ::std::string::String,
+        pub pool_id: ::std::string::String,
+    }
+    ///`ModelList`
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug)]
+    pub struct ModelList {
+        pub data: ::std::vec::Vec<Model>,
+        ///`list`
+        pub object: ::std::string::String,
     }
     ///Where an entry's artifact comes from.
     #[derive(
@@ -524,6 +828,88 @@ final. Entering Active or Canary needs a passed verification.*/
         ) -> ::std::result::Result<Self, self::error::ConversionError> {
             value.parse()
         }
+    }
+    /**Sampling and control fields shared by both endpoints (OpenAI names; `top_k`, `min_p` and
+`repeat_penalty` are llama-orch extensions).*/
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, Default)]
+    pub struct OaiCommon {
+        ///Extension: relative deadline in milliseconds (DEADLINE_UNMET when infeasible).
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub deadline_ms: ::std::option::Option<i64>,
+        /**Extension: a GBNF grammar the output must match (as llama-server's own OpenAI
+endpoints accept).*/
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub grammar: ::std::option::Option<::std::string::String>,
+        ///Newer name of `max_tokens` (chat); give at most one.
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub max_completion_tokens: ::std::option::Option<i32>,
+        ///Default 256 when absent.
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub max_tokens: ::std::option::Option<i32>,
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub min_p: ::std::option::Option<f32>,
+        ///Only 1 is served.
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub n: ::std::option::Option<i32>,
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub priority: ::std::option::Option<Priority>,
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub repeat_penalty: ::std::option::Option<f32>,
+        /**`{"type":"text"}`, `{"type":"json_object"}` or
+`{"type":"json_schema","json_schema":{"schema":{…}}}`.*/
+        #[serde(default, skip_serializing_if = "::serde_json::Map::is_empty")]
+        pub response_format: ::serde_json::Map<
+            ::std::string::String,
+            ::serde_json::Value,
+        >,
+        ///0 ≤ seed < 2^63; absent = derived from the task id.
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub seed: ::std::option::Option<i64>,
+        ///Extension: the OrchQueue session this turn belongs to (budgets, KV affinity).
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub session_id: ::std::option::Option<::std::string::String>,
+        ///A string or up to 4 strings.
+        #[serde(default, skip_serializing_if = "::serde_json::Map::is_empty")]
+        pub stop: ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub stream: ::std::option::Option<bool>,
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub stream_options: ::std::option::Option<StreamOptions>,
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub temperature: ::std::option::Option<f32>,
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub top_k: ::std::option::Option<i32>,
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub top_p: ::std::option::Option<f32>,
+    }
+    /**A message of `POST /v1/chat/completions`. `content` is a string or an array of
+`{"type":"text","text":…}` parts; roles `system`, `developer` (= system), `user`,
+`assistant`.*/
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug)]
+    pub struct OaiMessage {
+        #[serde(default, skip_serializing_if = "::serde_json::Map::is_empty")]
+        pub content: ::serde_json::Map<::std::string::String, ::serde_json::Value>,
+        pub role: ::std::string::String,
+    }
+    /**OpenAI's error body. `code` carries the llama-orch error code (`ADMISSION_REJECT`,
+`INVALID_PARAMS`, …) or `model_not_found`.*/
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug)]
+    pub struct OpenAiError {
+        pub error: OpenAiErrorBody,
+    }
+    ///`OpenAiErrorBody`
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug)]
+    pub struct OpenAiErrorBody {
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub code: ::std::option::Option<::std::string::String>,
+        pub message: ::std::string::String,
+        ///The request field at fault, when one is.
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub param: ::std::option::Option<::std::string::String>,
+        /**`invalid_request_error`, `authentication_error`, `permission_error`,
+`not_found_error`, `rate_limit_error`, `server_error`.*/
+        #[serde(rename = "type")]
+        pub type_: ::std::string::String,
     }
     ///Answer of `POST /v1/pools/{id}/policy/reload`: the plugin now installed.
     #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug)]
@@ -1032,6 +1418,13 @@ final. Entering Active or Canary needs a passed verification.*/
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub retry_after_ms: ::std::option::Option<i64>,
     }
+    ///`stream_options`.
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug, Default)]
+    pub struct StreamOptions {
+        ///Send a last chunk with `choices: []` and `usage` before `[DONE]`.
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub include_usage: ::std::option::Option<bool>,
+    }
     ///202 body of `POST /v1/tasks`.
     #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug)]
     pub struct TaskAccepted {
@@ -1067,16 +1460,36 @@ name in the `metrics` event and `GET /v1/sessions/{id}`.*/
         pub engine: ::std::option::Option<Engine>,
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub expected_tokens: ::std::option::Option<i32>,
+        ///GBNF grammar the output must match (at most one of `grammar` and `json_schema`).
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub grammar: ::std::option::Option<::std::string::String>,
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub inputs: ::std::option::Option<::std::vec::Vec<::std::string::String>>,
+        ///JSON Schema (an object) the output must match.
+        #[serde(default, skip_serializing_if = "::serde_json::Map::is_empty")]
+        pub json_schema: ::serde_json::Map<::std::string::String, ::serde_json::Value>,
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub kv_hint: ::std::option::Option<KvHint>,
         pub max_tokens: ::std::num::NonZeroU32,
+        /**Conversation to answer (workload `chat`), 1–256 messages; the engine applies the
+model's chat template.*/
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub messages: ::std::option::Option<::std::vec::Vec<ChatMessage>>,
+        ///Drop tokens below min_p × the top token's probability, in [0, 1]. Default: 0.05.
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub min_p: ::std::option::Option<f32>,
         pub model_ref: TaskRequestModelRef,
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub priority: ::std::option::Option<Priority>,
+        ///Text to continue (workload `completion`).
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub prompt: ::std::option::Option<::std::string::String>,
+        ///Repetition penalty in (0, 2] (1 = off). Default: 1.0.
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub repeat_penalty: ::std::option::Option<f32>,
+        /**Names how absent sampling fields are filled in and values normalized: only `v1` exists
+(absent = `v1`); see docs/api/README.md#sampling. Same profile + seed + parameters on one
+replica set = the same tokens.*/
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub sampler_profile_version: ::std::option::Option<::std::string::String>,
         ///Sampling seed; derived deterministically from task_id when absent (ORCH-3045).
@@ -1084,12 +1497,25 @@ name in the `metrics` event and `GET /v1/sessions/{id}`.*/
         pub seed: ::std::option::Option<i64>,
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub session_id: ::std::option::Option<::std::string::String>,
+        /**Up to 4 stop sequences (1–256 bytes each). The stream ends before the first match, with
+`finish_reason: stop`; the matched text is not emitted.*/
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub stop: ::std::option::Option<::std::vec::Vec<::std::string::String>>,
         ///Client-chosen id (1–128 chars of `[A-Za-z0-9._:-]`); the server assigns a UUID if absent.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub task_id: ::std::option::Option<::std::string::String>,
+        ///Sampling temperature in [0, 2]; 0 = greedy. Default (profile v1): 0.8.
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub temperature: ::std::option::Option<f32>,
         ///Tenant comes from the API key; if given it must equal the key's tenant.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub tenant: ::std::option::Option<::std::string::String>,
+        ///Keep the k most likely tokens, 0–1000 (0 = off). Default: 40.
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub top_k: ::std::option::Option<i32>,
+        ///Nucleus sampling mass in (0, 1]. Default: 0.95.
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub top_p: ::std::option::Option<f32>,
         pub workload: Workload,
     }
     ///`TaskRequestModelRef`
@@ -1151,6 +1577,13 @@ name in the `metrics` event and `GET /v1/sessions/{id}`.*/
     pub struct TokenEvent {
         pub i: i32,
         pub t: ::std::string::String,
+    }
+    ///`Usage`
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug)]
+    pub struct Usage {
+        pub completion_tokens: i32,
+        pub prompt_tokens: i32,
+        pub total_tokens: i32,
     }
     ///The last verification of an entry.
     #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug)]
@@ -1240,6 +1673,8 @@ name in the `metrics` event and `GET /v1/sessions/{id}`.*/
     pub enum Workload {
         #[serde(rename = "completion")]
         Completion,
+        #[serde(rename = "chat")]
+        Chat,
         #[serde(rename = "embedding")]
         Embedding,
         #[serde(rename = "rerank")]
@@ -1249,6 +1684,7 @@ name in the `metrics` event and `GET /v1/sessions/{id}`.*/
         fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
             match *self {
                 Self::Completion => f.write_str("completion"),
+                Self::Chat => f.write_str("chat"),
                 Self::Embedding => f.write_str("embedding"),
                 Self::Rerank => f.write_str("rerank"),
             }
@@ -1261,6 +1697,7 @@ name in the `metrics` event and `GET /v1/sessions/{id}`.*/
         ) -> ::std::result::Result<Self, self::error::ConversionError> {
             match value {
                 "completion" => Ok(Self::Completion),
+                "chat" => Ok(Self::Chat),
                 "embedding" => Ok(Self::Embedding),
                 "rerank" => Ok(Self::Rerank),
                 _ => Err("invalid value".into()),
@@ -1319,7 +1756,7 @@ name in the `metrics` event and `GET /v1/sessions/{id}`.*/
 #[derive(Clone, Debug)]
 /**Client for llama-orch OrchQueue
 
-Queue-centric LLM inference API: submit tasks, stream tokens over SSE, cancel; control plane for pools. The `catalog` routes are served by pool-managerd and, under `llorch serve`, on this same port.
+Queue-centric LLM inference API: submit tasks, stream tokens over SSE, cancel; control plane for pools. The `catalog` routes are served by pool-managerd and, under `llorch serve`, on this same port. The `openai` routes are the OpenAI-compatible front door (served when `[server] openai_compat = true`, the default of `llorch serve`): the same admission, quotas and queues, OpenAI's request, response and error shapes.
 
 Version: 1.0.0*/
 pub struct Client {
@@ -1793,6 +2230,166 @@ Arguments:
             _ => Err(Error::UnexpectedResponse(response)),
         }
     }
+    /**`POST /v1/chat/completions` (OpenAI dialect), mapped onto a `chat` task
+
+Sends a `POST` request to `/v1/chat/completions`
+
+*/
+    pub async fn chat_completions<'a>(
+        &'a self,
+        body: &'a types::ChatCompletionRequest,
+    ) -> Result<ResponseValue<types::ChatCompletion>, Error<types::OpenAiError>> {
+        let url = format!("{}/v1/chat/completions", self.baseurl,);
+        let mut header_map = ::reqwest::header::HeaderMap::with_capacity(1usize);
+        header_map
+            .append(
+                ::reqwest::header::HeaderName::from_static("api-version"),
+                ::reqwest::header::HeaderValue::from_static(Self::api_version()),
+            );
+        #[allow(unused_mut)]
+        let mut request = self
+            .client
+            .post(url)
+            .header(
+                ::reqwest::header::ACCEPT,
+                ::reqwest::header::HeaderValue::from_static("application/json"),
+            )
+            .json(&body)
+            .headers(header_map)
+            .build()?;
+        let info = OperationInfo {
+            operation_id: "chat_completions",
+        };
+        self.pre(&mut request, &info).await?;
+        let result = self.exec(request, &info).await;
+        self.post(&result, &info).await?;
+        let response = result?;
+        match response.status().as_u16() {
+            200u16 => ResponseValue::from_response(response).await,
+            400u16 => {
+                Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
+            }
+            401u16 => {
+                Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
+            }
+            403u16 => {
+                Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
+            }
+            404u16 => {
+                Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
+            }
+            413u16 => {
+                Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
+            }
+            429u16 => {
+                Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
+            }
+            503u16 => {
+                Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
+            }
+            _ => Err(Error::UnexpectedResponse(response)),
+        }
+    }
+    /**`POST /v1/completions` (OpenAI dialect), mapped onto a `completion` task
+
+Sends a `POST` request to `/v1/completions`
+
+*/
+    pub async fn completions<'a>(
+        &'a self,
+        body: &'a types::CompletionRequest,
+    ) -> Result<ResponseValue<types::Completion>, Error<types::OpenAiError>> {
+        let url = format!("{}/v1/completions", self.baseurl,);
+        let mut header_map = ::reqwest::header::HeaderMap::with_capacity(1usize);
+        header_map
+            .append(
+                ::reqwest::header::HeaderName::from_static("api-version"),
+                ::reqwest::header::HeaderValue::from_static(Self::api_version()),
+            );
+        #[allow(unused_mut)]
+        let mut request = self
+            .client
+            .post(url)
+            .header(
+                ::reqwest::header::ACCEPT,
+                ::reqwest::header::HeaderValue::from_static("application/json"),
+            )
+            .json(&body)
+            .headers(header_map)
+            .build()?;
+        let info = OperationInfo {
+            operation_id: "completions",
+        };
+        self.pre(&mut request, &info).await?;
+        let result = self.exec(request, &info).await;
+        self.post(&result, &info).await?;
+        let response = result?;
+        match response.status().as_u16() {
+            200u16 => ResponseValue::from_response(response).await,
+            400u16 => {
+                Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
+            }
+            401u16 => {
+                Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
+            }
+            403u16 => {
+                Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
+            }
+            404u16 => {
+                Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
+            }
+            413u16 => {
+                Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
+            }
+            429u16 => {
+                Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
+            }
+            503u16 => {
+                Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
+            }
+            _ => Err(Error::UnexpectedResponse(response)),
+        }
+    }
+    /**`GET /v1/models`: one entry per configured pool
+
+Sends a `GET` request to `/v1/models`
+
+*/
+    pub async fn models<'a>(
+        &'a self,
+    ) -> Result<ResponseValue<types::ModelList>, Error<types::OpenAiError>> {
+        let url = format!("{}/v1/models", self.baseurl,);
+        let mut header_map = ::reqwest::header::HeaderMap::with_capacity(1usize);
+        header_map
+            .append(
+                ::reqwest::header::HeaderName::from_static("api-version"),
+                ::reqwest::header::HeaderValue::from_static(Self::api_version()),
+            );
+        #[allow(unused_mut)]
+        let mut request = self
+            .client
+            .get(url)
+            .header(
+                ::reqwest::header::ACCEPT,
+                ::reqwest::header::HeaderValue::from_static("application/json"),
+            )
+            .headers(header_map)
+            .build()?;
+        let info = OperationInfo {
+            operation_id: "models",
+        };
+        self.pre(&mut request, &info).await?;
+        let result = self.exec(request, &info).await;
+        self.post(&result, &info).await?;
+        let response = result?;
+        match response.status().as_u16() {
+            200u16 => ResponseValue::from_response(response).await,
+            401u16 => {
+                Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
+            }
+            _ => Err(Error::UnexpectedResponse(response)),
+        }
+    }
     /**Drains a pool: no new work; running tasks get until `deadline_ms`, then are canceled;
 queued tasks fail with POOL_UNAVAILABLE. 202 at once; the drain proceeds in the background
 
@@ -2174,7 +2771,9 @@ Arguments:
             _ => Err(Error::UnexpectedResponse(response)),
         }
     }
-    /**Submit a task (ORCH-2001). 202 with the stream's URL in `Location`
+    /**Submit a task (ORCH-2001). 202 with the stream's URL in `Location`; with
+`Accept: text/event-stream`, 200 and the task's SSE stream in the same response (one round
+trip; admission errors keep their status and JSON envelope)
 
 Sends a `POST` request to `/v1/tasks`
 

@@ -17,6 +17,21 @@ const MAX_ERROR_BODY: usize = 64 * 1024;
 /// Bound on connection set-up; requests themselves have no overall timeout (streams are long).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// A task's events as the CLI reads them.
+pub type EventStream = std::pin::Pin<Box<dyn Stream<Item = Result<StreamEvent, CliError>> + Send>>;
+
+/// The answer to [`Client::submit_streaming`].
+pub enum Submitted {
+    /// 202: admitted; the stream is read with a second request.
+    Accepted(TaskAccepted),
+    /// 200: the task's stream itself. `accepted` is what the headers say (the queue position
+    /// arrives with the `started` event).
+    Streaming {
+        accepted: TaskAccepted,
+        events: EventStream,
+    },
+}
+
 /// Client of one orchestratord instance.
 #[derive(Clone)]
 pub struct Client {
@@ -99,6 +114,55 @@ impl Client {
         parse_json(resp).await
     }
 
+    /// `POST /v1/tasks` with `Accept: text/event-stream`: admitted and streamed in one round
+    /// trip. A server that answers 202 instead (an older one) gets the two-step flow: the
+    /// caller follows [`Submitted::Accepted`]'s stream URL.
+    pub async fn submit_streaming(&self, req: &TaskRequest) -> Result<Submitted, CliError> {
+        let resp = self
+            .send(
+                self.request(Method::POST, &["v1", "tasks"])?
+                    .header(ACCEPT, "text/event-stream")
+                    .json(req),
+            )
+            .await?;
+        let ct = resp
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        if !ct.starts_with("text/event-stream") {
+            return parse_json(resp).await.map(Submitted::Accepted);
+        }
+        let h = resp.headers();
+        let header_u64 = |name: &str| h.get(name)?.to_str().ok()?.parse::<u64>().ok();
+        let stream_url = h
+            .get(reqwest::header::LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        let task_id = stream_url
+            .strip_prefix("/v1/tasks/")
+            .and_then(|r| r.strip_suffix("/stream"))
+            .map(String::from)
+            .or_else(|| req.task_id.clone())
+            .ok_or_else(|| {
+                CliError::Protocol("the stream answer has no task Location header".into())
+            })?;
+        let accepted = TaskAccepted {
+            task_id,
+            queue_position: 0,
+            predicted_start_ms: 0,
+            backoff_ms: 0,
+            stream_url,
+            tokens_budget_remaining: header_u64("x-tokens-budget-remaining"),
+            time_budget_remaining_ms: header_u64("x-time-budget-remaining-ms"),
+        };
+        // A drop of this response's stream resumes on GET …/stream with Last-Event-ID.
+        let first: IdEvents = Box::pin(sse_items(resp.bytes_stream()));
+        let events = Box::pin(self.resumable(&accepted.task_id, Some(first)));
+        Ok(Submitted::Streaming { accepted, events })
+    }
+
     /// `GET /v1/tasks/{id}/stream`: the task's events, ending after the first `end` or `error`
     /// event. A connection that breaks (or closes before a terminal event) is reopened with
     /// `Last-Event-ID`, so the events continue without gap or duplicate (up to
@@ -109,10 +173,20 @@ impl Client {
         &self,
         task_id: &str,
     ) -> impl Stream<Item = Result<StreamEvent, CliError>> + Send + 'static {
+        self.resumable(task_id, None)
+    }
+
+    /// The task's events from `first` (an open stream) or a new connection, reopened with
+    /// `Last-Event-ID` when it breaks (see [`Client::stream`]).
+    fn resumable(
+        &self,
+        task_id: &str,
+        first: Option<IdEvents>,
+    ) -> impl Stream<Item = Result<StreamEvent, CliError>> + Send + 'static {
         let resume = Resume {
             client: self.clone(),
             task_id: task_id.to_string(),
-            events: None,
+            events: first,
             last_id: None,
             received: false,
             failures: 0,

@@ -19,7 +19,6 @@ mod prom;
 mod render;
 
 use std::io::{IsTerminal, Read, Write};
-use std::pin::pin;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -164,7 +163,16 @@ pub fn task_request(args: &SubmitArgs, prompt: String) -> TaskRequest {
         determinism: None,
         sampler_profile_version: None,
         prompt: Some(prompt),
+        messages: None,
         inputs: None,
+        temperature: None,
+        top_p: None,
+        top_k: None,
+        min_p: None,
+        repeat_penalty: None,
+        stop: None,
+        grammar: None,
+        json_schema: None,
         max_tokens: args.max_tokens,
         deadline_ms: args.deadline_ms,
         expected_tokens: None,
@@ -182,14 +190,11 @@ async fn submit(
         resolve_prompt(args.prompt.as_deref()).map_err(|e| CliError::Usage(format!("{e:#}")))?;
     let req = task_request(&args, prompt);
     let t0 = Instant::now();
-    let accepted = client.submit(&req).await?;
-
-    if args.json {
-        writeln!(out, "{}", json_line("accepted", &accepted_json(&accepted)))?;
-        out.flush()?;
-    }
     if args.no_stream {
-        if !args.json {
+        let accepted = client.submit(&req).await?;
+        if args.json {
+            writeln!(out, "{}", json_line("accepted", &accepted_json(&accepted)))?;
+        } else {
             writeln!(out, "{}", accepted.task_id)?;
             writeln!(
                 err,
@@ -197,7 +202,36 @@ async fn submit(
                 accepted.queue_position, accepted.predicted_start_ms
             )?;
         }
+        out.flush()?;
         return Ok(EXIT_OK);
+    }
+    // One round trip where the server offers it (issue 15 item 2); two steps otherwise.
+    let (accepted, events) = match client.submit_streaming(&req).await? {
+        client::Submitted::Streaming { accepted, events } => (accepted, Some(events)),
+        client::Submitted::Accepted(accepted) => (accepted, None),
+    };
+    let mut view = StreamView {
+        json: args.json,
+        line_open: false,
+        t0,
+        // With one round trip the queue position comes with `started`: the `accepted` line
+        // waits for it.
+        pending_accepted: None,
+    };
+    if let Some(events) = events {
+        if args.json {
+            view.pending_accepted = Some(accepted.clone());
+        } else {
+            writeln!(err, "accepted: task {}", accepted.task_id)?;
+        }
+        return view
+            .guarded(client, &accepted.task_id, events, out, err)
+            .await;
+    }
+
+    if args.json {
+        writeln!(out, "{}", json_line("accepted", &accepted_json(&accepted)))?;
+        out.flush()?;
     }
     if !args.json {
         writeln!(err, "accepted: task {}", accepted.task_id)?;
@@ -207,24 +241,9 @@ async fn submit(
             .await;
     }
 
-    let mut view = StreamView {
-        json: args.json,
-        line_open: false,
-        t0,
-    };
-    match view.follow(client, &accepted.task_id, out, err).await {
-        Err(Failure::Io(e)) => {
-            // Nobody reads the output any more: free the server's slot (best effort).
-            let _ = tokio::time::timeout(CANCEL_ON_ABORT_TIMEOUT, client.cancel(&accepted.task_id))
-                .await;
-            Err(Failure::Io(e))
-        }
-        Err(Failure::Cli(e)) => {
-            view.close_line(err)?;
-            Err(Failure::Cli(e))
-        }
-        ok => ok,
-    }
+    let events = Box::pin(client.stream(&accepted.task_id));
+    view.guarded(client, &accepted.task_id, events, out, err)
+        .await
 }
 
 /// Renders a task's stream.
@@ -233,19 +252,48 @@ struct StreamView {
     /// Token text was printed on stdout and did not end in a newline.
     line_open: bool,
     t0: Instant,
+    /// `--json` with one round trip: the `accepted` line, printed when `started` fills in the
+    /// queue position.
+    pending_accepted: Option<TaskAccepted>,
 }
 
 impl StreamView {
-    async fn follow(
+    /// [`Self::follow`], canceling the task when the output goes away.
+    async fn guarded(
         &mut self,
         client: &Client,
         task_id: &str,
+        events: client::EventStream,
         out: &mut (impl Write + ?Sized),
         err: &mut (impl Write + ?Sized),
     ) -> Result<i32, Failure> {
-        let mut events = pin!(client.stream(task_id));
+        match self.follow(events, out, err).await {
+            Err(Failure::Io(e)) => {
+                // Nobody reads the output any more: free the server's slot (best effort).
+                let _ = tokio::time::timeout(CANCEL_ON_ABORT_TIMEOUT, client.cancel(task_id)).await;
+                Err(Failure::Io(e))
+            }
+            Err(Failure::Cli(e)) => {
+                self.close_line(err)?;
+                Err(Failure::Cli(e))
+            }
+            ok => ok,
+        }
+    }
+
+    async fn follow(
+        &mut self,
+        mut events: client::EventStream,
+        out: &mut (impl Write + ?Sized),
+        err: &mut (impl Write + ?Sized),
+    ) -> Result<i32, Failure> {
         while let Some(item) = events.next().await {
             let ev = item?;
+            if let (StreamEvent::Started(s), Some(mut a)) = (&ev, self.pending_accepted.take()) {
+                a.queue_position = s.queue_position;
+                a.predicted_start_ms = s.predicted_start_ms;
+                writeln!(out, "{}", json_line("accepted", &accepted_json(&a)))?;
+            }
             if self.json {
                 writeln!(out, "{}", json_line(ev.name(), &ev.data_json()))?;
                 out.flush()?;

@@ -42,6 +42,7 @@ pub fn default_config(listen: &str) -> anyhow::Result<Config> {
         r#"
 [server]
 listen = "{listen}"
+openai_compat = true
 
 [[auth.api_keys]]
 key = "dev-data-key"

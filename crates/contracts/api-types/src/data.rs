@@ -7,7 +7,10 @@ use utoipa::ToSchema;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Workload {
+    /// Text continuation of `prompt`.
     Completion,
+    /// A reply to `messages`, rendered by the model's chat template.
+    Chat,
     Embedding,
     Rerank,
 }
@@ -116,12 +119,51 @@ pub struct TaskRequest {
     pub seed: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub determinism: Option<Determinism>,
+    /// Names how absent sampling fields are filled in and values normalized: only `v1` exists
+    /// (absent = `v1`); see docs/api/README.md#sampling. Same profile + seed + parameters on one
+    /// replica set = the same tokens.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sampler_profile_version: Option<String>,
+    /// Text to continue (workload `completion`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prompt: Option<String>,
+    /// Conversation to answer (workload `chat`), 1–256 messages; the engine applies the
+    /// model's chat template.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub messages: Option<Vec<crate::ChatMessage>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub inputs: Option<Vec<String>>,
+    /// Sampling temperature in [0, 2]; 0 = greedy. Default (profile v1): 0.8.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0.0, maximum = 2.0)]
+    pub temperature: Option<f32>,
+    /// Nucleus sampling mass in (0, 1]. Default: 0.95.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(exclusive_minimum = 0.0, maximum = 1.0)]
+    pub top_p: Option<f32>,
+    /// Keep the k most likely tokens, 0–1000 (0 = off). Default: 40.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(maximum = 1000)]
+    pub top_k: Option<u32>,
+    /// Drop tokens below min_p × the top token's probability, in [0, 1]. Default: 0.05.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0.0, maximum = 1.0)]
+    pub min_p: Option<f32>,
+    /// Repetition penalty in (0, 2] (1 = off). Default: 1.0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(exclusive_minimum = 0.0, maximum = 2.0)]
+    pub repeat_penalty: Option<f32>,
+    /// Up to 4 stop sequences (1–256 bytes each). The stream ends before the first match, with
+    /// `finish_reason: stop`; the matched text is not emitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop: Option<Vec<String>>,
+    /// GBNF grammar the output must match (at most one of `grammar` and `json_schema`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grammar: Option<String>,
+    /// JSON Schema (an object) the output must match.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Object)]
+    pub json_schema: Option<serde_json::Value>,
     #[schema(minimum = 1)]
     pub max_tokens: u32,
     /// Relative deadline from submission, in milliseconds.
@@ -199,6 +241,12 @@ pub struct MetricsEvent {
 pub struct EndEvent {
     pub tokens_out: u32,
     pub decode_ms: u64,
+    /// `stop` (end of sequence or a stop sequence) or `length` (max_tokens reached).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finish_reason: Option<crate::FinishReason>,
+    /// Prompt tokens as counted by the engine (absent when the engine does not report them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt_tokens: Option<u32>,
 }
 
 /// `error` SSE event; terminal.

@@ -10,12 +10,15 @@ pub mod catalog_api;
 pub mod control;
 pub mod data;
 pub mod error;
+pub mod openai;
+pub mod sampling;
 pub mod worker;
 
 pub use catalog::*;
 pub use control::*;
 pub use data::*;
 pub use error::*;
+pub use sampling::*;
 
 /// Version of the public API; equals the OpenAPI `info.version` (ORCH-3095).
 pub const API_VERSION: &str = "1.0.0";

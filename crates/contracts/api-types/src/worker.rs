@@ -57,11 +57,19 @@ pub struct WorkerProperties {
     pub interruptible_decode: bool,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GenerateRequest {
     pub job_id: String,
+    /// The prompt text; empty when `messages` is given.
     pub prompt: String,
+    /// A chat: the adapter renders it with the model's chat template (llama.cpp:
+    /// `POST /apply-template`), then decodes like a prompt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub messages: Option<Vec<crate::ChatMessage>>,
+    /// Resolved sampler settings; absent = the engine's own defaults (self-tests, benches).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sampling: Option<crate::Sampling>,
     pub max_tokens: u32,
     pub seed: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -148,6 +148,10 @@ pub struct ServerConfig {
     pub task_log_max_tasks: u64,
     /// Most finished tasks kept for replay per tenant (that tenant's oldest evicted first).
     pub task_log_max_tasks_per_tenant: u64,
+    /// Serve the OpenAI-compatible front door (`/v1/chat/completions`, `/v1/completions`,
+    /// `/v1/models`) beside OrchQueue v1, through the same admission, quotas and queues.
+    /// Off by default; `llorch serve`'s embedded config turns it on.
+    pub openai_compat: bool,
 }
 
 impl Default for ServerConfig {
@@ -163,6 +167,7 @@ impl Default for ServerConfig {
             task_log_budget_bytes: None,
             task_log_max_tasks: 20_000,
             task_log_max_tasks_per_tenant: 5_000,
+            openai_compat: false,
         }
     }
 }

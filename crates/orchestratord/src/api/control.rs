@@ -35,9 +35,17 @@ pub async fn capabilities(
         api_version: api_types::API_VERSION.into(),
         engines,
         ctx_max: state.pools.iter().map(|p| p.ctx_max).max().unwrap_or(0),
-        workloads: vec![Workload::Completion],
+        workloads: vec![Workload::Completion, Workload::Chat],
         max_body_bytes: state.cfg.server.max_body_bytes,
-        features: vec!["sse".into(), "sessions".into(), "cancel".into()],
+        features: {
+            let mut f: Vec<String> = ["sse", "sessions", "cancel", "sampling", "submit-stream"]
+                .map(String::from)
+                .into();
+            if state.cfg.server.openai_compat {
+                f.push("openai".into());
+            }
+            f
+        },
         rate_limits: {
             let l = state.cfg.tenant_limits(&caller.tenant);
             RateLimits {

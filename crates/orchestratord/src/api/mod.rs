@@ -3,6 +3,8 @@
 
 pub mod auth;
 pub mod control;
+pub mod openai;
+pub mod openai_map;
 pub mod ops;
 pub mod sessions;
 pub mod tasks;

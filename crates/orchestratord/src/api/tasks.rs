@@ -16,10 +16,14 @@ use crate::error::{ApiError, ApiJson};
 use crate::state::AppState;
 use crate::task::Task;
 
-/// Submit a task (ORCH-2001). 202 with the stream's URL in `Location`.
+/// Submit a task (ORCH-2001). 202 with the stream's URL in `Location`; with
+/// `Accept: text/event-stream`, 200 and the task's SSE stream in the same response (one round
+/// trip; admission errors keep their status and JSON envelope).
 #[utoipa::path(post, path = "/v1/tasks", tag = "data",
     request_body = TaskRequest,
     responses(
+        (status = 200, description = "With `Accept: text/event-stream`: admitted, and this response is the task's stream (events as on GET /v1/tasks/{id}/stream)", content_type = "text/event-stream", body = String,
+            headers(("Location" = String, description = "URL of the task's SSE stream (for reconnecting)"))),
         (status = 202, description = "Admitted and queued", body = TaskAccepted,
             headers(("Location" = String, description = "URL of the task's SSE stream"),
                 ("X-Tokens-Budget-Remaining" = u64, description = "session token budget left (when configured)"),
@@ -36,10 +40,17 @@ use crate::task::Task;
 pub async fn submit(
     State(state): State<Arc<AppState>>,
     DataCaller(caller): DataCaller,
+    headers: axum::http::HeaderMap,
     ApiJson(req): ApiJson<TaskRequest>,
 ) -> Result<Response, ApiError> {
+    let one_round_trip = wants_event_stream(&headers);
     let accepted = state.submit(&caller, req)?;
-    let mut resp = (StatusCode::ACCEPTED, axum::Json(&accepted)).into_response();
+    let mut resp = if one_round_trip {
+        let task = state.task_for(&accepted.task_id, &caller.tenant)?;
+        sse_response(state, task)
+    } else {
+        (StatusCode::ACCEPTED, axum::Json(&accepted)).into_response()
+    };
     if let Ok(v) = HeaderValue::from_str(&accepted.stream_url) {
         resp.headers_mut().insert(header::LOCATION, v);
     }
@@ -51,6 +62,28 @@ pub async fn submit(
         h.insert("x-time-budget-remaining-ms", HeaderValue::from(n));
     }
     Ok(resp)
+}
+
+/// Whether the client asked for the stream itself (`Accept: text/event-stream`).
+pub(crate) fn wants_event_stream(headers: &axum::http::HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|m| {
+            m.split(';')
+                .next()
+                .is_some_and(|m| m.trim().eq_ignore_ascii_case("text/event-stream"))
+        })
+}
+
+/// The task's event stream from its first event, as `GET /v1/tasks/{id}/stream` serves it.
+fn sse_response(state: Arc<AppState>, task: Arc<Task>) -> Response {
+    let keepalive = Duration::from_millis(state.cfg.server.sse_keepalive_ms);
+    Sse::new(event_stream(state, task, 0))
+        .keep_alive(KeepAlive::new().interval(keepalive))
+        .into_response()
 }
 
 /// Server-Sent Events of a task: started, token*, metrics, end | error (ORCH-2002). Every
@@ -109,10 +142,11 @@ fn resume_from(headers: &axum::http::HeaderMap, task: &Task) -> Result<usize, Ap
 const LAST_EVENT_ID: &str = "last-event-id";
 
 /// Cancels the task if the client goes away before the stream's terminal event and nobody
-/// resumes it within `server.stream_resume_grace_ms` (see [`AppState::stream_detached`]).
-struct DisconnectGuard {
-    state: Arc<AppState>,
-    task: Arc<Task>,
+/// resumes it within `server.stream_resume_grace_ms` (see [`AppState::stream_detached`]);
+/// also used by the OpenAI front door's streams.
+pub(crate) struct DisconnectGuard {
+    pub(crate) state: Arc<AppState>,
+    pub(crate) task: Arc<Task>,
 }
 
 impl Drop for DisconnectGuard {

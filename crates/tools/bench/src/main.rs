@@ -33,12 +33,15 @@
 //!    (`--plugin-only`).
 //! 8. Scenario 1 over 1 and 4 pools at once, without and with a policy plugin on every pool
 //!    (see [`multi_pool`]): what per-pool scheduling locks buy (`--pools-only`).
+//! 9. First-token latency of the OpenAI front door vs OrchQueue v1 (two requests and one) on
+//!    the same pool, mock and real engine (see [`openai_path`], `--openai-only`).
 //!
 //! It is a benchmark, not a test: it asserts nothing about timings. Run it in release:
 //! `cargo run --release -p llorch-bench -- [--quick] [--no-real-engine]` (or
 //! `cargo xtask bench [--quick]`).
 
 mod multi_pool;
+mod openai_path;
 mod overload;
 mod real_engine;
 
@@ -84,6 +87,9 @@ struct Args {
     /// Run only scenario 8 (submissions over 1 and 4 pools at once).
     #[arg(long)]
     pools_only: bool,
+    /// Run only scenario 9 (first-token latency: OpenAI front door vs OrchQueue v1).
+    #[arg(long)]
+    openai_only: bool,
     /// Scenario 5: measured rounds (default 10, 3 with --quick); p99 is printed from 100.
     #[arg(long, value_name = "K")]
     real_rounds: Option<usize>,
@@ -159,6 +165,9 @@ fn main() -> anyhow::Result<()> {
     if args.pools_only {
         return in_runtime(multi_pool::multi_pool(&sizes));
     }
+    if args.openai_only {
+        return in_runtime(openai_path::openai_path(args.quick, !args.no_real_engine));
+    }
     in_runtime(submissions_accepted(&sizes))?;
     in_runtime(submissions_rejected(&sizes))?;
     in_runtime(first_token_latency(&sizes))?;
@@ -179,7 +188,8 @@ fn main() -> anyhow::Result<()> {
     }
     in_runtime(overload::overload(args.quick))?;
     in_runtime(submissions_with_plugin(&sizes))?;
-    in_runtime(multi_pool::multi_pool(&sizes))
+    in_runtime(multi_pool::multi_pool(&sizes))?;
+    in_runtime(openai_path::openai_path(args.quick, !args.no_real_engine))
 }
 
 /// Runs one scenario on a fresh multi-threaded runtime, then drops whatever it left running.
@@ -352,6 +362,7 @@ fn generate_request(max_tokens: u32) -> GenerateRequest {
         seed: n,
         sampler_profile_version: None,
         strict_determinism: false,
+        ..Default::default()
     }
 }
 

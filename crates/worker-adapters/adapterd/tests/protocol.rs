@@ -58,6 +58,7 @@ fn req(id: &str, n: u32) -> GenerateRequest {
         seed: 1,
         sampler_profile_version: None,
         strict_determinism: true,
+        ..Default::default()
     }
 }
 

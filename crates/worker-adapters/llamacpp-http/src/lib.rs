@@ -156,6 +156,34 @@ impl LlamaCppAdapter {
         Ok(EngineMetrics::parse(&String::from_utf8_lossy(&body)))
     }
 
+    /// Renders a chat with the model's own template (`POST /apply-template`).
+    pub async fn apply_template(
+        &self,
+        messages: &[api_types::ChatMessage],
+    ) -> Result<String, WorkerError> {
+        let resp = self
+            .http
+            .post(self.url("/apply-template"))
+            .json(&wire::ApplyTemplate { messages })
+            .timeout(Duration::from_secs(10))
+            .send()
+            .await
+            .map_err(transport)?;
+        let status = resp.status();
+        let body = resp.bytes().await.map_err(transport)?;
+        if !status.is_success() {
+            return Err(wire::error_from_body(status.as_u16(), &body));
+        }
+        serde_json::from_slice::<wire::Applied>(&body)
+            .map(|a| a.prompt)
+            .map_err(|e| {
+                WorkerError::new(
+                    ErrorCode::WorkerReset,
+                    format!("unexpected llama-server /apply-template response: {e}"),
+                )
+            })
+    }
+
     pub async fn slots(&self) -> Result<Vec<Slot>, WorkerError> {
         self.get_json("/slots").await
     }
@@ -274,8 +302,16 @@ impl WorkerAdapter for LlamaCppAdapter {
             slot,
             done: done_tx,
         };
+        let rendered;
+        let prompt = match &req.messages {
+            Some(m) => {
+                rendered = self.apply_template(m).await?;
+                rendered.as_str()
+            }
+            None => req.prompt.as_str(),
+        };
         let body = wire::CompletionRequest {
-            prompt: &req.prompt,
+            prompt,
             n_predict: req.max_tokens,
             stream: true,
             seed: req.seed,
@@ -284,7 +320,15 @@ impl WorkerAdapter for LlamaCppAdapter {
             // strict determinism turns it off.
             cache_prompt: !req.strict_determinism,
             temperature: self.cfg.temperature,
-        };
+            top_p: None,
+            top_k: None,
+            min_p: None,
+            repeat_penalty: None,
+            stop: &[],
+            grammar: None,
+            json_schema: None,
+        }
+        .with_sampling(req.sampling.as_ref());
         let resp = self
             .http
             .post(self.url("/completion"))
@@ -359,11 +403,11 @@ async fn relay(
             )),
             Some(Ok(ev)) => match wire::parse_chunk(&ev.data) {
                 Err(e) => Err(e),
-                Ok(chunk) => {
+                Ok(mut chunk) => {
                     let mut out = Vec::new();
                     if !chunk.content.is_empty() {
                         out.push(Ok(WorkerEvent::Token(TokenEvent {
-                            t: chunk.content,
+                            t: std::mem::take(&mut chunk.content),
                             i,
                         })));
                         i += 1;
@@ -371,6 +415,8 @@ async fn relay(
                     if chunk.stop {
                         out.push(Ok(WorkerEvent::End(EndEvent {
                             tokens_out: i,
+                            finish_reason: chunk.finish_reason(),
+                            prompt_tokens: chunk.tokens_evaluated,
                             decode_ms: chunk
                                 .timings
                                 .map(|t| t.predicted_ms.round() as u64)

@@ -16,6 +16,48 @@ pub struct CompletionRequest<'a> {
     pub cache_prompt: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub temperature: Option<f32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub top_p: Option<f32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub top_k: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub min_p: Option<f32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub repeat_penalty: Option<f32>,
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    pub stop: &'a [String],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub grammar: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub json_schema: Option<&'a serde_json::Value>,
+}
+
+impl<'a> CompletionRequest<'a> {
+    /// Maps the resolved sampling (profile v1) onto llama-server's fields; `None` keeps the
+    /// engine's defaults (with the adapter's configured temperature, if any).
+    pub fn with_sampling(mut self, s: Option<&'a api_types::Sampling>) -> Self {
+        let Some(s) = s else { return self };
+        self.temperature = Some(s.temperature);
+        self.top_p = Some(s.top_p);
+        self.top_k = Some(s.top_k);
+        self.min_p = Some(s.min_p);
+        self.repeat_penalty = Some(s.repeat_penalty);
+        self.stop = &s.stop;
+        self.grammar = s.grammar.as_deref();
+        self.json_schema = s.json_schema.as_ref();
+        self
+    }
+}
+
+/// `POST /apply-template` body: the model's chat template renders `messages` into a prompt.
+#[derive(Debug, Serialize)]
+pub struct ApplyTemplate<'a> {
+    pub messages: &'a [api_types::ChatMessage],
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Applied {
+    pub prompt: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -32,6 +74,22 @@ pub struct CompletionChunk {
     pub stop: bool,
     #[serde(default)]
     pub timings: Option<Timings>,
+    /// Final chunk: `eos`, `word` (a stop string matched) or `limit` (n_predict reached).
+    #[serde(default)]
+    pub stop_type: Option<String>,
+    /// Prompt tokens the engine evaluated.
+    #[serde(default)]
+    pub tokens_evaluated: Option<u32>,
+}
+
+impl CompletionChunk {
+    pub fn finish_reason(&self) -> Option<api_types::FinishReason> {
+        match self.stop_type.as_deref()? {
+            "limit" => Some(api_types::FinishReason::Length),
+            "eos" | "word" => Some(api_types::FinishReason::Stop),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -185,7 +243,63 @@ mod tests {
         assert_eq!((t.content.as_str(), t.stop), (" beauty", false));
         let f = parse_chunk(FINAL).unwrap();
         assert!(f.stop && f.content.is_empty());
+        assert_eq!(f.finish_reason(), Some(api_types::FinishReason::Length));
+        assert_eq!(f.tokens_evaluated, Some(7));
         assert_eq!(f.timings.unwrap().predicted_ms, 69.528);
+    }
+
+    /// Every resolved sampling field reaches llama-server under its own name; without
+    /// sampling, the engine's defaults stay (no field sent).
+    #[test]
+    fn sampling_maps_onto_completion_fields() {
+        let s = api_types::Sampling {
+            profile: "v1".into(),
+            temperature: 0.3,
+            top_p: 0.5,
+            top_k: 7,
+            min_p: 0.1,
+            repeat_penalty: 1.1,
+            stop: vec!["\n\n".into()],
+            grammar: Some("root ::= \"a\"".into()),
+            json_schema: None,
+        };
+        let base = || CompletionRequest {
+            prompt: "p",
+            n_predict: 4,
+            stream: true,
+            seed: 1,
+            id_slot: 0,
+            cache_prompt: true,
+            temperature: None,
+            top_p: None,
+            top_k: None,
+            min_p: None,
+            repeat_penalty: None,
+            stop: &[],
+            grammar: None,
+            json_schema: None,
+        };
+        let v = serde_json::to_value(base().with_sampling(Some(&s))).unwrap();
+        assert_eq!(v["temperature"], 0.3f32 as f64);
+        assert_eq!(v["top_p"], 0.5);
+        assert_eq!(v["top_k"], 7);
+        assert_eq!(v["min_p"], 0.1f32 as f64);
+        assert_eq!(v["repeat_penalty"], 1.1f32 as f64);
+        assert_eq!(v["stop"], serde_json::json!(["\n\n"]));
+        assert_eq!(v["grammar"], "root ::= \"a\"");
+        assert!(v.get("json_schema").is_none());
+        let v = serde_json::to_value(base().with_sampling(None)).unwrap();
+        for k in [
+            "temperature",
+            "top_p",
+            "top_k",
+            "min_p",
+            "repeat_penalty",
+            "stop",
+            "grammar",
+        ] {
+            assert!(v.get(k).is_none(), "{k} sent without sampling");
+        }
     }
 
     /// llama-server's errors become the public error codes (ORCH-3058).

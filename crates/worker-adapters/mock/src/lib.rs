@@ -15,7 +15,7 @@ use adapter_api::{
     GenerateRequest, WorkerAdapter, WorkerError, WorkerEvent, WorkerHealth, WorkerProperties,
     WorkerState, WorkerStream,
 };
-use api_types::{EndEvent, ErrorCode, TokenEvent};
+use api_types::{EndEvent, ErrorCode, FinishReason, TokenEvent};
 use tokio::sync::{mpsc, watch};
 
 /// Behaviour of a mock replica.
@@ -71,6 +71,50 @@ fn fnv1a(s: &str) -> u64 {
     s.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
         (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
     })
+}
+
+/// The mock's chat template: how it turns `messages` into a prompt (a real engine applies the
+/// model's own template).
+pub fn mock_chat_prompt(messages: &[api_types::ChatMessage]) -> String {
+    let mut s: String = messages
+        .iter()
+        .map(|m| format!("<|{}|>{}\n", m.role.as_str(), m.content))
+        .collect();
+    s.push_str("<|assistant|>");
+    s
+}
+
+/// The text the mock's tokens are a function of: the prompt (or the rendered chat), plus the
+/// sampling settings when they differ from profile v1's defaults, so that a test can see that
+/// a request's sampling reached the engine. Tokens are [`mock_token`]`(seed, this, i)`.
+pub fn effective_prompt(req: &GenerateRequest) -> String {
+    let mut p = match &req.messages {
+        Some(m) => mock_chat_prompt(m),
+        None => req.prompt.clone(),
+    };
+    if let Some(s) = &req.sampling {
+        let d = api_types::defaults_v1::TEMPERATURE;
+        let default = s.temperature == d
+            && s.top_p == api_types::defaults_v1::TOP_P
+            && s.top_k == api_types::defaults_v1::TOP_K
+            && s.min_p == api_types::defaults_v1::MIN_P
+            && s.repeat_penalty == api_types::defaults_v1::REPEAT_PENALTY
+            && s.grammar.is_none()
+            && s.json_schema.is_none();
+        if !default {
+            p.push_str(&format!(
+                "\u{0}sampling t={} p={} k={} m={} r={} g={:?} j={:?}",
+                s.temperature,
+                s.top_p,
+                s.top_k,
+                s.min_p,
+                s.repeat_penalty,
+                s.grammar,
+                s.json_schema
+            ));
+        }
+    }
+    p
 }
 
 /// The `i`-th token the mock produces for (seed, prompt).
@@ -237,6 +281,16 @@ async fn produce(
     } else {
         Duration::from_secs_f64(1.0 / f64::from(b.tokens_per_second))
     };
+    let prompt = effective_prompt(&req);
+    let stops = req
+        .sampling
+        .as_ref()
+        .map(|s| s.stop.clone())
+        .unwrap_or_default();
+    // Text emitted so far, searched for stop sequences (only when there are some).
+    let mut text = String::new();
+    let mut finish = FinishReason::Length;
+    let mut emitted = 0;
     for i in 0..req.max_tokens {
         if b.error_after_tokens == Some(i) {
             let _ = tx
@@ -257,18 +311,36 @@ async fn produce(
         if i > 0 && !wait(gap, &tx, &cancel).await {
             return;
         }
-        let tok = TokenEvent {
-            t: mock_token(req.seed, &req.prompt, i),
-            i,
-        };
-        tokio::select! {
-            r = tx.send(Ok(WorkerEvent::Token(tok))) => if r.is_err() { return },
-            _ = cancel.notified() => return,
+        let mut t = mock_token(req.seed, &prompt, i);
+        let mut stopped = false;
+        if !stops.is_empty() {
+            // Like llama.cpp: the stream ends before the first stop sequence, which is not
+            // emitted; the part of this token before it still is.
+            let before = text.len();
+            text.push_str(&t);
+            if let Some(at) = stops.iter().filter_map(|s| text.find(s.as_str())).min() {
+                t = text[before.min(at)..at].to_string();
+                stopped = true;
+            }
+        }
+        if !t.is_empty() {
+            let tok = TokenEvent { t, i: emitted };
+            emitted += 1;
+            tokio::select! {
+                r = tx.send(Ok(WorkerEvent::Token(tok))) => if r.is_err() { return },
+                _ = cancel.notified() => return,
+            }
+        }
+        if stopped {
+            finish = FinishReason::Stop;
+            break;
         }
     }
     let end = EndEvent {
-        tokens_out: req.max_tokens,
+        tokens_out: emitted,
         decode_ms: start.elapsed().as_millis() as u64,
+        finish_reason: Some(finish),
+        prompt_tokens: Some(prompt.split_whitespace().count() as u32),
     };
     // Like a real engine's slot, ours is free once `end` is observable: a caller that saw
     // `end` may immediately start the next job.
@@ -289,6 +361,7 @@ mod tests {
             seed: 7,
             sampler_profile_version: None,
             strict_determinism: true,
+            ..Default::default()
         }
     }
 
@@ -307,6 +380,59 @@ mod tests {
             a[5],
             Ok(WorkerEvent::End(EndEvent { tokens_out: 5, .. }))
         ));
+    }
+
+    /// A stop sequence ends the stream before its first match with `finish_reason: stop`;
+    /// chats are rendered by the mock's template, and sampling changes the tokens.
+    #[tokio::test]
+    async fn stop_sequences_chat_and_sampling() {
+        let m = MockAdapter::new("m", MockBehaviour::default());
+        let all: Vec<String> = (0..6).map(|i| mock_token(7, "hello", i)).collect();
+        let text = all.concat();
+        let stop = all[2].clone();
+        let mut r = req("s", 6);
+        r.sampling = Some(api_types::Sampling {
+            profile: "v1".into(),
+            temperature: api_types::defaults_v1::TEMPERATURE,
+            top_p: api_types::defaults_v1::TOP_P,
+            top_k: api_types::defaults_v1::TOP_K,
+            min_p: api_types::defaults_v1::MIN_P,
+            repeat_penalty: api_types::defaults_v1::REPEAT_PENALTY,
+            stop: vec![stop.clone()],
+            grammar: None,
+            json_schema: None,
+        });
+        let got = collect(m.generate(r.clone()).await.unwrap()).await;
+        let toks: String = got
+            .iter()
+            .filter_map(|e| match e {
+                Ok(WorkerEvent::Token(t)) => Some(t.t.clone()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(toks, text[..text.find(&stop).unwrap()]);
+        assert!(matches!(
+            got.last(),
+            Some(Ok(WorkerEvent::End(EndEvent {
+                finish_reason: Some(FinishReason::Stop),
+                ..
+            })))
+        ));
+        // Non-default sampling changes the tokens; default sampling does not.
+        let mut hot = r.clone();
+        hot.sampling.as_mut().unwrap().stop.clear();
+        assert_eq!(effective_prompt(&hot), "hello");
+        hot.sampling.as_mut().unwrap().temperature = 0.0;
+        assert_ne!(effective_prompt(&hot), "hello");
+        let chat = GenerateRequest {
+            prompt: String::new(),
+            messages: Some(vec![api_types::ChatMessage {
+                role: api_types::ChatRole::User,
+                content: "hi".into(),
+            }]),
+            ..req("c", 2)
+        };
+        assert_eq!(effective_prompt(&chat), "<|user|>hi\n<|assistant|>");
     }
 
     #[tokio::test]
