@@ -1,6 +1,7 @@
 //! `llorch submit` rides out dropped connections: a TCP proxy between the real `llorch` binary
-//! and a real orchestratord (in-process, mock engine) cuts every stream connection after a
-//! seeded random number of bytes; the CLI reconnects with `Last-Event-ID` and must print
+//! and a real orchestratord (in-process, mock engine) cuts every stream connection (the
+//! one-round-trip POST's, then each GET's) after a seeded random number of bytes; the CLI
+//! reconnects with `Last-Event-ID` and must print
 //! exactly the tokens a direct reader gets, end with the summary and exit 0, and the task must
 //! not have been canceled by the disconnects.
 
@@ -46,7 +47,8 @@ impl Rng {
 }
 
 /// A proxy to `upstream` that closes a connection once it has relayed the next cut's number
-/// of response bytes after a `GET …/stream` request. Returns its address and the cut count.
+/// of response bytes after a stream request (`GET …/stream`, or `POST /v1/tasks` asking for
+/// the stream in one round trip). Returns its address and the cut count.
 async fn cutting_proxy(upstream: SocketAddr, seed: u64) -> (SocketAddr, Arc<AtomicUsize>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
     let addr = listener.local_addr().expect("addr");
@@ -69,7 +71,12 @@ async fn cutting_proxy(upstream: SocketAddr, seed: u64) -> (SocketAddr, Arc<Atom
                     let mut buf = vec![0u8; 16 * 1024];
                     while let Ok(n @ 1..) = cr.read(&mut buf).await {
                         let req = String::from_utf8_lossy(&buf[..n]);
-                        if req.starts_with("GET ") && req.contains("/stream") {
+                        // GET …/stream, or the one-round-trip submit (POST with the
+                        // stream as its answer).
+                        let streams = (req.starts_with("GET ") && req.contains("/stream"))
+                            || (req.starts_with("POST /v1/tasks ")
+                                && req.to_ascii_lowercase().contains("text/event-stream"));
+                        if streams {
                             let cut = rng.lock().expect("rng").between(300, 900);
                             arm.store(cut, Ordering::SeqCst);
                         }
