@@ -49,6 +49,11 @@ impl ApiError {
         self.pool_id = Some(pool.to_string());
         self
     }
+    /// Names the engine of the pool the error concerns (ORCH-2006).
+    pub fn with_engine(mut self, engine: &str) -> Self {
+        self.engine = Some(engine.to_string());
+        self
+    }
     pub fn with_retry_after(mut self, ms: u64) -> Self {
         self.retry_after_ms = Some(ms);
         self

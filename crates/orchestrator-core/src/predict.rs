@@ -83,6 +83,11 @@ impl DecodeRate {
         self.samples
     }
 
+    /// Time from dispatch to the first token (weighted mean), when measured.
+    pub fn first_token_ms(&self) -> Option<f64> {
+        (self.samples > 0).then_some(self.ttft_ms)
+    }
+
     /// Tokens per second, when measured.
     pub fn tokens_per_second(&self) -> Option<f64> {
         (self.samples > 0 && self.ms_per_token > 0.0).then(|| 1000.0 / self.ms_per_token)

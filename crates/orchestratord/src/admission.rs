@@ -48,12 +48,22 @@ impl AppState {
         caller: &Principal,
         req: TaskRequest,
     ) -> Result<TaskAccepted, ApiError> {
+        // Counts the refusal and names the pool's engine in the envelope (ORCH-2006).
         let reject = |pool: &str, e: ApiError| {
+            let engine = self
+                .pools
+                .iter()
+                .find(|p| p.id == pool)
+                .map_or("", |p| p.engine.as_str());
             self.metrics
                 .tasks_rejected
-                .with_label_values(&[pool, e.code.as_str()])
+                .with_label_values(&[pool, engine, e.code.as_str()])
                 .inc();
-            e
+            if engine.is_empty() {
+                e
+            } else {
+                e.with_engine(engine)
+            }
         };
         let pool_idx = self.find_pool(&req).map_err(|e| reject("", e))?;
         let pool = &self.pools[pool_idx];
@@ -83,6 +93,7 @@ impl AppState {
                 id: task_id.clone(),
                 tenant: caller.tenant.clone(),
                 pool: pool_idx,
+                engine: pool.engine,
                 priority,
                 session_id: req.session_id.clone(),
                 prompt_tokens: orchestrator_core::estimate_prompt_tokens(prompt),
@@ -116,7 +127,7 @@ impl AppState {
                     }
                     self.metrics
                         .tasks_rejected
-                        .with_label_values(&[&pool.id, code.as_str()])
+                        .with_label_values(&[&pool.id, pool.engine.as_str(), code.as_str()])
                         .inc();
                     self.retire(&ev, Usage::default());
                 }
@@ -127,7 +138,7 @@ impl AppState {
                 }));
                 self.metrics
                     .tasks_enqueued
-                    .with_label_values(&[&pool.id, priority.as_str()])
+                    .with_label_values(&[&pool.id, pool.engine.as_str(), priority.as_str()])
                     .inc();
                 tracing::info!(
                     job_id = %task_id, tenant = %caller.tenant, pool_id = %pool.id, engine = pool.engine.as_str(),
@@ -141,7 +152,10 @@ impl AppState {
             }
             Err(e) => {
                 self.tasks().remove(&task_id);
-                Err(reject(&pool.id, e.with_pool(&pool.id)))
+                Err(reject(
+                    &pool.id,
+                    e.with_pool(&pool.id).with_engine(pool.engine.as_str()),
+                ))
             }
         }
     }
@@ -420,8 +434,8 @@ impl AppState {
                         predicted_start_ms,
                         backoff_ms: 0,
                         stream_url: format!("/v1/tasks/{}/stream", task.id),
-                        session_tokens_remaining: turn.as_ref().and_then(|t| t.tokens_remaining),
-                        session_time_remaining_ms: turn.as_ref().and_then(|t| t.time_remaining_ms),
+                        tokens_budget_remaining: turn.as_ref().and_then(|t| t.tokens_remaining),
+                        time_budget_remaining_ms: turn.as_ref().and_then(|t| t.time_remaining_ms),
                     },
                     evicted.map(|(_, q)| q.task),
                     on_time,

@@ -12,6 +12,7 @@
 //! quota given back), and the runner appends `end` only after [`AppState::release`].
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use api_types::ErrorCode;
@@ -85,6 +86,10 @@ impl AppState {
             }
             if let Some(d) = task.deadline_ms {
                 let met = usage.completed && task.admitted_at.elapsed().as_millis() as u64 <= d;
+                let pool = &self.pools[task.pool];
+                pool.deadline_tasks.fetch_add(1, Ordering::Relaxed);
+                pool.deadline_met
+                    .fetch_add(u64::from(met), Ordering::Relaxed);
                 let mut deadlines = self.deadlines();
                 let slot = &mut deadlines[task.priority.index()];
                 slot.1 += 1;
@@ -147,7 +152,7 @@ impl AppState {
                 if t.fail(code, why, None) {
                     self.metrics
                         .tasks_rejected
-                        .with_label_values(&[&pool.id, code.as_str()])
+                        .with_label_values(&[&pool.id, pool.engine.as_str(), code.as_str()])
                         .inc();
                 }
                 self.retire(&t, Usage::default());
@@ -185,6 +190,28 @@ impl AppState {
         self.dispatch(pool_idx);
     }
 
+    /// A reader of the task's stream went away. If the task has not ended and no reader is
+    /// attached `server.stream_resume_grace_ms` later (nobody resumed with `Last-Event-ID`,
+    /// or whoever did left again: the wait restarts from the last leave), the task is
+    /// canceled with reason `client_disconnect`: nobody would read its tokens, and the slot
+    /// is freed. With other streams still attached nothing happens.
+    pub fn stream_detached(self: &Arc<Self>, task: &Arc<Task>) {
+        if task.is_terminal() {
+            return;
+        }
+        let mark = task.note_detached();
+        let grace = Duration::from_millis(self.cfg.server.stream_resume_grace_ms);
+        let (state, task) = (self.clone(), task.clone());
+        tokio::spawn(async move {
+            if !grace.is_zero() {
+                tokio::time::sleep(grace).await;
+            }
+            if task.abandoned_since(mark) && !task.is_terminal() {
+                let _ = state.cancel(&task, "client_disconnect").await;
+            }
+        });
+    }
+
     /// Cancels a task (ORCH-3017, 3026). Returns once it holds no slot (bounded wait).
     pub async fn cancel(self: &Arc<Self>, task: &Arc<Task>, reason: &str) -> Result<(), ApiError> {
         self.cancel_as(task, reason, ErrorCode::Canceled, "canceled by client")
@@ -204,9 +231,10 @@ impl AppState {
             ApiError::new(ErrorCode::TaskFinished, "task already finished")
         })?;
         let pool = &self.pools[task.pool];
+        let version = self.pool_sched(task.pool).serving_version().to_string();
         self.metrics
             .tasks_canceled
-            .with_label_values(&[&pool.id, reason])
+            .with_label_values(&[&pool.id, pool.engine.as_str(), &version, reason])
             .inc();
         tracing::info!(job_id = %task.id, tenant = %task.tenant, pool_id = %pool.id, reason, "task canceled");
         if phase == Phase::Queued {

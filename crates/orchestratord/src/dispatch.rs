@@ -271,9 +271,8 @@ impl AppState {
             queue_depth: depth,
             on_time_probability: on_time_probability(waited, task.deadline_ms, expected_ms),
             kv_warmth: kv_warm,
-            tokens_budget_remaining: task.max_tokens,
-            session_tokens_remaining: session.as_ref().and_then(|v| v.tokens_remaining),
-            session_time_remaining_ms: session.as_ref().and_then(|v| v.time_remaining_ms),
+            tokens_budget_remaining: session.as_ref().and_then(|v| v.tokens_remaining),
+            time_budget_remaining_ms: session.as_ref().and_then(|v| v.time_remaining_ms),
         }
     }
 }

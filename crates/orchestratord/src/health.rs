@@ -243,8 +243,16 @@ impl AppState {
             self.mark_replica_unready(pi, ri, &why);
         }
         for (pi, pool) in self.pools.iter().enumerate() {
-            // All replicas of a pool serve one model; a snapshot without the pool says nothing.
-            if let Some(rec) = records.iter().find(|x| x.pool_id == pool.id) {
+            // All replicas of a pool serve one model. A pool's own records decide; a pool
+            // pool-managerd does not supervise (a mock pool, a bare endpoint) follows the
+            // records of any pool serving the same model, so a Deprecated model takes no new
+            // tasks on every pool that serves it. A snapshot naming neither says nothing.
+            let model = pool.model_ref();
+            let rec = records
+                .iter()
+                .find(|x| x.pool_id == pool.id)
+                .or_else(|| records.iter().find(|x| serves_model(x, &model)));
+            if let Some(rec) = rec {
                 self.set_lifecycle(pi, rec.model_state);
             }
         }
@@ -261,6 +269,16 @@ impl AppState {
             ps.replicas.iter_mut().for_each(|r| r.registry = None);
         }
     }
+}
+
+/// Whether a registry record serves `model_ref`: the same model_ref, or a `sha256:` catalog
+/// ref naming its digest.
+fn serves_model(rec: &ReplicaRecord, model_ref: &str) -> bool {
+    rec.model_ref.as_deref() == Some(model_ref)
+        || model_ref
+            .strip_prefix("sha256:")
+            .zip(rec.model_digest.as_deref())
+            .is_some_and(|(want, have)| want.eq_ignore_ascii_case(have))
 }
 
 /// The identity a replica reports: its engine build (from the registry when pool-managerd

@@ -29,12 +29,13 @@ impl AppState {
                 "pool `{}` has no [pools.policy] configured",
                 pool.id
             ))
-            .with_pool(&pool.id));
+            .with_pool(&pool.id)
+            .with_engine(pool.engine.as_str()));
         };
         let info = self.policy.reload(&pool.id, &spec).map_err(|e| {
             tracing::warn!(pool_id = %pool.id, error = %e, "policy reload refused; old plugin kept");
             ApiError::invalid(format!("policy reload refused, old plugin kept: {e}"))
-                .with_pool(&pool.id)
+                .with_pool(&pool.id).with_engine(pool.engine.as_str())
         })?;
         tracing::info!(pool_id = %pool.id, plugin = %info.id, version = %info.version, "policy plugin reloaded");
         // Work the old plugin deferred may go now.
@@ -108,7 +109,11 @@ impl AppState {
             if t.fail(cause.code(), cause.queued_message(), None) {
                 self.metrics
                     .tasks_rejected
-                    .with_label_values(&[&pool_id, cause.code().as_str()])
+                    .with_label_values(&[
+                        &pool_id,
+                        self.pools[pool_idx].engine.as_str(),
+                        cause.code().as_str(),
+                    ])
                     .inc();
             }
             self.retire(&t, Usage::default());
@@ -132,14 +137,14 @@ impl AppState {
                 ErrorCode::PoolUnavailable,
                 "this orchestrator does not manage engines: reload needs `llorch serve` (or pool-managerd)",
             )
-            .with_pool(&pool.id));
+            .with_pool(&pool.id).with_engine(pool.engine.as_str()));
         };
         let _one_at_a_time = self.reloading.lock().await;
         tracing::info!(pool_id = %pool.id, new_model_ref, "reloading pool");
         let adapters = ctl.reload(&pool.id, new_model_ref, new_model_sha256).await.map_err(|code| {
             let why = ctl.last_error(&pool.id).unwrap_or_else(|| "new engine never became ready".into());
             tracing::warn!(pool_id = %pool.id, error = %why, "reload failed; old model keeps serving");
-            ApiError::new(code, format!("reload rolled back: {why}")).with_pool(&pool.id)
+            ApiError::new(code, format!("reload rolled back: {why}")).with_pool(&pool.id).with_engine(pool.engine.as_str())
         })?;
         {
             // Atomic for the scheduler: no dispatch sees half the replicas switched.

@@ -106,8 +106,8 @@ impl Metrics {
             tasks_enqueued: counter(
                 &r,
                 "llorch_tasks_enqueued_total",
-                "Tasks admitted to a queue.",
-                POOL_PRIO,
+                "Tasks admitted to a queue (an admission counter: engine, no version yet).",
+                &["pool_id", "engine", "priority"],
             ),
             tasks_started: counter(
                 &r,
@@ -124,14 +124,16 @@ impl Metrics {
             tasks_canceled: counter(
                 &r,
                 "llorch_tasks_canceled_total",
-                "Tasks canceled, by reason (client_request, client_disconnect, shutdown).",
-                &["pool_id", "reason"],
+                "Tasks canceled, by reason (client_request, client_disconnect, shutdown); \
+                 engine_version is the build the pool serves.",
+                &["pool_id", "engine", "engine_version", "reason"],
             ),
             tasks_rejected: counter(
                 &r,
                 "llorch_tasks_rejected_total",
-                "Tasks refused at admission or evicted from a queue, by error code.",
-                &["pool_id", "reason"],
+                "Tasks refused at admission or evicted from a queue, by error code (an \
+                 admission counter: engine, no version).",
+                &["pool_id", "engine", "reason"],
             ),
             tasks_completed: counter(
                 &r,
@@ -148,8 +150,8 @@ impl Metrics {
             queue_depth: gauge(
                 &r,
                 "llorch_queue_depth",
-                "Tasks waiting in a pool queue.",
-                POOL_PRIO,
+                "Tasks waiting in a pool queue; engine_version is the build the pool serves.",
+                &["pool_id", "engine", "engine_version", "priority"],
             ),
             tenant_tasks: gauge(
                 &r,

@@ -366,6 +366,7 @@ mod tests {
             id: "t".into(),
             tenant: "x".into(),
             pool: 0,
+            engine: api_types::Engine::Mock,
             priority: Priority::Interactive,
             session_id: None,
             prompt_tokens: 1,

@@ -5,7 +5,7 @@
 use std::sync::Mutex;
 use std::time::Instant;
 
-use api_types::{ErrorCode, Priority, StreamErrorEvent, StreamEvent};
+use api_types::{Engine, ErrorCode, Priority, StreamErrorEvent, StreamEvent};
 use tokio::sync::{Notify, watch};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -97,6 +97,8 @@ pub struct Task {
     pub id: String,
     pub tenant: String,
     pub pool: usize,
+    /// The pool's engine: named in the task's stream errors (ORCH-2006).
+    pub engine: Engine,
     pub priority: Priority,
     pub session_id: Option<String>,
     pub prompt_tokens: u32,
@@ -116,6 +118,8 @@ pub struct Task {
     retired: std::sync::atomic::AtomicBool,
     /// When the task was retired (ms on the state's clock); `u64::MAX` while it is live.
     finished_at_ms: std::sync::atomic::AtomicU64,
+    /// Bumped each time a reader of the stream goes away (see [`Task::note_detached`]).
+    detaches: std::sync::atomic::AtomicU32,
 }
 
 /// Why a cancel was refused.
@@ -130,6 +134,7 @@ pub struct TaskSpec {
     pub id: String,
     pub tenant: String,
     pub pool: usize,
+    pub engine: Engine,
     pub priority: Priority,
     pub session_id: Option<String>,
     pub prompt_tokens: u32,
@@ -143,6 +148,7 @@ impl Task {
             id,
             tenant,
             pool,
+            engine,
             priority,
             session_id,
             prompt_tokens,
@@ -153,6 +159,7 @@ impl Task {
             id,
             tenant,
             pool,
+            engine,
             priority,
             session_id,
             prompt_tokens,
@@ -172,6 +179,7 @@ impl Task {
             released_signal: Notify::new(),
             retired: std::sync::atomic::AtomicBool::new(false),
             finished_at_ms: std::sync::atomic::AtomicU64::new(u64::MAX),
+            detaches: std::sync::atomic::AtomicU32::new(0),
         }
     }
 
@@ -197,6 +205,7 @@ impl Task {
         true
     }
 
+    /// Ends the stream with an `error` event naming the task's engine (or `engine` when given).
     pub fn fail(
         &self,
         code: ErrorCode,
@@ -206,7 +215,7 @@ impl Task {
         self.push(StreamEvent::Error(StreamErrorEvent {
             code,
             message: message.into(),
-            engine,
+            engine: engine.or_else(|| Some(self.engine.as_str().to_string())),
             retriable: Some(code.retriable()),
             retry_after_ms: None,
         }))
@@ -274,7 +283,7 @@ impl Task {
             .finish_with(StreamEvent::Error(StreamErrorEvent {
                 code,
                 message: message.into(),
-                engine: None,
+                engine: Some(self.engine.as_str().to_string()),
                 retriable: Some(code.retriable()),
                 retry_after_ms: None,
             }))
@@ -323,6 +332,12 @@ impl Task {
         (events, log.terminal)
     }
 
+    /// How many events the log holds: the next event's id. The ids a client has seen are
+    /// below it.
+    pub fn event_count(&self) -> usize {
+        self.log().entries.len()
+    }
+
     /// Frees the log's spare capacity (it will not grow much any more: the task is retired)
     /// and returns the bytes it holds: what retention counts against its budget.
     pub fn compact(&self) -> u64 {
@@ -351,8 +366,28 @@ impl Task {
         (v != u64::MAX).then_some(v)
     }
 
+    /// A reader of the log: woken after each appended event. Every open stream holds one, so
+    /// [`Task::readers`] counts the streams attached to the task.
     pub fn subscribe(&self) -> watch::Receiver<usize> {
         self.appended.subscribe()
+    }
+
+    /// Streams attached to the task now.
+    pub fn readers(&self) -> usize {
+        self.appended.receiver_count()
+    }
+
+    /// Records that a reader went away; returns the mark [`Task::abandoned_since`] compares.
+    pub fn note_detached(&self) -> u32 {
+        self.detaches
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel)
+            .wrapping_add(1)
+    }
+
+    /// True when no stream is attached and none went away since the detach that returned
+    /// `mark`: nobody came back (a reader who reattached and left again restarts the wait).
+    pub fn abandoned_since(&self, mark: u32) -> bool {
+        self.readers() == 0 && self.detaches.load(std::sync::atomic::Ordering::Acquire) == mark
     }
 
     /// Marks the task as holding nothing (wakes whoever waits in [`Task::wait_released`]).
@@ -404,6 +439,7 @@ mod tests {
             id: "t".into(),
             tenant: "x".into(),
             pool: 0,
+            engine: Engine::Mock,
             priority: Priority::Interactive,
             session_id: None,
             prompt_tokens: 1,

@@ -162,7 +162,9 @@ async fn cancel_of_queued_task() {
     assert_eq!(s.cancel(DATA_KEY, "run").await.status(), 204);
 }
 
-/// A client that disconnects mid-stream gets its task canceled, its slot freed and counted.
+/// A client that disconnects mid-stream and does not resume within the grace window
+/// (`server.stream_resume_grace_ms`, 2 s by default) gets its task canceled, its slot freed and
+/// counted (the window itself is tested in tests/resume.rs).
 #[tokio::test]
 async fn client_disconnect_frees_slot_and_is_counted() {
     let s = Server::start(&mock_config(1, "", "tokens_per_second = 100", ""));
@@ -411,7 +413,10 @@ async fn deadline_surfaces_on_time_probability() {
     let evs = read_events(s.stream(DATA_KEY, "dl").await).await;
     let m = &evs.iter().find(|(n, _)| n == "metrics").unwrap().1;
     assert!(m["on_time_probability"].as_f64().unwrap() > 0.9, "{m}");
-    assert_eq!(m["tokens_budget_remaining"], 2);
+    assert!(
+        m.get("tokens_budget_remaining").is_none(),
+        "no session budget, so no budget left to report: {m}"
+    );
 }
 
 /// Drain: new work refused at once, running work may finish until the deadline, queued work

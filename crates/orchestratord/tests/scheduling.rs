@@ -224,10 +224,10 @@ async fn orch_3099_session_budgets() {
     t["prompt"] = json!("hello"); // ~2 tokens + 10 reserved
     let r = s.submit(DATA_KEY, t.clone()).await;
     assert_eq!(r.status(), 202);
-    assert_eq!(r.headers()["x-session-tokens-remaining"], "28");
+    assert_eq!(r.headers()["x-tokens-budget-remaining"], "28");
     let evs = read_events(s.stream(DATA_KEY, "s1").await).await;
     let m = &evs.iter().find(|(n, _)| n == "metrics").unwrap().1;
-    assert_eq!(m["session_tokens_remaining"], 28);
+    assert_eq!(m["tokens_budget_remaining"], 28);
     // After the turn, only what it really used counts (prompt 2 + 10 generated).
     let info: serde_json::Value = s
         .get(DATA_KEY, "/v1/sessions/chat")
@@ -235,7 +235,7 @@ async fn orch_3099_session_budgets() {
         .json()
         .await
         .unwrap();
-    assert_eq!(info["tokens_remaining"], 28);
+    assert_eq!(info["tokens_budget_remaining"], 28);
     t["task_id"] = json!("s2");
     t["max_tokens"] = json!(30);
     let (status, _, body) = error_body(s.submit(DATA_KEY, t).await).await;

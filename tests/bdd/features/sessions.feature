@@ -49,11 +49,11 @@ Feature: Short-lived sessions
       | session_id | budget   |
       | prompt     | hello    |
     Then the response status is 202
-    And the response header "X-Session-Tokens-Remaining" is "28"
+    And the response header "X-Tokens-Budget-Remaining" is "28"
     When alice reads the stream of task "b1" to the end
-    Then the metrics event of task "b1" has "session_tokens_remaining" = 28
+    Then the metrics event of task "b1" has "tokens_budget_remaining" = 28
     When alice looks up session "budget"
-    Then the response field "tokens_remaining" is 28
+    Then the response field "tokens_budget_remaining" is 28
     When alice submits task "b2" with 30 max tokens and
       | session_id | budget |
       | prompt     | hello  |

@@ -20,6 +20,9 @@ pub mod types {
         ///Equals the OpenAPI document's `info.version`.
         pub api_version: ::std::string::String,
         pub ctx_max: i32,
+        ///Per engine (one entry per entry of `engines`): its context limit and capacity.
+        #[serde(default, skip_serializing_if = "::std::vec::Vec::is_empty")]
+        pub engine_limits: ::std::vec::Vec<EngineLimits>,
         pub engines: ::std::vec::Vec<::std::string::String>,
         pub features: ::std::vec::Vec<::std::string::String>,
         pub max_body_bytes: i64,
@@ -406,6 +409,21 @@ endpoints accept).*/
             value.parse()
         }
     }
+    ///What one engine offers across the pools that run it (`GET /v1/capabilities`).
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug)]
+    pub struct EngineLimits {
+        ///True when any of its replicas runs on CPU.
+        pub cpu: bool,
+        ///Largest `ctx` a task may ask for on this engine (prompt + max_tokens must fit in it).
+        pub ctx_max: i32,
+        pub engine: ::std::string::String,
+        pub models: ::std::vec::Vec<::std::string::String>,
+        ///Pools running this engine, and the models they serve.
+        pub pools: ::std::vec::Vec<::std::string::String>,
+        pub queue_capacity: i32,
+        ///Decode slots over all its replicas, and queue places over all its pools.
+        pub slots_total: i32,
+    }
     /**Stable error codes. The first twelve come from SPEC §1; the last five are the auth and
 lookup codes SPEC leaves to "401/403 auth errors" and to plain HTTP (see docs/api/errors.md).*/
     #[derive(
@@ -662,13 +680,11 @@ lookup codes SPEC leaves to "401/403 auth errors" and to plain HTTP (see docs/ap
         pub queue_depth: i32,
         ///The session's decode-time budget left (absent: no budget or no session).
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
-        pub session_time_remaining_ms: ::std::option::Option<i64>,
-        /**The session's token budget left after this turn's reservation (absent: no budget or no
-session).*/
+        pub time_budget_remaining_ms: ::std::option::Option<i64>,
+        /**The session's token budget left after this turn's reservation (absent: no token
+budget or no session). One name with the 202 body, its header and the session.*/
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
-        pub session_tokens_remaining: ::std::option::Option<i64>,
-        ///Tokens this task may still generate (its max_tokens).
-        pub tokens_budget_remaining: i32,
+        pub tokens_budget_remaining: ::std::option::Option<i64>,
     }
     ///An entry of `GET /v1/models`: one per configured pool.
     #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug)]
@@ -912,10 +928,27 @@ endpoints accept).*/
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
         pub last_error: ::std::option::Option<::std::string::String>,
         pub live: bool,
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub load: ::std::option::Option<PoolLoad>,
         pub pool_id: ::std::string::String,
         pub queue_depth: i32,
         pub ready: bool,
         pub replicas: ::std::vec::Vec<ReplicaSnapshot>,
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub slo: ::std::option::Option<SloSnapshot>,
+    }
+    ///A pool's load now (`GET /v1/replicasets`, and the metrics snapshot of pool health).
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug)]
+    pub struct PoolLoad {
+        pub queue_capacity: i32,
+        pub queue_depth: i32,
+        pub replicas_ready: i32,
+        pub replicas_total: i32,
+        ///Slots running a task, on any replica.
+        pub slots_busy: i32,
+        pub slots_free: i32,
+        ///Slots of Ready replicas, and how many of those are free.
+        pub slots_total: i32,
     }
     ///Scheduling priority class. Order matters: `Interactive` is served before `Batch`.
     #[derive(
@@ -1234,10 +1267,14 @@ endpoints accept).*/
     pub struct ReplicaSet {
         pub ctx_max: i32,
         pub engine: ::std::string::String,
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub load: ::std::option::Option<PoolLoad>,
         pub model_ref: ::std::string::String,
         pub pool_id: ::std::string::String,
         pub queue_depth: i32,
         pub replicas: ::std::vec::Vec<ReplicaSnapshot>,
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub slo: ::std::option::Option<SloSnapshot>,
     }
     ///`ReplicaSnapshot`
     #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug)]
@@ -1328,10 +1365,10 @@ endpoints accept).*/
         pub session_id: ::std::string::String,
         ///Decode-time budget left (absent when `sessions.time_budget_ms` is not set).
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
-        pub time_remaining_ms: ::std::option::Option<i64>,
+        pub time_budget_remaining_ms: ::std::option::Option<i64>,
         ///Token budget left (absent when `sessions.token_budget` is not set).
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
-        pub tokens_remaining: ::std::option::Option<i64>,
+        pub tokens_budget_remaining: ::std::option::Option<i64>,
         pub ttl_ms_remaining: i64,
         pub turns: i32,
     }
@@ -1340,6 +1377,25 @@ endpoints accept).*/
     #[serde(deny_unknown_fields)]
     pub struct SetModelStateRequest {
         pub state: ModelState,
+    }
+    ///A pool's service figures, measured on its completed tasks (absent until measured).
+    #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug)]
+    pub struct SloSnapshot {
+        ///Tasks with a deadline that ended on this pool, and the share that met it.
+        pub deadline_tasks: i64,
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub deadlines_met_ratio: ::std::option::Option<f64>,
+        ///Mean decode speed of one stream over its replicas.
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub decode_tokens_per_second: ::std::option::Option<f64>,
+        ///Mean dispatch-to-first-token time over its replicas.
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub first_token_ms: ::std::option::Option<i64>,
+        ///Mean dispatch-to-end time of a task.
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub mean_service_ms: ::std::option::Option<i64>,
+        ///When a task submitted now would start (what admission would answer).
+        pub predicted_start_ms: i64,
     }
     ///`started` SSE event.
     #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug)]
@@ -1377,16 +1433,17 @@ endpoints accept).*/
         pub predicted_start_ms: i64,
         ///Number of tasks ahead of this one in its pool's dispatch order (0 = next).
         pub queue_position: i32,
-        ///The session's decode-time budget left (also `X-Session-Time-Remaining-Ms`).
-        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
-        pub session_time_remaining_ms: ::std::option::Option<i64>,
-        /**The session's token budget left after this turn's reservation (also the
-`X-Session-Tokens-Remaining` header); absent without a budget or session.*/
-        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
-        pub session_tokens_remaining: ::std::option::Option<i64>,
         ///Relative URL of the SSE stream (same as the `Location` header).
         pub stream_url: ::std::string::String,
         pub task_id: ::std::string::String,
+        ///The session's decode-time budget left (also `X-Time-Budget-Remaining-Ms`).
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub time_budget_remaining_ms: ::std::option::Option<i64>,
+        /**The session's token budget left after this turn's reservation (also the
+`X-Tokens-Budget-Remaining` header); absent without a budget or session. The same
+name in the `metrics` event and `GET /v1/sessions/{id}`.*/
+        #[serde(skip_serializing_if = "::std::option::Option::is_none")]
+        pub tokens_budget_remaining: ::std::option::Option<i64>,
     }
     ///Body of `POST /v1/tasks` (ORCH-2001). Unknown fields are rejected.
     #[derive(::serde::Deserialize, ::serde::Serialize, Clone, Debug)]
@@ -2830,26 +2887,32 @@ Arguments:
             _ => Err(Error::UnexpectedResponse(response)),
         }
     }
-    /**Server-Sent Events of a task: started, token*, metrics, end | error (ORCH-2002)
+    /**Server-Sent Events of a task: started, token*, metrics, end | error (ORCH-2002). Every
+event carries its index in the task's log as `id:`; `Last-Event-ID` resumes after it
 
 Sends a `GET` request to `/v1/tasks/{id}/stream`
 
 Arguments:
 - `id`: task id
+- `last_event_id`: Resume: the `id` of the last event the client received; the stream continues with the next one (no gap, no duplicate) while the task's log is retained
 */
     pub async fn stream<'a>(
         &'a self,
         id: &'a str,
+        last_event_id: Option<&'a str>,
     ) -> Result<ResponseValue<ByteStream>, Error<types::ErrorEnvelope>> {
         let url = format!(
             "{}/v1/tasks/{}/stream", self.baseurl, encode_path(& id.to_string()),
         );
-        let mut header_map = ::reqwest::header::HeaderMap::with_capacity(1usize);
+        let mut header_map = ::reqwest::header::HeaderMap::with_capacity(2usize);
         header_map
             .append(
                 ::reqwest::header::HeaderName::from_static("api-version"),
                 ::reqwest::header::HeaderValue::from_static(Self::api_version()),
             );
+        if let Some(value) = last_event_id {
+            header_map.append("Last-Event-ID", value.to_string().try_into()?);
+        }
         #[allow(unused_mut)]
         let mut request = self.client.get(url).headers(header_map).build()?;
         let info = OperationInfo {
@@ -2861,6 +2924,9 @@ Arguments:
         let response = result?;
         match response.status().as_u16() {
             200u16 => Ok(ResponseValue::stream(response)),
+            400u16 => {
+                Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
+            }
             401u16 => {
                 Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
             }
@@ -2868,6 +2934,9 @@ Arguments:
                 Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
             }
             404u16 => {
+                Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
+            }
+            410u16 => {
                 Err(Error::ErrorResponse(ResponseValue::from_response(response).await?))
             }
             _ => Err(Error::UnexpectedResponse(response)),

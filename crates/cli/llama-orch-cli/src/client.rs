@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use api_types::{SessionInfo, StreamEvent, TaskAccepted, TaskRequest, sse_event};
 use eventsource_stream::{EventStreamError, Eventsource};
-use futures::{Stream, StreamExt, TryStreamExt};
+use futures::{Stream, StreamExt};
 use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderMap, RETRY_AFTER};
 use reqwest::{Method, RequestBuilder, Response, Url};
 
@@ -154,40 +154,72 @@ impl Client {
             predicted_start_ms: 0,
             backoff_ms: 0,
             stream_url,
-            session_tokens_remaining: header_u64("x-session-tokens-remaining"),
-            session_time_remaining_ms: header_u64("x-session-time-remaining-ms"),
+            tokens_budget_remaining: header_u64("x-tokens-budget-remaining"),
+            time_budget_remaining_ms: header_u64("x-time-budget-remaining-ms"),
         };
-        Ok(Submitted::Streaming {
-            accepted,
-            events: Box::pin(sse_events(resp.bytes_stream())),
-        })
+        // A drop of this response's stream resumes on GET …/stream with Last-Event-ID.
+        let first: IdEvents = Box::pin(sse_items(resp.bytes_stream()));
+        let events = Box::pin(self.resumable(&accepted.task_id, Some(first)));
+        Ok(Submitted::Streaming { accepted, events })
     }
 
     /// `GET /v1/tasks/{id}/stream`: the task's events, ending after the first `end` or `error`
-    /// event. An HTTP error or a stream that closes before a terminal event is yielded as the
-    /// last item. Unknown event names are skipped (the contract may add events).
+    /// event. A connection that breaks (or closes before a terminal event) is reopened with
+    /// `Last-Event-ID`, so the events continue without gap or duplicate (up to
+    /// [`RESUME_ATTEMPTS`] tries in a row without an event in between). An HTTP error, or a
+    /// break that cannot be resumed, is yielded as the last item. Unknown event names are
+    /// skipped (the contract may add events).
     pub fn stream(
         &self,
         task_id: &str,
     ) -> impl Stream<Item = Result<StreamEvent, CliError>> + Send + 'static {
-        let req = self
-            .request(Method::GET, &["v1", "tasks", task_id, "stream"])
-            .map(|r| r.header(ACCEPT, "text/event-stream"));
-        let http = self.http.clone();
-        let open = async move {
-            let req = req?.build().map_err(CliError::Transport)?;
-            let resp = check(http.execute(req).await.map_err(CliError::Transport)?).await?;
-            if let Some(ct) = resp.headers().get(CONTENT_TYPE) {
-                let ct = ct.to_str().unwrap_or_default();
-                if !ct.starts_with("text/event-stream") {
-                    return Err(CliError::Protocol(format!(
-                        "stream has content type `{ct}`, expected text/event-stream"
-                    )));
-                }
-            }
-            Ok(sse_events(resp.bytes_stream()))
+        self.resumable(task_id, None)
+    }
+
+    /// The task's events from `first` (an open stream) or a new connection, reopened with
+    /// `Last-Event-ID` when it breaks (see [`Client::stream`]).
+    fn resumable(
+        &self,
+        task_id: &str,
+        first: Option<IdEvents>,
+    ) -> impl Stream<Item = Result<StreamEvent, CliError>> + Send + 'static {
+        let resume = Resume {
+            client: self.clone(),
+            task_id: task_id.to_string(),
+            events: first,
+            last_id: None,
+            received: false,
+            failures: 0,
+            done: false,
         };
-        futures::stream::once(open).try_flatten()
+        futures::stream::unfold(resume, |mut r| async move {
+            let item = r.next().await?;
+            Some((item, r))
+        })
+    }
+
+    /// One connection to the task's stream, after `last_id` when given.
+    async fn open_stream(
+        &self,
+        task_id: &str,
+        last_id: Option<&str>,
+    ) -> Result<IdEvents, CliError> {
+        let mut rb = self
+            .request(Method::GET, &["v1", "tasks", task_id, "stream"])?
+            .header(ACCEPT, "text/event-stream");
+        if let Some(id) = last_id {
+            rb = rb.header(LAST_EVENT_ID, id);
+        }
+        let resp = check(rb.send().await.map_err(CliError::Transport)?).await?;
+        if let Some(ct) = resp.headers().get(CONTENT_TYPE) {
+            let ct = ct.to_str().unwrap_or_default();
+            if !ct.starts_with("text/event-stream") {
+                return Err(CliError::Protocol(format!(
+                    "stream has content type `{ct}`, expected text/event-stream"
+                )));
+            }
+        }
+        Ok(Box::pin(sse_items(resp.bytes_stream())))
     }
 
     /// `POST /v1/tasks/{id}/cancel` → 204.
@@ -309,10 +341,109 @@ pub fn backoff_from_headers(headers: &HeaderMap) -> Option<u64> {
         .or_else(|| num(RETRY_AFTER.as_str()).map(|s| s.saturating_mul(1000)))
 }
 
+/// Most times in a row a broken stream is reopened without an event received in between.
+pub const RESUME_ATTEMPTS: u32 = 5;
+/// Wait before the n-th reopen in a row: (n - 1) × this (the first is at once).
+const RESUME_BACKOFF: Duration = Duration::from_millis(200);
+const LAST_EVENT_ID: &str = "last-event-id";
+
+/// Task events with their SSE `id:`, from one connection.
+type IdEvents =
+    std::pin::Pin<Box<dyn Stream<Item = Result<(String, StreamEvent), CliError>> + Send>>;
+
+/// The state of [`Client::stream`]: the open connection and where to resume.
+struct Resume {
+    client: Client,
+    task_id: String,
+    events: Option<IdEvents>,
+    /// `id:` of the last event received.
+    last_id: Option<String>,
+    /// An event was received (without an id one cannot resume without duplicates).
+    received: bool,
+    failures: u32,
+    done: bool,
+}
+
+impl Resume {
+    async fn next(&mut self) -> Option<Result<StreamEvent, CliError>> {
+        if self.done {
+            return None;
+        }
+        loop {
+            let broke = match self.events.as_mut() {
+                None => match self
+                    .client
+                    .open_stream(&self.task_id, self.last_id.as_deref())
+                    .await
+                {
+                    Ok(events) => {
+                        self.events = Some(events);
+                        continue;
+                    }
+                    // Only a reconnect is retried; the first open's error is the answer.
+                    Err(e @ CliError::Transport(_)) if self.failures > 0 => e,
+                    Err(e) => return self.finish(e),
+                },
+                Some(events) => match events.next().await {
+                    Some(Ok((id, ev))) => {
+                        self.received = true;
+                        self.last_id = (!id.is_empty()).then_some(id);
+                        self.failures = 0;
+                        self.done = ev.is_terminal();
+                        return Some(Ok(ev));
+                    }
+                    Some(Err(e @ CliError::Transport(_))) => e,
+                    Some(Err(e)) => return self.finish(e),
+                    None => CliError::Protocol(
+                        "the stream closed before an `end` or `error` event".into(),
+                    ),
+                },
+            };
+            self.events = None;
+            let resumable = self.last_id.is_some() || !self.received;
+            if !resumable || self.failures >= RESUME_ATTEMPTS {
+                return self.finish(broke);
+            }
+            tokio::time::sleep(RESUME_BACKOFF * self.failures).await;
+            self.failures += 1;
+        }
+    }
+
+    fn finish(&mut self, e: CliError) -> Option<Result<StreamEvent, CliError>> {
+        self.done = true;
+        self.events = None;
+        Some(Err(e))
+    }
+}
+
 /// Parses an SSE byte stream into task events, stopping after the first terminal event.
 pub fn sse_events<S, B, E>(
     bytes: S,
 ) -> impl Stream<Item = Result<StreamEvent, CliError>> + Send + 'static
+where
+    S: Stream<Item = Result<B, E>> + Send + 'static,
+    B: AsRef<[u8]> + Send + 'static,
+    E: Into<CliError> + Send + 'static,
+{
+    let items = Box::pin(sse_items(bytes));
+    futures::stream::unfold(Some(items), |state| async move {
+        let mut items = state?;
+        let item = match items.next().await {
+            None => Err(CliError::Protocol(
+                "the stream closed before an `end` or `error` event".into(),
+            )),
+            Some(item) => item.map(|(_, ev)| ev),
+        };
+        let done = !matches!(&item, Ok(ev) if !ev.is_terminal());
+        Some((item, (!done).then_some(items)))
+    })
+}
+
+/// Parses an SSE byte stream into task events with their `id:` (empty when absent), stopping
+/// after the first terminal event or the first error; ends early if the bytes end.
+fn sse_items<S, B, E>(
+    bytes: S,
+) -> impl Stream<Item = Result<(String, StreamEvent), CliError>> + Send + 'static
 where
     S: Stream<Item = Result<B, E>> + Send + 'static,
     B: AsRef<[u8]> + Send + 'static,
@@ -323,9 +454,7 @@ where
         let mut events = state?;
         loop {
             let item = match events.next().await {
-                None => Err(CliError::Protocol(
-                    "the stream closed before an `end` or `error` event".into(),
-                )),
+                None => return None,
                 Some(Err(EventStreamError::Transport(e))) => Err(e.into()),
                 Some(Err(EventStreamError::Utf8(e))) => {
                     Err(CliError::Protocol(format!("stream is not UTF-8: {e}")))
@@ -337,11 +466,13 @@ where
                     if !is_known_event(&ev.event) {
                         continue;
                     }
-                    StreamEvent::parse(&ev.event, &ev.data).map_err(CliError::Protocol)
+                    StreamEvent::parse(&ev.event, &ev.data)
+                        .map(|parsed| (ev.id, parsed))
+                        .map_err(CliError::Protocol)
                 }
             };
             let done = match &item {
-                Ok(ev) => ev.is_terminal(),
+                Ok((_, ev)) => ev.is_terminal(),
                 Err(_) => true,
             };
             return Some((item, if done { None } else { Some(events) }));

@@ -108,8 +108,8 @@ async fn submit(
                 queue_position: 3,
                 predicted_start_ms: 120,
                 backoff_ms: 0,
-                session_tokens_remaining: None,
-                session_time_remaining_ms: None,
+                tokens_budget_remaining: None,
+                time_budget_remaining_ms: None,
             };
             (StatusCode::ACCEPTED, axum::Json(accepted)).into_response()
         }
@@ -222,8 +222,8 @@ fn session_s1() -> SessionInfo {
         turns: 2,
         kv_bytes: 4096,
         kv_warmth: true,
-        tokens_remaining: None,
-        time_remaining_ms: None,
+        tokens_budget_remaining: None,
+        time_budget_remaining_ms: None,
     }
 }
 

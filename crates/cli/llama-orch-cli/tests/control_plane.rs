@@ -599,7 +599,10 @@ fn pool_view_json_is_the_replica_set_plus_health() {
     // The JSON shape scripts rely on: flattened replica set fields + ready/draining.
     let v = serde_json::json!({
         "pool_id": "p", "engine": "mock", "model_ref": "m", "ctx_max": 1, "queue_depth": 0,
-        "replicas": [], "ready": true, "draining": false
+        "replicas": [], "ready": true, "draining": false,
+        "load": {"slots_total": 2, "slots_free": 1, "slots_busy": 1, "replicas_ready": 1,
+            "replicas_total": 1, "queue_depth": 0, "queue_capacity": 8},
+        "slo": {"predicted_start_ms": 0, "deadline_tasks": 0}
     });
     let set: api_types::ReplicaSet = serde_json::from_value(v.clone()).expect("set");
     let view = PoolView {

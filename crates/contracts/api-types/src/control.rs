@@ -16,6 +16,59 @@ pub struct Capabilities {
     /// The quotas that apply to the calling key's tenant (ORCH-3075–3077, 3095); an absent
     /// limit is unlimited. Exceeding one is 429 ADMISSION_REJECT with Retry-After.
     pub rate_limits: RateLimits,
+    /// Per engine (one entry per entry of `engines`): its context limit and capacity.
+    #[serde(default)]
+    pub engine_limits: Vec<EngineLimits>,
+}
+
+/// What one engine offers across the pools that run it (`GET /v1/capabilities`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct EngineLimits {
+    pub engine: String,
+    /// Largest `ctx` a task may ask for on this engine (prompt + max_tokens must fit in it).
+    pub ctx_max: u32,
+    /// Pools running this engine, and the models they serve.
+    pub pools: Vec<String>,
+    pub models: Vec<String>,
+    /// Decode slots over all its replicas, and queue places over all its pools.
+    pub slots_total: u32,
+    pub queue_capacity: u32,
+    /// True when any of its replicas runs on CPU.
+    pub cpu: bool,
+}
+
+/// A pool's load now (`GET /v1/replicasets`, and the metrics snapshot of pool health).
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize, ToSchema)]
+pub struct PoolLoad {
+    /// Slots of Ready replicas, and how many of those are free.
+    pub slots_total: u32,
+    pub slots_free: u32,
+    /// Slots running a task, on any replica.
+    pub slots_busy: u32,
+    pub replicas_ready: u32,
+    pub replicas_total: u32,
+    pub queue_depth: u32,
+    pub queue_capacity: u32,
+}
+
+/// A pool's service figures, measured on its completed tasks (absent until measured).
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize, ToSchema)]
+pub struct SloSnapshot {
+    /// When a task submitted now would start (what admission would answer).
+    pub predicted_start_ms: u64,
+    /// Mean dispatch-to-end time of a task.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mean_service_ms: Option<u64>,
+    /// Mean dispatch-to-first-token time over its replicas.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_token_ms: Option<u64>,
+    /// Mean decode speed of one stream over its replicas.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decode_tokens_per_second: Option<f64>,
+    /// Tasks with a deadline that ended on this pool, and the share that met it.
+    pub deadline_tasks: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadlines_met_ratio: Option<f64>,
 }
 
 /// A tenant's quotas as `GET /v1/capabilities` reports them to that tenant.
@@ -77,6 +130,11 @@ pub struct PoolHealth {
     pub last_error: Option<String>,
     pub queue_depth: u32,
     pub replicas: Vec<ReplicaSnapshot>,
+    /// The pool's key metrics now: load and service figures.
+    #[serde(default)]
+    pub load: PoolLoad,
+    #[serde(default)]
+    pub slo: SloSnapshot,
 }
 
 /// One entry of `GET /v1/replicasets`.
@@ -88,6 +146,11 @@ pub struct ReplicaSet {
     pub ctx_max: u32,
     pub queue_depth: u32,
     pub replicas: Vec<ReplicaSnapshot>,
+    /// Load (slots total/free, queue) and service figures of the set.
+    #[serde(default)]
+    pub load: PoolLoad,
+    #[serde(default)]
+    pub slo: SloSnapshot,
 }
 
 /// Answer of `POST /v1/pools/{id}/policy/reload`: the plugin now installed.

@@ -191,12 +191,13 @@ pub struct TaskAccepted {
     /// Relative URL of the SSE stream (same as the `Location` header).
     pub stream_url: String,
     /// The session's token budget left after this turn's reservation (also the
-    /// `X-Session-Tokens-Remaining` header); absent without a budget or session.
+    /// `X-Tokens-Budget-Remaining` header); absent without a budget or session. The same
+    /// name in the `metrics` event and `GET /v1/sessions/{id}`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub session_tokens_remaining: Option<u64>,
-    /// The session's decode-time budget left (also `X-Session-Time-Remaining-Ms`).
+    pub tokens_budget_remaining: Option<u64>,
+    /// The session's decode-time budget left (also `X-Time-Budget-Remaining-Ms`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub session_time_remaining_ms: Option<u64>,
+    pub time_budget_remaining_ms: Option<u64>,
 }
 
 /// `started` SSE event.
@@ -226,15 +227,13 @@ pub struct MetricsEvent {
     pub queue_depth: u32,
     pub on_time_probability: f64,
     pub kv_warmth: bool,
-    /// Tokens this task may still generate (its max_tokens).
-    pub tokens_budget_remaining: u32,
-    /// The session's token budget left after this turn's reservation (absent: no budget or no
-    /// session).
+    /// The session's token budget left after this turn's reservation (absent: no token
+    /// budget or no session). One name with the 202 body, its header and the session.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub session_tokens_remaining: Option<u64>,
+    pub tokens_budget_remaining: Option<u64>,
     /// The session's decode-time budget left (absent: no budget or no session).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub session_time_remaining_ms: Option<u64>,
+    pub time_budget_remaining_ms: Option<u64>,
 }
 
 /// `end` SSE event.
@@ -327,8 +326,8 @@ pub struct SessionInfo {
     pub kv_warmth: bool,
     /// Token budget left (absent when `sessions.token_budget` is not set).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tokens_remaining: Option<u64>,
+    pub tokens_budget_remaining: Option<u64>,
     /// Decode-time budget left (absent when `sessions.time_budget_ms` is not set).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub time_remaining_ms: Option<u64>,
+    pub time_budget_remaining_ms: Option<u64>,
 }

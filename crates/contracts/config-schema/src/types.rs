@@ -127,6 +127,12 @@ pub struct ServerConfig {
     pub task_retention_ms: u64,
     /// Interval of SSE keep-alive comments.
     pub sse_keepalive_ms: u64,
+    /// How long a task keeps running after the last reader of its stream disconnected before
+    /// the terminal event, waiting for a reader to reconnect (`Last-Event-ID` resumes where it
+    /// left off). When nobody has reattached by then, the task is canceled (reason
+    /// `client_disconnect`) and its slot freed. 0 cancels at once (streams cannot be resumed
+    /// then, only replayed after the task ends).
+    pub stream_resume_grace_ms: u64,
     /// How often replicas are health-probed while nothing is queued or running and every
     /// replica is Ready: a slow safety net, since readiness then comes from pool-managerd's
     /// registry feed and from dispatch outcomes. While work exists, or a replica is not Ready,
@@ -156,6 +162,7 @@ impl Default for ServerConfig {
             shutdown_grace_ms: 10_000,
             task_retention_ms: 300_000,
             sse_keepalive_ms: 15_000,
+            stream_resume_grace_ms: 2_000,
             idle_probe_interval_ms: 10_000,
             task_log_budget_bytes: None,
             task_log_max_tasks: 20_000,

@@ -56,7 +56,50 @@ pub async fn capabilities(
                 tokens_per_minute: l.tokens_per_minute,
             }
         },
+        engine_limits: engine_limits(&state),
     })
+}
+
+/// Per engine: the largest context, pools, models, slots and queue places (ORCH-3095).
+fn engine_limits(state: &AppState) -> Vec<api_types::EngineLimits> {
+    let mut out: Vec<api_types::EngineLimits> = Vec::new();
+    for (i, p) in state.pools.iter().enumerate() {
+        let engine = p.engine.as_str();
+        let at = match out.iter().position(|e| e.engine == engine) {
+            Some(at) => at,
+            None => {
+                out.push(api_types::EngineLimits {
+                    engine: engine.into(),
+                    ctx_max: 0,
+                    pools: vec![],
+                    models: vec![],
+                    slots_total: 0,
+                    queue_capacity: 0,
+                    cpu: false,
+                });
+                out.len() - 1
+            }
+        };
+        let (load, _) = state.pool_figures(i);
+        let e = &mut out[at];
+        e.ctx_max = e.ctx_max.max(p.ctx_max);
+        e.pools.push(p.id.clone());
+        let model = p.model_ref();
+        if !e.models.contains(&model) {
+            e.models.push(model);
+        }
+        let slots: u32 = state
+            .pool_sched(i)
+            .replicas
+            .iter()
+            .map(|r| r.view.slots_total)
+            .sum();
+        e.slots_total += slots;
+        e.queue_capacity += load.queue_capacity;
+        e.cpu |= p.cpu_allowed;
+    }
+    out.sort_by(|a, b| a.engine.cmp(&b.engine));
+    out
 }
 
 fn pool_index(state: &AppState, id: &str) -> Result<usize, ApiError> {
@@ -86,6 +129,7 @@ pub async fn pool_health(
         )
     };
     let draining = state.is_draining(i);
+    let (load, slo) = state.pool_figures(i);
     Ok(Json(PoolHealth {
         pool_id: id,
         live: true,
@@ -94,6 +138,8 @@ pub async fn pool_health(
         last_error,
         queue_depth,
         replicas,
+        load,
+        slo,
     }))
 }
 
@@ -112,6 +158,7 @@ pub async fn replicasets(
             // Its own statement: the scheduler guard must be gone before replica_snapshots
             // locks again (a guard in the struct literal would live to its end: deadlock).
             let queue_depth = state.pool_sched(i).queue.len() as u32;
+            let (load, slo) = state.pool_figures(i);
             ReplicaSet {
                 pool_id: p.id.clone(),
                 engine: p.engine.as_str().into(),
@@ -119,6 +166,8 @@ pub async fn replicasets(
                 ctx_max: p.ctx_max,
                 queue_depth,
                 replicas: state.replica_snapshots(i),
+                load,
+                slo,
             }
         })
         .collect();

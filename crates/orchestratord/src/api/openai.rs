@@ -324,17 +324,19 @@ async fn collect(
 }
 
 /// The task's events from the first, ending after the terminal one; the task is canceled if
-/// the stream is dropped before that (client gone).
+/// the stream is dropped before that (client gone) and no reader comes back within
+/// `server.stream_resume_grace_ms`.
 fn task_events(state: Arc<AppState>, task: Arc<Task>) -> impl Stream<Item = StreamEvent> + Send {
     let rx = task.subscribe();
     let guard = DisconnectGuard { state, task };
-    let init = (guard, rx, 0usize, VecDeque::<StreamEvent>::new(), false);
+    // `rx` first: dropped before the guard runs, so the guard does not count this reader.
+    let init = (rx, guard, 0usize, VecDeque::<StreamEvent>::new(), false);
     futures::stream::unfold(
         init,
-        |(guard, mut rx, mut next, mut pending, mut done)| async move {
+        |(mut rx, guard, mut next, mut pending, mut done)| async move {
             loop {
                 if let Some(ev) = pending.pop_front() {
-                    return Some((ev, (guard, rx, next, pending, done)));
+                    return Some((ev, (rx, guard, next, pending, done)));
                 }
                 if done {
                     return None;

@@ -35,8 +35,8 @@ pub async fn get_session(
         turns: view.turns,
         kv_bytes: view.kv_bytes,
         kv_warmth: view.kv_warmth,
-        tokens_remaining: view.tokens_remaining,
-        time_remaining_ms: view.time_remaining_ms,
+        tokens_budget_remaining: view.tokens_remaining,
+        time_budget_remaining_ms: view.time_remaining_ms,
     }))
 }
 

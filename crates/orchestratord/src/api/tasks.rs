@@ -26,8 +26,8 @@ use crate::task::Task;
             headers(("Location" = String, description = "URL of the task's SSE stream (for reconnecting)"))),
         (status = 202, description = "Admitted and queued", body = TaskAccepted,
             headers(("Location" = String, description = "URL of the task's SSE stream"),
-                ("X-Session-Tokens-Remaining" = u64, description = "session token budget left (when configured)"),
-                ("X-Session-Time-Remaining-Ms" = u64, description = "session decode-time budget left (when configured)"))),
+                ("X-Tokens-Budget-Remaining" = u64, description = "session token budget left (when configured)"),
+                ("X-Time-Budget-Remaining-Ms" = u64, description = "session decode-time budget left (when configured)"))),
         (status = 400, description = "INVALID_PARAMS or DEADLINE_UNMET", body = ErrorEnvelope),
         (status = 401, description = "UNAUTHENTICATED", body = ErrorEnvelope),
         (status = 403, description = "FORBIDDEN", body = ErrorEnvelope),
@@ -55,11 +55,11 @@ pub async fn submit(
         resp.headers_mut().insert(header::LOCATION, v);
     }
     let h = resp.headers_mut();
-    if let Some(n) = accepted.session_tokens_remaining {
-        h.insert("x-session-tokens-remaining", HeaderValue::from(n));
+    if let Some(n) = accepted.tokens_budget_remaining {
+        h.insert("x-tokens-budget-remaining", HeaderValue::from(n));
     }
-    if let Some(n) = accepted.session_time_remaining_ms {
-        h.insert("x-session-time-remaining-ms", HeaderValue::from(n));
+    if let Some(n) = accepted.time_budget_remaining_ms {
+        h.insert("x-time-budget-remaining-ms", HeaderValue::from(n));
     }
     Ok(resp)
 }
@@ -81,34 +81,69 @@ pub(crate) fn wants_event_stream(headers: &axum::http::HeaderMap) -> bool {
 /// The task's event stream from its first event, as `GET /v1/tasks/{id}/stream` serves it.
 fn sse_response(state: Arc<AppState>, task: Arc<Task>) -> Response {
     let keepalive = Duration::from_millis(state.cfg.server.sse_keepalive_ms);
-    Sse::new(event_stream(state, task))
+    Sse::new(event_stream(state, task, 0))
         .keep_alive(KeepAlive::new().interval(keepalive))
         .into_response()
 }
 
-/// Server-Sent Events of a task: started, token*, metrics, end | error (ORCH-2002).
+/// Server-Sent Events of a task: started, token*, metrics, end | error (ORCH-2002). Every
+/// event carries its index in the task's log as `id:`; `Last-Event-ID` resumes after it.
 #[utoipa::path(get, path = "/v1/tasks/{id}/stream", tag = "data",
-    params(("id" = String, Path, description = "task id")),
+    params(("id" = String, Path, description = "task id"),
+        ("Last-Event-ID" = Option<String>, Header, nullable = false, description = "Resume: the `id` of the last event the client received; the stream continues with the next one (no gap, no duplicate) while the task's log is retained")),
     responses(
-        (status = 200, description = "text/event-stream with events started, token, metrics, end, error", content_type = "text/event-stream", body = String),
+        (status = 200, description = "text/event-stream with events started, token, metrics, end, error; each has an `id:` (its index in the task's log, from 0)", content_type = "text/event-stream", body = String),
+        (status = 400, description = "INVALID_PARAMS: Last-Event-ID is not an id this stream has sent", body = ErrorEnvelope),
         (status = 403, description = "FORBIDDEN: needs a data key", body = ErrorEnvelope),
         (status = 404, description = "Unknown task (or another tenant's)", body = ErrorEnvelope),
+        (status = 410, description = "TASK_EVICTED: the task finished and its log was evicted", body = ErrorEnvelope),
     ),
     security(("api_key" = [])))]
 pub async fn stream(
     State(state): State<Arc<AppState>>,
     DataCaller(caller): DataCaller,
     Path(id): Path<String>,
+    headers: axum::http::HeaderMap,
 ) -> Result<Response, ApiError> {
     let task = state.task_for(&id, &caller.tenant)?;
+    let from = resume_from(&headers, &task)?;
     let keepalive = Duration::from_millis(state.cfg.server.sse_keepalive_ms);
-    Ok(Sse::new(event_stream(state, task))
+    Ok(Sse::new(event_stream(state, task, from))
         .keep_alive(KeepAlive::new().interval(keepalive))
         .into_response())
 }
 
-/// Cancels the task if the client goes away before the stream's terminal event (also used by
-/// the OpenAI front door's streams).
+/// The index of the first event to send: 0, or the one after `Last-Event-ID`. An id that is
+/// not a number or that the log has not reached yet was never sent: 400 INVALID_PARAMS.
+fn resume_from(headers: &axum::http::HeaderMap, task: &Task) -> Result<usize, ApiError> {
+    let Some(value) = headers.get(LAST_EVENT_ID) else {
+        return Ok(0);
+    };
+    let text = value.to_str().unwrap_or_default().trim();
+    let last: usize = text
+        .parse()
+        .ok()
+        .filter(|_| text.bytes().all(|b| b.is_ascii_digit()))
+        .ok_or_else(|| {
+            ApiError::invalid(format!(
+                "Last-Event-ID {:?} is not an event id (ids are decimal event indices)",
+                value.to_str().unwrap_or("<not text>")
+            ))
+        })?;
+    let count = task.event_count();
+    if last >= count {
+        return Err(ApiError::invalid(format!(
+            "Last-Event-ID {last} is beyond the task's log ({count} events so far)"
+        )));
+    }
+    Ok(last + 1)
+}
+
+const LAST_EVENT_ID: &str = "last-event-id";
+
+/// Cancels the task if the client goes away before the stream's terminal event and nobody
+/// resumes it within `server.stream_resume_grace_ms` (see [`AppState::stream_detached`]);
+/// also used by the OpenAI front door's streams.
 pub(crate) struct DisconnectGuard {
     pub(crate) state: Arc<AppState>,
     pub(crate) task: Arc<Task>,
@@ -116,39 +151,57 @@ pub(crate) struct DisconnectGuard {
 
 impl Drop for DisconnectGuard {
     fn drop(&mut self) {
-        if !self.task.is_terminal() {
-            let state = self.state.clone();
-            let task = self.task.clone();
-            tokio::spawn(async move {
-                let _ = state.cancel(&task, "client_disconnect").await;
-            });
-        }
+        self.state.stream_detached(&self.task);
     }
 }
 
-fn to_sse(ev: &StreamEvent) -> Event {
-    Event::default().event(ev.name()).data(ev.data_json())
+/// The SSE event for log entry `id`. The first one also carries `retry:`, telling
+/// `EventSource` clients to reconnect after a drop well inside the resume grace window
+/// (browsers otherwise wait a few seconds of their own choosing).
+fn to_sse(id: usize, ev: &StreamEvent, reconnect: Option<Duration>) -> Event {
+    let e = Event::default()
+        .event(ev.name())
+        .data(ev.data_json())
+        .id(id.to_string());
+    match reconnect {
+        Some(after) if id == 0 => e.retry(after),
+        _ => e,
+    }
 }
 
-fn event_stream(
+/// Half the resume grace window, at most 1 s; none when disconnects cancel at once.
+fn reconnect_hint(state: &AppState) -> Option<Duration> {
+    let grace = state.cfg.server.stream_resume_grace_ms;
+    (grace > 0).then(|| Duration::from_millis((grace / 2).clamp(1, 1000)))
+}
+
+/// The task's events from index `from` (0: the whole stream), each with its index as `id:`,
+/// ending after the terminal event. Dropping the stream before that counts as the reader
+/// leaving (see [`DisconnectGuard`]).
+pub(crate) fn event_stream(
     state: Arc<AppState>,
     task: Arc<Task>,
+    from: usize,
 ) -> impl Stream<Item = Result<Event, Infallible>> {
     let rx = task.subscribe();
+    let reconnect = reconnect_hint(&state);
     let guard = DisconnectGuard { state, task };
+    // `rx` first: it is dropped before the guard runs, so the guard's check of the readers
+    // still attached does not count this stream.
     let init = (
-        guard,
         rx,
-        0usize,
-        std::collections::VecDeque::<StreamEvent>::new(),
+        guard,
+        from,
+        std::collections::VecDeque::<(usize, StreamEvent)>::new(),
         false,
     );
     futures::stream::unfold(
         init,
-        |(guard, mut rx, mut next, mut pending, mut done)| async move {
+        move |(mut rx, guard, mut next, mut pending, mut done)| async move {
             loop {
-                if let Some(ev) = pending.pop_front() {
-                    return Some((Ok(to_sse(&ev)), (guard, rx, next, pending, done)));
+                if let Some((id, ev)) = pending.pop_front() {
+                    let sse = to_sse(id, &ev, reconnect);
+                    return Some((Ok(sse), (rx, guard, next, pending, done)));
                 }
                 if done {
                     return None;
@@ -156,8 +209,9 @@ fn event_stream(
                 // Mark what we are about to read as seen before reading, so no wakeup is lost.
                 rx.borrow_and_update();
                 let (events, terminal) = guard.task.events_from(next);
-                next += events.len();
-                pending.extend(events);
+                let n = events.len();
+                pending.extend(events.into_iter().enumerate().map(|(k, ev)| (next + k, ev)));
+                next += n;
                 if terminal {
                     done = true;
                     continue;

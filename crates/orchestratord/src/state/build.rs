@@ -69,6 +69,7 @@ impl AppState {
                     running: HashMap::new(),
                     preempting: None,
                     draining: false,
+                    queue_gauge_version: None,
                 })
             })
             .collect();

@@ -164,13 +164,89 @@ impl AppState {
         self.pool_sched(pool_idx).draining
     }
 
-    pub(crate) fn update_queue_gauges(&self, pool_id: &str, ps: &PoolSched) {
+    /// Exports a pool's queue depth per priority, labelled with the pool's engine and the
+    /// build it serves (SPEC §7).
+    pub(crate) fn update_queue_gauges(&self, pool_id: &str, ps: &mut PoolSched) {
+        let engine = self
+            .pools
+            .iter()
+            .find(|p| p.id == pool_id)
+            .map_or("", |p| p.engine.as_str());
+        let version = ps.serving_version().to_string();
+        if let Some(old) = ps.queue_gauge_version.replace(version.clone())
+            && old != version
+        {
+            for p in Priority::ALL {
+                let _ = self.metrics.queue_depth.remove_label_values(&[
+                    pool_id,
+                    engine,
+                    &old,
+                    p.as_str(),
+                ]);
+            }
+        }
         for p in Priority::ALL {
             self.metrics
                 .queue_depth
-                .with_label_values(&[pool_id, p.as_str()])
+                .with_label_values(&[pool_id, engine, &version, p.as_str()])
                 .set(ps.queue.depth(p) as i64);
         }
+    }
+
+    /// A pool's load and service figures now (replica sets, pool health).
+    pub fn pool_figures(&self, pool_idx: usize) -> (api_types::PoolLoad, api_types::SloSnapshot) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let pool = &self.pools[pool_idx];
+        let ps = self.pool_sched(pool_idx);
+        let (slots_free, slots_total) = ps.ready_slots();
+        let queue_depth = ps.queue.len() as u32;
+        let load = api_types::PoolLoad {
+            slots_total,
+            slots_free,
+            slots_busy: ps.replicas.iter().map(|r| r.view.slots_busy).sum(),
+            replicas_ready: ps
+                .replicas
+                .iter()
+                .filter(|r| r.view.state == ReplicaState::Ready)
+                .count() as u32,
+            replicas_total: ps.replicas.len() as u32,
+            queue_depth,
+            queue_capacity: ps.queue.capacity() as u32,
+        };
+        let mean =
+            |xs: Vec<f64>| (!xs.is_empty()).then(|| xs.iter().sum::<f64>() / xs.len() as f64);
+        let (tasks, met) = (
+            pool.deadline_tasks.load(Relaxed),
+            pool.deadline_met.load(Relaxed),
+        );
+        let slo = api_types::SloSnapshot {
+            predicted_start_ms: ps.estimator.predicted_start_ms(
+                queue_depth,
+                slots_free,
+                slots_total,
+            ),
+            mean_service_ms: ps
+                .replicas
+                .iter()
+                .any(|r| r.rate.samples() > 0)
+                .then(|| ps.estimator.mean_ms().round() as u64),
+            first_token_ms: mean(
+                ps.replicas
+                    .iter()
+                    .filter_map(|r| r.rate.first_token_ms())
+                    .collect(),
+            )
+            .map(|v| v.round() as u64),
+            decode_tokens_per_second: mean(
+                ps.replicas
+                    .iter()
+                    .filter_map(|r| r.rate.tokens_per_second())
+                    .collect(),
+            ),
+            deadline_tasks: tasks,
+            deadlines_met_ratio: (tasks > 0).then(|| met as f64 / tasks as f64),
+        };
+        (load, slo)
     }
 
     pub fn replica_snapshots(&self, pool_idx: usize) -> Vec<ReplicaSnapshot> {

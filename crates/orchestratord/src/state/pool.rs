@@ -87,6 +87,10 @@ pub struct Pool {
     pub replicas: Vec<Replica>,
     /// The model's catalog lifecycle, as the registry reports it.
     pub(crate) lifecycle: Mutex<Lifecycle>,
+    /// Tasks with a deadline that ended on this pool, and how many met it (lock-free: counted
+    /// by `retire`, which may hold other locks).
+    pub(crate) deadline_tasks: std::sync::atomic::AtomicU64,
+    pub(crate) deadline_met: std::sync::atomic::AtomicU64,
 }
 
 impl Pool {
@@ -109,6 +113,8 @@ impl Pool {
             full_policy,
             replicas,
             lifecycle: Mutex::default(),
+            deadline_tasks: Default::default(),
+            deadline_met: Default::default(),
         }
     }
 
@@ -290,6 +296,9 @@ pub struct PoolSched {
     pub preempting: Option<String>,
     /// Drained pools take no new work; set by `POST /v1/pools/{id}/drain`.
     pub draining: bool,
+    /// The engine_version the queue-depth gauges were last exported under (its series are
+    /// removed when the pool's serving version changes, e.g. after a reload).
+    pub queue_gauge_version: Option<String>,
 }
 
 impl PoolSched {
@@ -301,6 +310,16 @@ impl PoolSched {
             .fold((0, 0), |(free, total), r| {
                 (free + r.slots_total - r.slots_busy, total + r.slots_total)
             })
+    }
+
+    /// The engine build the pool serves: its Ready replicas' (a replica set never mixes
+    /// versions, ORCH-3007), else the first replica's last known one.
+    pub(crate) fn serving_version(&self) -> &str {
+        self.replicas
+            .iter()
+            .find(|r| r.view.state == ReplicaState::Ready)
+            .or(self.replicas.first())
+            .map_or("unknown", |r| r.engine_version.as_str())
     }
 
     /// Suggested client backoff when the pool is full: the time one queued task takes to drain.

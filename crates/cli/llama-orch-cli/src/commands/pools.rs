@@ -45,6 +45,8 @@ pub(super) async fn list(
             set: ReplicaSet {
                 queue_depth: h.queue_depth,
                 replicas: h.replicas,
+                load: h.load,
+                slo: h.slo,
                 ..set
             },
             ready: h.ready,

@@ -183,6 +183,23 @@ fn retriable(w: &mut Journey, id: String, is: String) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A field that must be absent (e.g. a session budget without a session).
+#[then(regex = r#"^the (started|metrics|end|error) event of task "([^"]+)" has no "([^"]+)"$"#)]
+fn event_field_absent(
+    w: &mut Journey,
+    name: String,
+    id: String,
+    key: String,
+) -> anyhow::Result<()> {
+    let ev = first_event(w, &id, &name)?;
+    ensure!(
+        ev.data.get(&key).is_none(),
+        "{name} event has {key}: {}",
+        ev.data
+    );
+    Ok(())
+}
+
 #[then(
     regex = r#"^the (started|metrics|end|error) event of task "([^"]+)" has "([^"]+)" (?:=|is) (.+)$"#
 )]
