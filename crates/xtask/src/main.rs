@@ -405,13 +405,17 @@ fn main() -> ExitCode {
         Some("regen") => proofs::regen(),
         Some("spec-map") => proofs::spec_map(),
         Some("bench") => {
+            // --peers runs the shipped binaries as processes: build them next to the bench.
+            let peers = rest.contains(&"--peers");
+            let bins = ["-p", "llama-orch-cli", "-p", "orchestratord", "-p", "llorch-adapterd"];
             let mut a = vec!["run", "--release", "--locked", "-p", "llorch-bench", "--"];
             a.extend(rest);
-            cargo(&a, &[])
+            (!peers || cargo(&[&["build", "--release", "--locked", "--bins"], &bins[..]].concat(), &[]))
+                && cargo(&a, &[])
         }
         _ => {
             eprintln!(
-                "usage: cargo xtask <ci | test | fetch-engine | build-plugins [--check] | regen | spec-map | bench [--quick] | soak [--minutes N]>"
+                "usage: cargo xtask <ci | test | fetch-engine | build-plugins [--check] | regen | spec-map | bench [--quick] [--peers [--synthetic]] | soak [--minutes N]>"
             );
             return ExitCode::from(2);
         }
