@@ -122,6 +122,10 @@ async fn main() -> std::process::ExitCode {
             .expect("SIGTERM handler");
         tokio::select! { _ = term.recv() => {}, _ = tokio::signal::ctrl_c() => {} }
     };
+    // Without TCP_NODELAY the last small event of a stream can wait for a delayed ACK.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     match axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await

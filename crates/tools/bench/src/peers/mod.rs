@@ -92,6 +92,7 @@ struct Level {
     wall: Duration,
     cpu_ms: f64,
     failures: usize,
+    first_error: Option<String>,
 }
 
 pub(crate) async fn peers(a: PeersArgs) -> anyhow::Result<()> {
@@ -306,7 +307,7 @@ async fn block(
             let (client, path, next, model_ref) =
                 (client.clone(), path.clone(), next.clone(), model_ref.to_owned());
             tokio::spawn(async move {
-                let (mut tokens, mut failures) = (0u64, 0usize);
+                let (mut tokens, mut failures, mut first_error) = (0u64, 0usize, None);
                 loop {
                     let k = next.fetch_add(1, Ordering::Relaxed);
                     if k >= requests {
@@ -319,10 +320,13 @@ async fn block(
                     };
                     match client::run(&client, &path, &model_ref, ctx, &job).await {
                         Ok(s) => tokens += s.tokens,
-                        Err(_) => failures += 1,
+                        Err(e) => {
+                            failures += 1;
+                            first_error.get_or_insert_with(|| format!("{e:#}"));
+                        }
                     }
                 }
-                (tokens, failures)
+                (tokens, failures, first_error)
             })
         })
         .collect();
@@ -331,12 +335,16 @@ async fn block(
         wall: Duration::ZERO,
         cpu_ms: 0.0,
         failures: 0,
+        first_error: None,
     };
     for w in workers {
         match w.await {
-            Ok((t, f)) => {
+            Ok((t, f, e)) => {
                 level.tokens += t;
                 level.failures += f;
+                if level.first_error.is_none() {
+                    level.first_error = e;
+                }
             }
             Err(_) => level.failures += 1,
         }
@@ -459,6 +467,13 @@ fn report(
     }
     for (tool, why) in &setup.skipped {
         println!("| {tool} | SKIPPED: {why} |");
+    }
+    for (p, ls) in setup.paths.iter().zip(levels) {
+        for (l, c) in ls.iter().zip(&plan.levels) {
+            if let Some(e) = &l.first_error {
+                println!("  {} @{c}: {} failed, first: {e}", p.name, l.failures);
+            }
+        }
     }
     println!(
         "\n  {} latency rounds of {} tokens (+1 warm-up), one request at a time, path order \

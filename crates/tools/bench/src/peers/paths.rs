@@ -155,6 +155,29 @@ async fn wait_until(
     Ok(())
 }
 
+/// Waits until `GET /metrics` on the port answers 200.
+async fn wait_http(what: &str, port: u16, procs: &mut Procs, dir: &FsPath) -> anyhow::Result<()> {
+    let http = reqwest::Client::builder().no_proxy().build()?;
+    let url = format!("http://127.0.0.1:{port}/metrics");
+    let t0 = Instant::now();
+    loop {
+        procs.check_alive(dir)?;
+        let ok = http
+            .get(&url)
+            .timeout(Duration::from_secs(2))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success());
+        if ok {
+            return Ok(());
+        }
+        if t0.elapsed() > Duration::from_secs(600) {
+            bail!("{what}: {url} not answering within 600 s");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 fn port_open(port: u16) -> bool {
     std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
 }
@@ -248,10 +271,8 @@ impl Setup {
                 .env("RUST_LOG", "warn"),
             &d.join("llorch-serve.log"),
         )?;
-        wait_until("llorch serve", Duration::from_secs(600), &mut procs, &d, || {
-            port_open(aio_port)
-        })
-        .await?;
+        // The socket is bound before the engines preload; the API answers once they are Ready.
+        wait_http("llorch serve", aio_port, &mut procs, &d).await?;
         let (engine_pid, engine_port) = engine_child(aio_pid)?;
         let engine_url = format!("http://127.0.0.1:{engine_port}");
         println!(
@@ -293,10 +314,7 @@ impl Setup {
                 .env("RUST_LOG", "warn"),
             &d.join("orchestratord.log"),
         )?;
-        wait_until("orchestratord", Duration::from_secs(60), &mut procs, &d, || {
-            port_open(split_port)
-        })
-        .await?;
+        wait_http("orchestratord", split_port, &mut procs, &d).await?;
 
         let mut paths = vec![RelayPath {
             name: "direct (engine)".into(),
@@ -425,7 +443,6 @@ fn nginx_conf(dir: &FsPath, port: u16, engine_port: u16) -> String {
     format!(
         r#"daemon off;
 worker_processes 1;
-worker_rlimit_nofile 65536;
 pid {d}/nginx.pid;
 error_log {d}/error.log warn;
 events {{ worker_connections 16384; }}
