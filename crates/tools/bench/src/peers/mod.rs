@@ -176,6 +176,7 @@ async fn measure(
     let model_ref = setup.model_ref.clone();
 
     // Latency rounds (round 0 warms every path up and is not counted).
+    eprintln!("  latency rounds: {} + 1 warm-up", plan.rounds);
     for round in 0..=plan.rounds {
         let job = Job {
             prompt: PROMPTS[round % PROMPTS.len()],
@@ -213,6 +214,7 @@ async fn measure(
     let mut levels: Vec<Vec<Level>> = (0..n_paths).map(|_| Vec::new()).collect();
     for (li, &streams) in plan.levels.iter().enumerate() {
         let requests = (streams * plan.per_stream).max(plan.min_requests);
+        eprintln!("  throughput @{streams}: {requests} requests per path");
         for k in 0..n_paths {
             let i = (li + k) % n_paths;
             let path = &setup.paths[i];
@@ -238,6 +240,7 @@ async fn measure(
         .iter()
         .map(|p| p.procs.iter().map(|q| cpu_ms(std::slice::from_ref(q))).collect())
         .collect();
+    eprintln!("  idle window: {} s", a.idle_secs);
     let t0 = Instant::now();
     tokio::time::sleep(Duration::from_secs(a.idle_secs)).await;
     let idle_s = t0.elapsed().as_secs_f64();
