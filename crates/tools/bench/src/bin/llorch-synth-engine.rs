@@ -10,8 +10,8 @@
 //!
 //! Token text is a deterministic function of (prompt, seed, index) and includes characters
 //! JSON must escape and multi-byte UTF-8, so a relay that alters text is caught by the bench's
-//! byte comparison. Tokens are produced as fast as the client reads them (`--tokens-per-second
-//! N` paces each stream instead).
+//! byte comparison. Tokens are produced as fast as the client reads them, each event written
+//! on its own as llama-server writes them (`--tokens-per-second N` paces each stream instead).
 //!
 //! Must not depend on any llama-orch crate: it stands in for an engine we do not control.
 
@@ -279,8 +279,14 @@ async fn completion(State(e): State<Arc<Engine>>, body: Bytes) -> Response {
         if i > n {
             return None;
         }
-        if let Some(t) = tick.as_mut() {
-            t.tick().await;
+        match tick.as_mut() {
+            Some(t) => {
+                t.tick().await;
+            }
+            // Hand control back once per event, so the server writes each event as it comes,
+            // one write per token as llama-server does, instead of batching a whole stream.
+            None if i > 0 => tokio::task::yield_now().await,
+            None => {}
         }
         let e = &guard.0;
         let line = if i < n {
