@@ -407,10 +407,21 @@ fn main() -> ExitCode {
         Some("bench") => {
             // --peers runs the shipped binaries as processes: build them next to the bench.
             let peers = rest.contains(&"--peers");
-            let bins = ["-p", "llama-orch-cli", "-p", "orchestratord", "-p", "llorch-adapterd"];
+            let bins = [
+                "-p",
+                "llama-orch-cli",
+                "-p",
+                "orchestratord",
+                "-p",
+                "llorch-adapterd",
+            ];
             let mut a = vec!["run", "--release", "--locked", "-p", "llorch-bench", "--"];
             a.extend(rest);
-            (!peers || cargo(&[&["build", "--release", "--locked", "--bins"], &bins[..]].concat(), &[]))
+            (!peers
+                || cargo(
+                    &[&["build", "--release", "--locked", "--bins"], &bins[..]].concat(),
+                    &[],
+                ))
                 && cargo(&a, &[])
         }
         _ => {

@@ -92,9 +92,15 @@ async fn llamacpp_adapter_streams_from_the_synthetic_engine() {
     let text: String = tokens.iter().map(|(t, _)| t.as_str()).collect();
     // Same prompt and seed: the same text; another seed: another text.
     let (again, _) = generate(&a, request("j2", 7, 40)).await;
-    assert_eq!(again.iter().map(|(t, _)| t.as_str()).collect::<String>(), text);
+    assert_eq!(
+        again.iter().map(|(t, _)| t.as_str()).collect::<String>(),
+        text
+    );
     let (other, _) = generate(&a, request("j3", 8, 40)).await;
-    assert_ne!(other.iter().map(|(t, _)| t.as_str()).collect::<String>(), text);
+    assert_ne!(
+        other.iter().map(|(t, _)| t.as_str()).collect::<String>(),
+        text
+    );
     // Escapes and multi-byte text survive the adapter's JSON decoding.
     assert!(
         text.chars().any(|c| !c.is_ascii()) || text.contains('"') || text.contains('\n'),

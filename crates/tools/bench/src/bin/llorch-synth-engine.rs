@@ -29,8 +29,22 @@ use serde::Deserialize;
 
 /// Token texts: plain words, JSON escapes, multi-byte UTF-8.
 const VOCAB: [&str; 16] = [
-    " the", " relay", " token", ",", " \"quoted\"", " naïve", " 東京", "\n", " back\\slash", " 🦀",
-    "\t", " stream", ".", " café", " <tag>", " end",
+    " the",
+    " relay",
+    " token",
+    ",",
+    " \"quoted\"",
+    " naïve",
+    " 東京",
+    "\n",
+    " back\\slash",
+    " 🦀",
+    "\t",
+    " stream",
+    ".",
+    " café",
+    " <tag>",
+    " end",
 ];
 
 struct Engine {
@@ -101,7 +115,10 @@ async fn main() -> std::process::ExitCode {
         prompt_tokens: AtomicU64::new(0),
     });
     let app = Router::new()
-        .route("/health", get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }))
+        .route(
+            "/health",
+            get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }),
+        )
         .route("/props", get(props))
         .route("/slots", get(slots))
         .route("/metrics", get(metrics))
@@ -116,7 +133,10 @@ async fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    eprintln!("llorch-synth-engine: listening on {addr}, {} slots", args.slots);
+    eprintln!(
+        "llorch-synth-engine: listening on {addr}, {} slots",
+        args.slots
+    );
     let shutdown = async {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .expect("SIGTERM handler");
@@ -163,11 +183,7 @@ async fn slots(State(e): State<Arc<Engine>>) -> impl IntoResponse {
 }
 
 async fn metrics(State(e): State<Arc<Engine>>) -> impl IntoResponse {
-    let busy = e
-        .slots
-        .iter()
-        .filter(|b| b.load(Ordering::Relaxed))
-        .count();
+    let busy = e.slots.iter().filter(|b| b.load(Ordering::Relaxed)).count();
     format!(
         "# TYPE llamacpp:prompt_tokens_total counter\nllamacpp:prompt_tokens_total {}\n\
          # TYPE llamacpp:tokens_predicted_total counter\nllamacpp:tokens_predicted_total {}\n\
@@ -239,14 +255,21 @@ fn claim(e: &Arc<Engine>, asked: i64) -> Option<SlotGuard> {
 }
 
 fn error(status: StatusCode, kind: &str, message: &str) -> Response {
-    let body = serde_json::json!({"error": {"code": status.as_u16(), "message": message, "type": kind}});
+    let body =
+        serde_json::json!({"error": {"code": status.as_u16(), "message": message, "type": kind}});
     (status, axum::Json(body)).into_response()
 }
 
 async fn completion(State(e): State<Arc<Engine>>, body: Bytes) -> Response {
     let req: CompletionRequest = match serde_json::from_slice(&body) {
         Ok(r) => r,
-        Err(err) => return error(StatusCode::BAD_REQUEST, "invalid_request_error", &err.to_string()),
+        Err(err) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request_error",
+                &err.to_string(),
+            );
+        }
     };
     let Some(guard) = claim(&e, req.id_slot) else {
         return error(
@@ -255,7 +278,11 @@ async fn completion(State(e): State<Arc<Engine>>, body: Bytes) -> Response {
             "no slot available",
         );
     };
-    let n = if req.n_predict < 0 { 16 } else { req.n_predict as u64 };
+    let n = if req.n_predict < 0 {
+        16
+    } else {
+        req.n_predict as u64
+    };
     let key = fnv(&req.prompt) ^ splitmix(req.seed as u64);
     let prompt_n = (req.prompt.len() as u64).div_ceil(4).max(1);
     e.prompt_tokens.fetch_add(prompt_n, Ordering::Relaxed);
@@ -311,5 +338,11 @@ async fn completion(State(e): State<Arc<Engine>>, body: Bytes) -> Response {
     Response::builder()
         .header(header::CONTENT_TYPE, "text/event-stream")
         .body(Body::from_stream(events))
-        .unwrap_or_else(|_| error(StatusCode::INTERNAL_SERVER_ERROR, "server_error", "response"))
+        .unwrap_or_else(|_| {
+            error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "server_error",
+                "response",
+            )
+        })
 }

@@ -109,7 +109,9 @@ pub(crate) async fn peers(a: PeersArgs) -> anyhow::Result<()> {
     } else {
         let e = match crate::real_engine::provisioned_engine() {
             Ok(e) => e,
-            Err(why) => bail!("--peers needs the real engine: run `cargo xtask fetch-engine` ({why}), or use --synthetic"),
+            Err(why) => bail!(
+                "--peers needs the real engine: run `cargo xtask fetch-engine` ({why}), or use --synthetic"
+            ),
         };
         EngineSetup {
             binary: e.llama_server,
@@ -238,7 +240,12 @@ async fn measure(
     let idle0: Vec<Vec<f64>> = setup
         .paths
         .iter()
-        .map(|p| p.procs.iter().map(|q| cpu_ms(std::slice::from_ref(q))).collect())
+        .map(|p| {
+            p.procs
+                .iter()
+                .map(|q| cpu_ms(std::slice::from_ref(q)))
+                .collect()
+        })
         .collect();
     eprintln!("  idle window: {} s", a.idle_secs);
     let t0 = Instant::now();
@@ -307,8 +314,12 @@ async fn block(
     });
     let workers: Vec<_> = (0..streams)
         .map(|_| {
-            let (client, path, next, model_ref) =
-                (client.clone(), path.clone(), next.clone(), model_ref.to_owned());
+            let (client, path, next, model_ref) = (
+                client.clone(),
+                path.clone(),
+                next.clone(),
+                model_ref.to_owned(),
+            );
             tokio::spawn(async move {
                 let (mut tokens, mut failures, mut first_error) = (0u64, 0usize, None);
                 loop {
@@ -365,7 +376,7 @@ fn per_1k(cpu_ms: f64, tokens: u64) -> String {
     if tokens == 0 {
         "—".into()
     } else {
-        format!("{:.0} ms", cpu_ms * 1000.0 / tokens as f64)
+        format!("{:.1} ms", cpu_ms * 1000.0 / tokens as f64)
     }
 }
 
@@ -429,16 +440,25 @@ fn report(
                 .map(|(q, v)| format!("{} {v:.2}", q.name))
                 .collect::<Vec<_>>()
                 .join(" + ");
-            let (now, peak) = p.procs.iter().map(|q| rss_kib(q.pid)).fold((0, 0), |a, b| {
-                (a.0 + b.0, a.1 + b.1)
-            });
+            let (now, peak) = p
+                .procs
+                .iter()
+                .map(|q| rss_kib(q.pid))
+                .fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
             (
                 per_1k(t.cpu_ms, t.tokens),
                 format!("{idle_txt} ms/s"),
-                format!("{:.1} MB ({:.1})", now as f64 / 1024.0, peak as f64 / 1024.0),
+                format!(
+                    "{:.1} MB ({:.1})",
+                    now as f64 / 1024.0,
+                    peak as f64 / 1024.0
+                ),
             )
         };
-        let mut row = format!("| {} | {flow} | {latency} | {cpu} | {idle_txt} | {rss} |", p.name);
+        let mut row = format!(
+            "| {} | {flow} | {latency} | {cpu} | {idle_txt} | {rss} |",
+            p.name
+        );
         for l in &levels[i] {
             let rate = l.tokens as f64 / l.wall.as_secs_f64();
             let cpu = if p.procs.is_empty() {

@@ -88,8 +88,8 @@ impl Procs {
     fn check_alive(&mut self, dir: &FsPath) -> anyhow::Result<()> {
         for (name, c) in &mut self.children {
             if let Ok(Some(st)) = c.try_wait() {
-                let log = std::fs::read_to_string(dir.join(format!("{name}.log")))
-                    .unwrap_or_default();
+                let log =
+                    std::fs::read_to_string(dir.join(format!("{name}.log"))).unwrap_or_default();
                 let tail: String = log
                     .lines()
                     .rev()
@@ -294,9 +294,13 @@ impl Setup {
                 .env("RUST_LOG", "warn"),
             &d.join("llorch-adapterd.log"),
         )?;
-        wait_until("llorch-adapterd", Duration::from_secs(30), &mut procs, &d, || {
-            sock.exists()
-        })
+        wait_until(
+            "llorch-adapterd",
+            Duration::from_secs(30),
+            &mut procs,
+            &d,
+            || sock.exists(),
+        )
         .await?;
         let split_port = free_port()?;
         let split_cfg = format!(
@@ -499,11 +503,7 @@ pub(crate) fn ms_per_tick() -> f64 {
 
 /// CPU milliseconds of a set of processes so far.
 pub(crate) fn cpu_ms(procs: &[Proc]) -> f64 {
-    procs
-        .iter()
-        .filter_map(|p| cpu_ticks(p.pid))
-        .sum::<u64>() as f64
-        * ms_per_tick()
+    procs.iter().filter_map(|p| cpu_ticks(p.pid)).sum::<u64>() as f64 * ms_per_tick()
 }
 
 /// (VmRSS, VmHWM) of a process in KiB.
