@@ -406,8 +406,11 @@ fn main() -> ExitCode {
         Some("spec-map") => proofs::spec_map(),
         Some("bench") => {
             // --peers runs the shipped binaries as processes: build them next to the bench.
-            let peers = rest.contains(&"--peers");
             let bins = [
+                "build",
+                "--release",
+                "--locked",
+                "--bins",
                 "-p",
                 "llama-orch-cli",
                 "-p",
@@ -416,13 +419,8 @@ fn main() -> ExitCode {
                 "llorch-adapterd",
             ];
             let mut a = vec!["run", "--release", "--locked", "-p", "llorch-bench", "--"];
-            a.extend(rest);
-            (!peers
-                || cargo(
-                    &[&["build", "--release", "--locked", "--bins"], &bins[..]].concat(),
-                    &[],
-                ))
-                && cargo(&a, &[])
+            a.extend(&rest);
+            (!rest.contains(&"--peers") || cargo(&bins, &[])) && cargo(&a, &[])
         }
         _ => {
             eprintln!(
