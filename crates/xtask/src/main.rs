@@ -407,13 +407,26 @@ fn main() -> ExitCode {
         Some("regen") => proofs::regen(),
         Some("spec-map") => proofs::spec_map(),
         Some("bench") => {
+            // --peers runs the shipped binaries as processes: build them next to the bench.
+            let bins = [
+                "build",
+                "--release",
+                "--locked",
+                "--bins",
+                "-p",
+                "llama-orch-cli",
+                "-p",
+                "orchestratord",
+                "-p",
+                "llorch-adapterd",
+            ];
             let mut a = vec!["run", "--release", "--locked", "-p", "llorch-bench", "--"];
-            a.extend(rest);
-            cargo(&a, &[])
+            a.extend(&rest);
+            (!rest.contains(&"--peers") || cargo(&bins, &[])) && cargo(&a, &[])
         }
         _ => {
             eprintln!(
-                "usage: cargo xtask <ci | test | fetch-engine | build-plugins [--check] | regen | spec-map | bench [--quick] | soak [--minutes N]>"
+                "usage: cargo xtask <ci | test | fetch-engine | build-plugins [--check] | regen | spec-map | bench [--quick] [--peers [--synthetic]] | soak [--minutes N]>"
             );
             return ExitCode::from(2);
         }

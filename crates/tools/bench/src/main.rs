@@ -43,6 +43,7 @@
 mod multi_pool;
 mod openai_path;
 mod overload;
+mod peers;
 mod real_engine;
 
 use std::collections::BTreeMap;
@@ -90,6 +91,19 @@ struct Args {
     /// Run only scenario 9 (first-token latency: OpenAI front door vs OrchQueue v1).
     #[arg(long)]
     openai_only: bool,
+    /// Run only the relay comparison (issue 15): direct, nginx, llama-orch all-in-one and
+    /// split on one engine, interleaved; see `peers`.
+    #[arg(long)]
+    peers: bool,
+    /// With --peers: a synthetic engine (`llorch-synth-engine`) instead of llama-server.
+    #[arg(long, requires = "peers")]
+    synthetic: bool,
+    /// With --peers: latency rounds (default 20 real / 100 synthetic; fewer with --quick).
+    #[arg(long, value_name = "K", requires = "peers")]
+    peer_rounds: Option<usize>,
+    /// With --peers: seconds of the idle window (at least 20).
+    #[arg(long, value_name = "S", default_value_t = 20, requires = "peers")]
+    idle_secs: u64,
     /// Scenario 5: measured rounds (default 10, 3 with --quick); p99 is printed from 100.
     #[arg(long, value_name = "K")]
     real_rounds: Option<usize>,
@@ -156,6 +170,14 @@ fn main() -> anyhow::Result<()> {
     );
     println!("server and clients share one tokio runtime with {cores} worker threads");
 
+    if args.peers {
+        return in_runtime(peers::peers(peers::PeersArgs {
+            synthetic: args.synthetic,
+            quick: args.quick,
+            rounds: args.peer_rounds,
+            idle_secs: args.idle_secs.max(20),
+        }));
+    }
     if args.overload_only {
         return in_runtime(overload::overload(args.quick));
     }
