@@ -206,15 +206,42 @@ async fn drive(
     let mut n: u32 = 0;
     let started = Instant::now();
     let mut first_token_ms = 0;
+    // Per-token work is kept to the token itself (issue 15): one cancel waiter and one
+    // deadline timer for the whole stream. The timer is re-armed only when it fires: then
+    // it either finds the stream silent for too long or moves to the last token + idle_ms.
+    let cancel = task.cancel_signal.notified();
+    tokio::pin!(cancel);
+    let mut last_progress = tokio::time::Instant::now();
+    let deadline =
+        tokio::time::sleep_until(last_progress + Duration::from_millis(t.first_token_ms));
+    tokio::pin!(deadline);
     loop {
-        let limit = Duration::from_millis(if n == 0 { t.first_token_ms } else { t.idle_ms });
         let item = tokio::select! {
-            _ = task.cancel_signal.notified() => return Outcome::Canceled { tokens: n },
+            biased;
+            _ = &mut cancel => return Outcome::Canceled { tokens: n },
             _ = &mut wall => return fail(n, ErrorCode::DecodeTimeout, format!("wall timeout {} ms", t.wall_ms)),
-            r = tokio::time::timeout(limit, stream.next()) => r,
+            r = stream.next() => Ok(r),
+            () = &mut deadline => {
+                let limit = Duration::from_millis(if n == 0 { t.first_token_ms } else { t.idle_ms });
+                let due = last_progress + limit;
+                if tokio::time::Instant::now() < due {
+                    deadline.as_mut().reset(due);
+                    continue;
+                }
+                Err(limit)
+            }
         };
+        if item.is_ok() {
+            last_progress = tokio::time::Instant::now();
+            if n == 0 {
+                // The only move to an earlier deadline: from first-token to idle.
+                deadline
+                    .as_mut()
+                    .reset(last_progress + Duration::from_millis(t.idle_ms));
+            }
+        }
         match item {
-            Err(_) => {
+            Err(limit) => {
                 let what = if n == 0 { "first token" } else { "next token" };
                 return fail(
                     n,

@@ -23,6 +23,13 @@ enum Entry {
     Other(Box<StreamEvent>),
 }
 
+/// An event of a log as [`Task::visit_from`] lends it.
+#[derive(Debug, Clone, Copy)]
+pub enum LogEvent<'a> {
+    Token { t: &'a str, i: u32 },
+    Other(&'a StreamEvent),
+}
+
 #[derive(Debug)]
 struct Log {
     entries: Vec<Entry>,
@@ -330,6 +337,28 @@ impl Task {
             .map(|e| log.event(e))
             .collect();
         (events, log.terminal)
+    }
+
+    /// Calls `f` with each event from index `from` on, borrowed from the log (no copy of token
+    /// text), under the log's lock: `f` must be quick. Returns how many it visited and whether
+    /// the last one is terminal.
+    pub fn visit_from(&self, from: usize, mut f: impl FnMut(usize, LogEvent<'_>)) -> (usize, bool) {
+        let log = self.log();
+        let entries = log.entries.get(from..).unwrap_or_default();
+        for (k, e) in entries.iter().enumerate() {
+            let ev = match e {
+                Entry::Token { start, len, i } => {
+                    let (s, l) = (*start as usize, *len as usize);
+                    LogEvent::Token {
+                        t: log.text.get(s..s + l).unwrap_or_default(),
+                        i: *i,
+                    }
+                }
+                Entry::Other(ev) => LogEvent::Other(ev),
+            };
+            f(from + k, ev);
+        }
+        (entries.len(), log.terminal)
     }
 
     /// How many events the log holds: the next event's id. The ids a client has seen are

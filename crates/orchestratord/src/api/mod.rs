@@ -7,4 +7,5 @@ pub mod openai;
 pub mod openai_map;
 pub mod ops;
 pub mod sessions;
+pub(crate) mod sse;
 pub mod tasks;

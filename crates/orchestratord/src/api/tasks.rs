@@ -1,15 +1,11 @@
 //! `POST /v1/tasks`, `GET /v1/tasks/{id}/stream`, `POST /v1/tasks/{id}/cancel` (SPEC §1).
 
-use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::Duration;
 
-use api_types::{ErrorEnvelope, StreamEvent, TaskAccepted, TaskRequest};
+use api_types::{ErrorEnvelope, TaskAccepted, TaskRequest};
 use axum::extract::{Path, State};
 use axum::http::{HeaderValue, StatusCode, header};
-use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use futures::Stream;
 
 use crate::api::auth::DataCaller;
 use crate::error::{ApiError, ApiJson};
@@ -47,7 +43,7 @@ pub async fn submit(
     let accepted = state.submit(&caller, req)?;
     let mut resp = if one_round_trip {
         let task = state.task_for(&accepted.task_id, &caller.tenant)?;
-        sse_response(state, task)
+        super::sse::response(state, task, 0)
     } else {
         (StatusCode::ACCEPTED, axum::Json(&accepted)).into_response()
     };
@@ -78,14 +74,6 @@ pub(crate) fn wants_event_stream(headers: &axum::http::HeaderMap) -> bool {
         })
 }
 
-/// The task's event stream from its first event, as `GET /v1/tasks/{id}/stream` serves it.
-fn sse_response(state: Arc<AppState>, task: Arc<Task>) -> Response {
-    let keepalive = Duration::from_millis(state.cfg.server.sse_keepalive_ms);
-    Sse::new(event_stream(state, task, 0))
-        .keep_alive(KeepAlive::new().interval(keepalive))
-        .into_response()
-}
-
 /// Server-Sent Events of a task: started, token*, metrics, end | error (ORCH-2002). Every
 /// event carries its index in the task's log as `id:`; `Last-Event-ID` resumes after it.
 #[utoipa::path(get, path = "/v1/tasks/{id}/stream", tag = "data",
@@ -107,10 +95,7 @@ pub async fn stream(
 ) -> Result<Response, ApiError> {
     let task = state.task_for(&id, &caller.tenant)?;
     let from = resume_from(&headers, &task)?;
-    let keepalive = Duration::from_millis(state.cfg.server.sse_keepalive_ms);
-    Ok(Sse::new(event_stream(state, task, from))
-        .keep_alive(KeepAlive::new().interval(keepalive))
-        .into_response())
+    Ok(super::sse::response(state, task, from))
 }
 
 /// The index of the first event to send: 0, or the one after `Last-Event-ID`. An id that is
@@ -153,75 +138,6 @@ impl Drop for DisconnectGuard {
     fn drop(&mut self) {
         self.state.stream_detached(&self.task);
     }
-}
-
-/// The SSE event for log entry `id`. The first one also carries `retry:`, telling
-/// `EventSource` clients to reconnect after a drop well inside the resume grace window
-/// (browsers otherwise wait a few seconds of their own choosing).
-fn to_sse(id: usize, ev: &StreamEvent, reconnect: Option<Duration>) -> Event {
-    let e = Event::default()
-        .event(ev.name())
-        .data(ev.data_json())
-        .id(id.to_string());
-    match reconnect {
-        Some(after) if id == 0 => e.retry(after),
-        _ => e,
-    }
-}
-
-/// Half the resume grace window, at most 1 s; none when disconnects cancel at once.
-fn reconnect_hint(state: &AppState) -> Option<Duration> {
-    let grace = state.cfg.server.stream_resume_grace_ms;
-    (grace > 0).then(|| Duration::from_millis((grace / 2).clamp(1, 1000)))
-}
-
-/// The task's events from index `from` (0: the whole stream), each with its index as `id:`,
-/// ending after the terminal event. Dropping the stream before that counts as the reader
-/// leaving (see [`DisconnectGuard`]).
-pub(crate) fn event_stream(
-    state: Arc<AppState>,
-    task: Arc<Task>,
-    from: usize,
-) -> impl Stream<Item = Result<Event, Infallible>> {
-    let rx = task.subscribe();
-    let reconnect = reconnect_hint(&state);
-    let guard = DisconnectGuard { state, task };
-    // `rx` first: it is dropped before the guard runs, so the guard's check of the readers
-    // still attached does not count this stream.
-    let init = (
-        rx,
-        guard,
-        from,
-        std::collections::VecDeque::<(usize, StreamEvent)>::new(),
-        false,
-    );
-    futures::stream::unfold(
-        init,
-        move |(mut rx, guard, mut next, mut pending, mut done)| async move {
-            loop {
-                if let Some((id, ev)) = pending.pop_front() {
-                    let sse = to_sse(id, &ev, reconnect);
-                    return Some((Ok(sse), (rx, guard, next, pending, done)));
-                }
-                if done {
-                    return None;
-                }
-                // Mark what we are about to read as seen before reading, so no wakeup is lost.
-                rx.borrow_and_update();
-                let (events, terminal) = guard.task.events_from(next);
-                let n = events.len();
-                pending.extend(events.into_iter().enumerate().map(|(k, ev)| (next + k, ev)));
-                next += n;
-                if terminal {
-                    done = true;
-                    continue;
-                }
-                if pending.is_empty() && rx.changed().await.is_err() {
-                    return None;
-                }
-            }
-        },
-    )
 }
 
 /// Cancels a task (ORCH-3017, 3026): 204 once no further token can be emitted and the slot is free.

@@ -13,6 +13,7 @@
 //! Depends on adapter-api only; the engine-native API never leaves this crate.
 
 mod metrics;
+mod relay;
 mod wire;
 
 use std::collections::HashMap;
@@ -20,13 +21,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use adapter_api::{
-    GenerateRequest, WorkerAdapter, WorkerError, WorkerEvent, WorkerHealth, WorkerProperties,
-    WorkerState, WorkerStream,
+    GenerateRequest, WorkerAdapter, WorkerError, WorkerHealth, WorkerProperties, WorkerState,
+    WorkerStream,
 };
-use api_types::{EndEvent, ErrorCode, TokenEvent};
-use eventsource_stream::Eventsource;
-use futures::StreamExt;
-use tokio::sync::{mpsc, watch};
+use api_types::ErrorCode;
+use tokio::sync::watch;
 
 pub use metrics::EngineMetrics;
 pub use wire::{CompletionChunk, EngineError, Props, Slot};
@@ -56,7 +55,7 @@ impl LlamaCppConfig {
 
 struct Job {
     slot: u32,
-    cancel: Arc<tokio::sync::Notify>,
+    conn: Arc<relay::JobConn>,
     done: watch::Receiver<bool>,
 }
 
@@ -192,7 +191,7 @@ impl LlamaCppAdapter {
     async fn claim_slot(
         &self,
         job_id: &str,
-        cancel: Arc<tokio::sync::Notify>,
+        conn: Arc<relay::JobConn>,
         done: watch::Receiver<bool>,
     ) -> Result<u32, WorkerError> {
         if lock(&self.table).total == 0 {
@@ -216,7 +215,7 @@ impl LlamaCppAdapter {
             job_id.to_string(),
             Job {
                 slot: slot as u32,
-                cancel,
+                conn,
                 done,
             },
         );
@@ -225,7 +224,7 @@ impl LlamaCppAdapter {
 }
 
 /// Releases the adapter's slot record when a job's producer ends, however it ends.
-struct SlotRelease {
+pub(crate) struct SlotRelease {
     table: Arc<Mutex<SlotTable>>,
     job_id: String,
     slot: u32,
@@ -291,11 +290,9 @@ impl WorkerAdapter for LlamaCppAdapter {
     }
 
     async fn generate(&self, req: GenerateRequest) -> Result<WorkerStream, WorkerError> {
-        let cancel = Arc::new(tokio::sync::Notify::new());
+        let conn = Arc::new(relay::JobConn::default());
         let (done_tx, done_rx) = watch::channel(false);
-        let slot = self
-            .claim_slot(&req.job_id, cancel.clone(), done_rx)
-            .await?;
+        let slot = self.claim_slot(&req.job_id, conn.clone(), done_rx).await?;
         let release = SlotRelease {
             table: self.table.clone(),
             job_id: req.job_id.clone(),
@@ -341,9 +338,7 @@ impl WorkerAdapter for LlamaCppAdapter {
             let body = resp.bytes().await.unwrap_or_default();
             return Err(wire::error_from_body(status.as_u16(), &body));
         }
-        let (tx, rx) = mpsc::channel(64);
-        tokio::spawn(relay(resp, tx, cancel, release));
-        Ok(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx)))
+        Ok(relay::relay(resp, conn, release))
     }
 
     async fn cancel(&self, job_id: &str) -> Result<(), WorkerError> {
@@ -351,12 +346,12 @@ impl WorkerAdapter for LlamaCppAdapter {
             let t = lock(&self.table);
             t.jobs
                 .get(job_id)
-                .map(|j| (j.slot, j.cancel.clone(), j.done.clone()))
+                .map(|j| (j.slot, j.conn.clone(), j.done.clone()))
         };
-        let Some((slot, cancel, mut done)) = job else {
+        let Some((slot, conn, mut done)) = job else {
             return Ok(());
         };
-        cancel.notify_one();
+        conn.close();
         let _ = done.wait_for(|d| *d).await;
         // Our side dropped the connection; confirm llama-server let go of the slot too.
         let deadline = Instant::now() + self.cfg.cancel_confirm_timeout;
@@ -373,72 +368,6 @@ impl WorkerAdapter for LlamaCppAdapter {
                 ));
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    }
-}
-
-type Tx = mpsc::Sender<Result<WorkerEvent, WorkerError>>;
-
-/// Reads llama-server's SSE and forwards tokens; dropping `resp` closes the connection, which
-/// is how llama-server learns that a job is canceled.
-async fn relay(
-    resp: reqwest::Response,
-    tx: Tx,
-    cancel: Arc<tokio::sync::Notify>,
-    _release: SlotRelease,
-) {
-    let mut events = resp.bytes_stream().eventsource();
-    let mut i: u32 = 0;
-    loop {
-        let next = tokio::select! {
-            ev = events.next() => ev,
-            _ = cancel.notified() => return,
-            _ = tx.closed() => return,
-        };
-        let item = match next {
-            None => return, // ended without `stop`: the consumer sees WORKER_RESET
-            Some(Err(e)) => Err(WorkerError::new(
-                ErrorCode::WorkerReset,
-                format!("llama-server stream broke: {e}"),
-            )),
-            Some(Ok(ev)) => match wire::parse_chunk(&ev.data) {
-                Err(e) => Err(e),
-                Ok(mut chunk) => {
-                    let mut out = Vec::new();
-                    if !chunk.content.is_empty() {
-                        out.push(Ok(WorkerEvent::Token(TokenEvent {
-                            t: std::mem::take(&mut chunk.content),
-                            i,
-                        })));
-                        i += 1;
-                    }
-                    if chunk.stop {
-                        out.push(Ok(WorkerEvent::End(EndEvent {
-                            tokens_out: i,
-                            finish_reason: chunk.finish_reason(),
-                            prompt_tokens: chunk.tokens_evaluated,
-                            decode_ms: chunk
-                                .timings
-                                .map(|t| t.predicted_ms.round() as u64)
-                                .unwrap_or(0),
-                        })));
-                    }
-                    let end = chunk.stop;
-                    for item in out {
-                        if tx.send(item).await.is_err() {
-                            return;
-                        }
-                    }
-                    if end {
-                        return;
-                    }
-                    continue;
-                }
-            },
-        };
-        let failed = item.is_err();
-        if tx.send(item).await.is_err() || failed {
-            return;
         }
     }
 }
