@@ -261,13 +261,13 @@ fn raise_nofile_limit() -> libc::rlim_t {
 // ---------------------------------------------------------------------------------------------
 // Server, client and request helpers
 
-/// A config with one mock pool `p` (one replica) and a data key. Retention is short so that
-/// the task table does not grow without bound, and the watchdog is out of the way.
-fn config(slots: u32, queue_capacity: u32, mock: &str) -> String {
+/// The part of every bench config before its pools: `listen`, a data key, a queue of
+/// `queue_capacity` that rejects when full, and a watchdog out of the way. Retention is short
+/// so that the task table does not grow without bound.
+pub(crate) fn config_header(listen: &str, queue_capacity: u64) -> String {
     format!(
-        r#"
-[server]
-listen = "127.0.0.1:0"
+        r#"[server]
+listen = "{listen}"
 task_retention_ms = 1000
 shutdown_grace_ms = 200
 
@@ -284,7 +284,15 @@ full_policy = "reject"
 first_token_ms = 600000
 idle_ms = 600000
 wall_ms = 3600000
+"#
+    )
+}
 
+/// A config with one mock pool `p` (one replica) and a data key.
+fn config(slots: u32, queue_capacity: u32, mock: &str) -> String {
+    config_header("127.0.0.1:0", u64::from(queue_capacity))
+        + &format!(
+            r#"
 [[pools]]
 id = "p"
 engine = "mock"
@@ -297,7 +305,7 @@ id = "r0"
 slots = {slots}
 mock = {{ {mock} }}
 "#
-    )
+        )
 }
 
 /// The behaviour orchestratord gives a replica configured by [`config`] with `mock` empty or

@@ -10,33 +10,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
-use crate::{
-    Burst, CTX, CTX_MAX, DATA_KEY, PROMPT, Sizes, http_client, post_task, section, start_server,
-};
+use crate::{Burst, CTX, CTX_MAX, PROMPT, Sizes, http_client, post_task, section, start_server};
 
 fn config(pools: usize, policy: &str) -> String {
-    let mut cfg = format!(
-        r#"
-[server]
-listen = "127.0.0.1:0"
-task_retention_ms = 1000
-shutdown_grace_ms = 200
-
-[[auth.api_keys]]
-key = "{DATA_KEY}"
-tenant = "bench"
-role = "data"
-
-[queue]
-capacity = 100000
-full_policy = "reject"
-
-[timeouts]
-first_token_ms = 600000
-idle_ms = 600000
-wall_ms = 3600000
-"#
-    );
+    let mut cfg = crate::config_header("127.0.0.1:0", 100_000);
     for i in 0..pools {
         cfg.push_str(&format!(
             r#"

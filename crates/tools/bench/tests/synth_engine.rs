@@ -32,6 +32,7 @@ fn request(job: &str, seed: u64, n: u32) -> GenerateRequest {
         seed,
         sampler_profile_version: None,
         strict_determinism: true,
+        ..Default::default()
     }
 }
 

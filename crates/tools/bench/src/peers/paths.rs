@@ -8,8 +8,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow, bail};
 
-use crate::DATA_KEY;
-
 pub(crate) const POOL: &str = "llm";
 
 /// How a path is spoken to.
@@ -184,27 +182,7 @@ fn port_open(port: u16) -> bool {
 
 /// The shared part of both llama-orch configs: listen, key, a big queue, no watchdog.
 fn orch_header(port: u16) -> String {
-    format!(
-        r#"[server]
-listen = "127.0.0.1:{port}"
-task_retention_ms = 1000
-shutdown_grace_ms = 200
-
-[[auth.api_keys]]
-key = "{DATA_KEY}"
-tenant = "bench"
-role = "data"
-
-[queue]
-capacity = 100000
-full_policy = "reject"
-
-[timeouts]
-first_token_ms = 600000
-idle_ms = 600000
-wall_ms = 3600000
-"#
-    )
+    crate::config_header(&format!("127.0.0.1:{port}"), 100_000)
 }
 
 fn pool(e: &EngineSetup, extra: &str, replica: &str) -> String {
