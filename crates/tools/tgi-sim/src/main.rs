@@ -83,7 +83,7 @@ struct Args {
     startup_delay_ms: u64,
     /// `/info.version`.
     #[arg(long, default_value = "3.3.6-dev0")]
-    version: String,
+    tgi_version: String,
     /// `/info.sha` (the real router reports its git sha).
     #[arg(long, default_value = "llorch-tgi-sim")]
     sha: String,
@@ -641,7 +641,7 @@ async fn info(State(s): State<Arc<Sim>>) -> Response {
         validation_workers: s.a.validation_workers,
         max_client_batch_size: s.a.max_client_batch_size,
         router: "text-generation-router",
-        version: &s.a.version,
+        version: &s.a.tgi_version,
         sha: Some(&s.a.sha),
         docker_label: None,
     };
@@ -1060,6 +1060,7 @@ async fn generation(
     let mut sent: u32 = 0;
     let mut text = String::new();
     let mut pending: Option<Token> = None;
+    let mut eos_logprob = 0.0f32;
     loop {
         let next = tokio::select! {
             ev = events.next() => ev,
@@ -1129,7 +1130,12 @@ async fn generation(
             .map_or(0, |t| t as u32);
         let stop = chunk["stop"].as_bool().unwrap_or(false);
         if !stop {
-            if content.is_empty() && id == 0 {
+            if content.is_empty() && (id == 0 || id == sim.a.eos_token_id) {
+                // llama-server streams the EOS token as an empty chunk; TGI sends it as the
+                // last (special) token, which the final chunk produces.
+                if id == sim.a.eos_token_id {
+                    eos_logprob = logprob_of(&chunk);
+                }
                 continue;
             }
             let tok = Token {
@@ -1195,7 +1201,7 @@ async fn generation(
                     Token {
                         id: sim.a.eos_token_id,
                         text: sim.a.eos_token_text.clone(),
-                        logprob: 0.0,
+                        logprob: eos_logprob,
                         special: true,
                     },
                     "eos_token",
