@@ -434,7 +434,10 @@ fn validate(cfg: &Config, file: &str) -> Result<(), ConfigError> {
                     ));
                 }
                 if r.endpoint.is_some() {
-                    return Err(bad(field, "set either endpoint or engine_url, not both".into()));
+                    return Err(bad(
+                        field,
+                        "set either endpoint or engine_url, not both".into(),
+                    ));
                 }
                 if !(url.starts_with("http://") && is_endpoint(url)) {
                     return Err(bad(field, format!("`{url}` must be `http://host:port`")));
@@ -653,7 +656,8 @@ slots = 2
         let tgi = GOOD.replace("engine = \"mock\"", "engine = \"tgi\"");
         let err = parse_str(&tgi, "t.toml").unwrap_err().to_string();
         assert!(err.contains("engine_url"), "{err}");
-        let with = |url: &str| tgi.replace("slots = 2", &format!("slots = 2\nengine_url = \"{url}\""));
+        let with =
+            |url: &str| tgi.replace("slots = 2", &format!("slots = 2\nengine_url = \"{url}\""));
         let c = parse_str(&with("http://127.0.0.1:3000"), "t.toml").unwrap();
         assert_eq!(
             c.pools[0].replicas[0].engine_url.as_deref(),
@@ -665,15 +669,19 @@ slots = 2
             ("unix:/run/tgi.sock", "http://host:port"),
         ] {
             let err = parse_str(&with(bad_url), "t.toml").unwrap_err().to_string();
-            assert!(err.contains("engine_url") && err.contains(why), "{bad_url}: {err}");
+            assert!(
+                err.contains("engine_url") && err.contains(why),
+                "{bad_url}: {err}"
+            );
         }
-        let both = with("http://127.0.0.1:3000").replace(
-            "slots = 2",
-            "slots = 2\nendpoint = \"unix:/run/a.sock\"",
-        );
+        let both = with("http://127.0.0.1:3000")
+            .replace("slots = 2", "slots = 2\nendpoint = \"unix:/run/a.sock\"");
         let err = parse_str(&both, "t.toml").unwrap_err().to_string();
         assert!(err.contains("not both"), "{err}");
-        let mock = GOOD.replace("slots = 2", "slots = 2\nengine_url = \"http://127.0.0.1:3000\"");
+        let mock = GOOD.replace(
+            "slots = 2",
+            "slots = 2\nengine_url = \"http://127.0.0.1:3000\"",
+        );
         let err = parse_str(&mock, "t.toml").unwrap_err().to_string();
         assert!(err.contains("only for engine = \"tgi\""), "{err}");
     }

@@ -435,10 +435,12 @@ impl Metrics {
             "# TYPE tgi_batch_current_size gauge\ntgi_batch_current_size {}",
             self.batch_current_size.load(Ordering::Relaxed)
         );
-        self.request_duration.render("tgi_request_duration", &mut out);
+        self.request_duration
+            .render("tgi_request_duration", &mut out);
         self.generated_tokens
             .render("tgi_request_generated_tokens", &mut out);
-        self.input_length.render("tgi_request_input_length", &mut out);
+        self.input_length
+            .render("tgi_request_input_length", &mut out);
         out
     }
 }
@@ -563,7 +565,8 @@ async fn main() -> std::process::ExitCode {
         let _ = tcp.set_nodelay(true);
     });
     let shutdown = async {
-        let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        let Ok(mut term) =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         else {
             return std::future::pending().await;
         };
@@ -819,11 +822,8 @@ async fn validate(s: &Sim, r: GenerateRequest, stream: bool) -> Result<Valid, Fa
         )));
     }
     // Python NextTokenChooser: sampling = do_sample or any warper differs from its default.
-    let sampling = p.do_sample
-        || temperature != 1.0
-        || top_k != 0
-        || top_p < 1.0
-        || typical_p < 1.0;
+    let sampling =
+        p.do_sample || temperature != 1.0 || top_k != 0 || top_p < 1.0 || typical_p < 1.0;
     Ok(Valid {
         inputs: r.inputs,
         input_length,
@@ -918,7 +918,10 @@ impl Flight {
         if !self.in_batch {
             self.in_batch = true;
             self.sim.m.queue_size.fetch_sub(1, Ordering::Relaxed);
-            self.sim.m.batch_current_size.fetch_add(1, Ordering::Relaxed);
+            self.sim
+                .m
+                .batch_current_size
+                .fetch_add(1, Ordering::Relaxed);
         }
     }
 
@@ -1350,11 +1353,7 @@ fn sse_line(old_framing: bool, json: &str) -> Bytes {
     })
 }
 
-async fn generate_stream(
-    State(sim): State<Arc<Sim>>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
+async fn generate_stream(State(sim): State<Arc<Sim>>, headers: HeaderMap, body: Bytes) -> Response {
     let admitted = match admit(&sim, &headers, &body, true).await {
         Ok(a) => a,
         Err(resp) => return resp,
@@ -1374,10 +1373,8 @@ async fn generate_stream(
             let keep_alive = Duration::from_millis(sim.a.keep_alive_ms.max(1));
             tokio::spawn(async move {
                 let mut index = 0u32;
-                let mut tick = tokio::time::interval_at(
-                    tokio::time::Instant::now() + keep_alive,
-                    keep_alive,
-                );
+                let mut tick =
+                    tokio::time::interval_at(tokio::time::Instant::now() + keep_alive, keep_alive);
                 loop {
                     let ev = tokio::select! {
                         ev = gen_rx.recv() => ev,
@@ -1432,6 +1429,8 @@ async fn generate_stream(
                     if out_tx.send(Ok(line)).await.is_err() {
                         return;
                     }
+                    // axum's KeepAlive: a comment only after an interval without events.
+                    tick.reset();
                 }
             });
         }
@@ -1441,9 +1440,7 @@ async fn generate_stream(
         .header(header::CACHE_CONTROL, "no-cache")
         .header("x-accel-buffering", "no")
         .header("x-compute-type", "llorch-tgi-sim")
-        .body(Body::from_stream(
-            tokio_stream_from(out_rx),
-        ))
+        .body(Body::from_stream(tokio_stream_from(out_rx)))
         .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
 }
 
@@ -1497,7 +1494,10 @@ async fn generate(State(sim): State<Arc<Sim>>, headers: HeaderMap, body: Bytes) 
                 return (
                     StatusCode::OK,
                     [
-                        (header::CONTENT_TYPE.as_str(), "application/json".to_string()),
+                        (
+                            header::CONTENT_TYPE.as_str(),
+                            "application/json".to_string(),
+                        ),
                         ("x-compute-type", "llorch-tgi-sim".into()),
                         ("x-prompt-tokens", input_length.to_string()),
                         ("x-generated-tokens", generated_tokens.to_string()),

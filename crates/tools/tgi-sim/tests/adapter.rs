@@ -11,7 +11,8 @@ use futures::StreamExt;
 use tgi_adapter::{TgiAdapter, TgiConfig};
 
 const PROMPT: &str = "Once upon a time, in a small village by the sea,";
-const CHAT: &str = "<|im_start|>user\nWhat is 2+2? Answer with one number.<|im_end|>\n<|im_start|>assistant\n";
+const CHAT: &str =
+    "<|im_start|>user\nWhat is 2+2? Answer with one number.<|im_end|>\n<|im_start|>assistant\n";
 
 fn adapter(url: &str, slots: Option<u32>) -> TgiAdapter {
     let mut cfg = TgiConfig::new(url, "smollm2");
@@ -19,7 +20,12 @@ fn adapter(url: &str, slots: Option<u32>) -> TgiAdapter {
     TgiAdapter::new(cfg).unwrap()
 }
 
-fn req(job: &str, prompt: &str, max_tokens: u32, sampling: Option<api_types::Sampling>) -> GenerateRequest {
+fn req(
+    job: &str,
+    prompt: &str,
+    max_tokens: u32,
+    sampling: Option<api_types::Sampling>,
+) -> GenerateRequest {
     GenerateRequest {
         job_id: job.into(),
         prompt: prompt.into(),
@@ -50,7 +56,11 @@ fn greedy(stop: &[&str]) -> api_types::Sampling {
 async fn collect(
     a: &TgiAdapter,
     r: GenerateRequest,
-) -> (String, Option<api_types::EndEvent>, Option<adapter_api::WorkerError>) {
+) -> (
+    String,
+    Option<api_types::EndEvent>,
+    Option<adapter_api::WorkerError>,
+) {
     let mut s = a.generate(r).await.expect("generate");
     let (mut text, mut end, mut err) = (String::new(), None, None);
     let mut next_i = 0;
@@ -175,7 +185,10 @@ async fn engine_errors_become_typed_errors() {
         Err(e) => e,
     };
     assert_eq!(e.code, ErrorCode::InvalidParams);
-    assert!(e.message.contains("must have less than 1023 tokens"), "{e:?}");
+    assert!(
+        e.message.contains("must have less than 1023 tokens"),
+        "{e:?}"
+    );
     let m = s.metrics().await;
     assert_eq!(m.failures_overloaded, Some(1.0), "{m:?}");
     assert_eq!(m.failures_validation, Some(2.0), "{m:?}");
@@ -189,13 +202,21 @@ async fn max_concurrent_requests_is_backpressure() {
     assert_eq!(a.properties().await.unwrap().slots_total, 1);
     let mut long = a.generate(req("long", PROMPT, 400, None)).await.unwrap();
     assert!(matches!(long.next().await, Some(Ok(WorkerEvent::Token(_)))));
-    let e = a.generate(req("second", PROMPT, 4, None)).await.err().unwrap();
+    let e = a
+        .generate(req("second", PROMPT, 4, None))
+        .await
+        .err()
+        .unwrap();
     assert_eq!(e.code, ErrorCode::ReplicaExhausted);
     assert_eq!(a.properties().await.unwrap().slots_busy, 1);
     // Another client of the same TGI (its own count is 0) meets TGI's semaphore: the
     // `overloaded` SSE event on HTTP 200.
     let other = adapter(&s.sim_url, None);
-    let e = other.generate(req("other", PROMPT, 4, None)).await.err().unwrap();
+    let e = other
+        .generate(req("other", PROMPT, 4, None))
+        .await
+        .err()
+        .unwrap();
     assert_eq!(e.code, ErrorCode::ReplicaExhausted);
     assert!(e.retriable);
     assert!(e.message.contains("Model is overloaded"), "{e:?}");
@@ -209,7 +230,10 @@ async fn max_concurrent_requests_is_backpressure() {
             Err(e) if e.code == ErrorCode::ReplicaExhausted => {}
             Err(e) => panic!("{e:?}"),
         }
-        assert!(start.elapsed() < Duration::from_secs(5), "permit never freed");
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "permit never freed"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }

@@ -124,7 +124,9 @@ engine_url = "{}"
         .json()
         .await
         .unwrap();
-    let text = v["choices"][0]["text"].as_str().unwrap_or_else(|| panic!("{v}"));
+    let text = v["choices"][0]["text"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{v}"));
     assert_eq!(text, s.llama_greedy(PROMPT, 12).await, "{v}");
     assert_eq!(v["choices"][0]["finish_reason"], "length", "{v}");
 

@@ -67,7 +67,10 @@ fn adapter(a: &Args) -> anyhow::Result<Arc<dyn WorkerAdapter>> {
             ))?)
         }
         EngineKind::Tgi => {
-            let mut cfg = TgiConfig::new(a.engine_url.clone().unwrap_or_default(), a.model_ref.clone());
+            let mut cfg = TgiConfig::new(
+                a.engine_url.clone().unwrap_or_default(),
+                a.model_ref.clone(),
+            );
             cfg.slots = Some(a.slots);
             Arc::new(TgiAdapter::new(cfg)?)
         }

@@ -35,7 +35,11 @@ async fn tgi_engine_not_listening_is_loading() {
     let _ = child.wait();
     let h = health.expect("adapterd --engine tgi did not come up");
     assert_eq!(h.state, WorkerState::Loading, "{h:?}");
-    assert!(h.last_error.unwrap_or_default().contains("not accepting connections"));
+    assert!(
+        h.last_error
+            .unwrap_or_default()
+            .contains("not accepting connections")
+    );
 }
 
 #[test]

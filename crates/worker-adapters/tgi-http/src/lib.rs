@@ -517,7 +517,9 @@ async fn relay(
             let end = EndEvent {
                 tokens_out: i,
                 decode_ms: started.elapsed().as_millis() as u64,
-                finish_reason: finish.or(Some(FinishReason::Stop)).filter(|_| ev.details.is_some()),
+                finish_reason: finish
+                    .or(Some(FinishReason::Stop))
+                    .filter(|_| ev.details.is_some()),
                 prompt_tokens: ev.details.as_ref().and_then(|d| d.input_length),
             };
             let _ = tx.send(Ok(WorkerEvent::End(end))).await;

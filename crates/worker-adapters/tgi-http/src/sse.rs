@@ -87,7 +87,8 @@ mod tests {
     fn both_framings_comments_and_split_chunks() {
         let mut p = SseParser::default();
         let mut got = Vec::new();
-        let stream = b":\n\ndata: {\"a\":1}\n\ndata:{\"b\":2}\r\n\r\n: keep\n\ndata: x\ndata: y\n\n";
+        let stream =
+            b":\n\ndata: {\"a\":1}\n\ndata:{\"b\":2}\r\n\r\n: keep\n\ndata: x\ndata: y\n\n";
         for c in stream.chunks(3) {
             got.extend(p.push(c).unwrap());
         }

@@ -120,11 +120,7 @@ impl Info {
     /// `tgi-<version>` plus `+<sha>` (the first 12 characters) when the build reports one.
     pub fn engine_version(&self) -> String {
         match self.sha.as_deref().filter(|s| !s.is_empty()) {
-            Some(sha) => format!(
-                "tgi-{}+{}",
-                clip(&self.version, 64),
-                clip(sha, 12)
-            ),
+            Some(sha) => format!("tgi-{}+{}", clip(&self.version, 64), clip(sha, 12)),
             None => format!("tgi-{}", clip(&self.version, 64)),
         }
     }
@@ -273,10 +269,7 @@ pub fn parse_event(data: &str) -> Event {
     };
     Event::Error(WorkerError::new(
         ErrorCode::WorkerReset,
-        format!(
-            "bad tgi event: {}",
-            clip(&detail, MAX_ENGINE_MESSAGE_BYTES)
-        ),
+        format!("bad tgi event: {}", clip(&detail, MAX_ENGINE_MESSAGE_BYTES)),
     ))
 }
 
@@ -322,7 +315,10 @@ mod tests {
         let Event::Token(t) = parse_event(TOKEN) else {
             panic!()
         };
-        assert_eq!((t.index, t.token.id, t.token.text.as_str()), (Some(1), 1034, " the"));
+        assert_eq!(
+            (t.index, t.token.id, t.token.text.as_str()),
+            (Some(1), 1034, " the")
+        );
         assert!(t.generated_text.is_none() && t.details.is_none());
         let Event::Token(l) = parse_event(LAST) else {
             panic!()
@@ -330,7 +326,10 @@ mod tests {
         assert!(l.token.special);
         let d = l.details.unwrap();
         assert_eq!(d.finish_reason(), Some(FinishReason::Stop));
-        assert_eq!((d.generated_tokens, d.input_length, d.seed), (Some(8), Some(5), Some(42)));
+        assert_eq!(
+            (d.generated_tokens, d.input_length, d.seed),
+            (Some(8), Some(5), Some(42))
+        );
         let Event::Error(e) = parse_event(OVERLOADED) else {
             panic!()
         };
@@ -411,7 +410,10 @@ mod tests {
         s.json_schema = Some(serde_json::json!({"type": "object"}));
         let r = req(Some(s));
         let v = serde_json::to_value(Parameters::from_request(&r).unwrap()).unwrap();
-        assert_eq!(v["grammar"], serde_json::json!({"type": "json", "value": {"type": "object"}}));
+        assert_eq!(
+            v["grammar"],
+            serde_json::json!({"type": "json", "value": {"type": "object"}})
+        );
     }
 
     #[test]

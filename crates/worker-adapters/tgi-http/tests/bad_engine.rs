@@ -24,7 +24,11 @@ fn tok(i: u32, text: &str) -> String {
 }
 
 fn sse(parts: Vec<Vec<u8>>) -> Response {
-    let s = futures::stream::iter(parts.into_iter().map(|p| Ok::<_, std::io::Error>(Bytes::from(p))));
+    let s = futures::stream::iter(
+        parts
+            .into_iter()
+            .map(|p| Ok::<_, std::io::Error>(Bytes::from(p))),
+    );
     Response::builder()
         .header("content-type", "text/event-stream")
         .body(Body::from_stream(s))
@@ -34,7 +38,11 @@ fn sse(parts: Vec<Vec<u8>>) -> Response {
 async fn generate_stream(body: Bytes) -> Response {
     let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
     // The adapter never sends temperature 0 (TGI would refuse it).
-    assert!(v["parameters"].get("temperature").is_none_or(|t| t.as_f64() != Some(0.0)));
+    assert!(
+        v["parameters"]
+            .get("temperature")
+            .is_none_or(|t| t.as_f64() != Some(0.0))
+    );
     let scenario = v["inputs"].as_str().unwrap().to_string();
     let b = |s: &str| s.as_bytes().to_vec();
     let split = {
@@ -44,16 +52,27 @@ async fn generate_stream(body: Bytes) -> Response {
     };
     match scenario.as_str() {
         "garbage" => sse(vec![b("data: not json\n\n")]),
-        "garbage-mid" => sse(vec![b(&tok(1, "a")), b("data: {\"index\":2,\"token\":\n\n")]),
-        "wrong-types" => sse(vec![b("data: {\"index\":\"x\",\"token\":{\"text\":5}}\n\n")]),
-        "invalid-utf8" => sse(vec![b(&tok(1, "a")), vec![b'd', b'a', b't', b'a', b':', 0xff, 0xfe, b'\n', b'\n']]),
+        "garbage-mid" => sse(vec![
+            b(&tok(1, "a")),
+            b("data: {\"index\":2,\"token\":\n\n"),
+        ]),
+        "wrong-types" => sse(vec![b(
+            "data: {\"index\":\"x\",\"token\":{\"text\":5}}\n\n",
+        )]),
+        "invalid-utf8" => sse(vec![
+            b(&tok(1, "a")),
+            vec![b'd', b'a', b't', b'a', b':', 0xff, 0xfe, b'\n', b'\n'],
+        ]),
         "truncated" => sse(vec![b(&tok(1, "a")), b("data: {\"index\":2,\"tok")]),
         "no-final" => sse(vec![b(&tok(1, "a")), b(&tok(2, "b"))]),
         "empty" => sse(vec![]),
-        "huge-error" => sse(vec![b(&tok(1, "a")), b(&format!(
-            "data: {}\n\n",
-            serde_json::json!({"error": "x".repeat(200_000), "error_type": "generation"})
-        ))]),
+        "huge-error" => sse(vec![
+            b(&tok(1, "a")),
+            b(&format!(
+                "data: {}\n\n",
+                serde_json::json!({"error": "x".repeat(200_000), "error_type": "generation"})
+            )),
+        ]),
         "huge-error-type" => sse(vec![b(&format!(
             "data: {}\n\n",
             serde_json::json!({"error": "boom", "error_type": "y".repeat(100_000)})
@@ -66,16 +85,22 @@ async fn generate_stream(body: Bytes) -> Response {
         }
         "framing" => sse(vec![
             b(":\n\n"),
-            b("data:{\"index\":1,\"token\":{\"id\":1,\"text\":\"He\",\"logprob\":-0.1,\"special\":false},\"generated_text\":null,\"details\":null}\r\n\r\n"),
+            b(
+                "data:{\"index\":1,\"token\":{\"id\":1,\"text\":\"He\",\"logprob\":-0.1,\"special\":false},\"generated_text\":null,\"details\":null}\r\n\r\n",
+            ),
             b(": ping\n\n"),
             // An event split across writes, mid-UTF-8.
             split.0,
             split.1,
-            b("data: {\"index\":3,\"token\":{\"id\":2,\"text\":\"</s>\",\"logprob\":-0.1,\"special\":true},\"generated_text\":\"Hello 東京\",\"details\":{\"finish_reason\":\"eos_token\",\"generated_tokens\":3,\"seed\":null,\"input_length\":4}}\n\n"),
+            b(
+                "data: {\"index\":3,\"token\":{\"id\":2,\"text\":\"</s>\",\"logprob\":-0.1,\"special\":true},\"generated_text\":\"Hello 東京\",\"details\":{\"finish_reason\":\"eos_token\",\"generated_tokens\":3,\"seed\":null,\"input_length\":4}}\n\n",
+            ),
         ]),
         "no-details" => sse(vec![
             b(&tok(1, "a")),
-            b("data: {\"index\":2,\"token\":{\"id\":2,\"text\":\"b\",\"logprob\":-0.1,\"special\":false},\"generated_text\":\"ab\",\"details\":null}\n\n"),
+            b(
+                "data: {\"index\":2,\"token\":{\"id\":2,\"text\":\"b\",\"logprob\":-0.1,\"special\":false},\"generated_text\":\"ab\",\"details\":null}\n\n",
+            ),
             // Anything after the final event is ignored.
             b("data: junk\n\n"),
         ]),
@@ -92,9 +117,15 @@ async fn generate_stream(body: Bytes) -> Response {
 
 async fn server(health: (StatusCode, &'static str), info: &'static str) -> String {
     let app = Router::new()
-        .route("/health", get(move || async move { health.into_response() }))
+        .route(
+            "/health",
+            get(move || async move { health.into_response() }),
+        )
         .route("/info", get(move || async move { info }))
-        .route("/metrics", get(|| async { "tgi_queue_size {\ntgi_batch_current_size 3\n\u{0}garbage" }))
+        .route(
+            "/metrics",
+            get(|| async { "tgi_queue_size {\ntgi_batch_current_size 3\n\u{0}garbage" }),
+        )
         .route("/generate_stream", post(generate_stream));
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", l.local_addr().unwrap());
@@ -175,7 +206,13 @@ async fn misbehaving_engine_gives_typed_bounded_errors() {
         }
     }
     // Tokens, then a typed error and no end.
-    for scenario in ["garbage-mid", "invalid-utf8", "truncated", "no-final", "huge-error"] {
+    for scenario in [
+        "garbage-mid",
+        "invalid-utf8",
+        "truncated",
+        "no-final",
+        "huge-error",
+    ] {
         match run(&a, scenario).await {
             Outcome::Streamed { text, end, err } => {
                 let want = if scenario == "no-final" { "ab" } else { "a" };
@@ -216,7 +253,10 @@ async fn odd_but_valid_framing_streams() {
 #[tokio::test]
 async fn bad_health_info_and_metrics() {
     let url = server(
-        (StatusCode::SERVICE_UNAVAILABLE, r#"{"error":"unhealthy","error_type":"healthcheck"}"#),
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            r#"{"error":"unhealthy","error_type":"healthcheck"}"#,
+        ),
         "{not json",
     )
     .await;
