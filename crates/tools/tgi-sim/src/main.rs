@@ -7,7 +7,8 @@
 //! Routes: `POST /generate_stream` (SSE, one event per token, `generated_text` + `details` on
 //! the last event, errors as SSE events on HTTP 200, `:` keep-alive comments), `POST
 //! /generate`, `GET /info`, `GET /health` (aliases `/`, `/ping`), `GET /metrics` (`tgi_`
-//! families). `--max-concurrent-requests` is a semaphore taken before validation, as in TGI.
+//! families), `POST /chat_tokenize` (the chat rendered with the model's template).
+//! `--max-concurrent-requests` is a semaphore taken before validation, as in TGI.
 //! Like the real router it binds its port only once the engine behind it is ready, so a
 //! client sees "connection refused" while it loads.
 //!
@@ -546,6 +547,7 @@ async fn main() -> std::process::ExitCode {
         .route("/metrics", get(metrics))
         .route("/generate", post(generate))
         .route("/generate_stream", post(generate_stream))
+        .route("/chat_tokenize", post(chat_tokenize))
         .route("/sim/fault", post(arm_fault).delete(clear_faults))
         .route("/sim/stats", get(stats))
         .with_state(sim);
@@ -695,6 +697,114 @@ async fn arm_fault(State(s): State<Arc<Sim>>, body: Bytes) -> Response {
 async fn clear_faults(State(s): State<Arc<Sim>>) -> Response {
     s.faults.lock().unwrap_or_else(|p| p.into_inner()).clear();
     StatusCode::NO_CONTENT.into_response()
+}
+
+#[derive(Deserialize)]
+struct ChatTokenizeRequest {
+    messages: Vec<serde_json::Value>,
+}
+
+#[derive(Serialize)]
+struct SimpleToken {
+    id: u32,
+    text: String,
+    start: usize,
+    stop: usize,
+}
+
+#[derive(Serialize)]
+struct ChatTokenizeResponse {
+    tokenize_response: Vec<SimpleToken>,
+    templated_text: String,
+}
+
+/// `POST /chat_tokenize`: the chat rendered with the model's template (llama-server
+/// `/apply-template`, the GGUF's own template) and its tokens (`/tokenize` with pieces).
+async fn chat_tokenize(State(s): State<Arc<Sim>>, headers: HeaderMap, body: Bytes) -> Response {
+    let json_ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !json_ct {
+        return (
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "Expected request with `Content-Type: application/json`",
+        )
+            .into_response();
+    }
+    let req: ChatTokenizeRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            return (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                format!("Failed to deserialize the JSON body into the target type: {e}"),
+            )
+                .into_response();
+        }
+    };
+    let template_error = |m: String| {
+        json_response(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Failure::new(Kind::Validation, m).body().replace(
+                "\"error_type\":\"validation\"",
+                "\"error_type\":\"template_error\"",
+            ),
+        )
+    };
+    let base = &s.a.llama_server_url;
+    let applied: serde_json::Value = match s
+        .http
+        .post(format!("{base}/apply-template"))
+        .json(&serde_json::json!({"messages": req.messages}))
+        .timeout(Duration::from_secs(10))
+        .send()
+        .await
+    {
+        Ok(r) if r.status().is_success() => r.json().await.unwrap_or_default(),
+        Ok(r) => return template_error(r.text().await.unwrap_or_default()),
+        Err(e) => return template_error(e.to_string()),
+    };
+    let Some(text) = applied["prompt"].as_str().map(str::to_string) else {
+        return template_error("no prompt from the template".into());
+    };
+    let pieces: serde_json::Value = match s
+        .http
+        .post(format!("{base}/tokenize"))
+        .json(&serde_json::json!({"content": text, "add_special": true, "with_pieces": true}))
+        .timeout(Duration::from_secs(10))
+        .send()
+        .await
+    {
+        Ok(r) => r.json().await.unwrap_or_default(),
+        Err(e) => return template_error(e.to_string()),
+    };
+    let mut at = 0;
+    let tokens = pieces["tokens"]
+        .as_array()
+        .map(|ts| {
+            ts.iter()
+                .map(|t| {
+                    let piece = t["piece"].as_str().unwrap_or("").to_string();
+                    let start = at;
+                    at += piece.len();
+                    SimpleToken {
+                        id: t["id"].as_u64().unwrap_or(0) as u32,
+                        text: piece,
+                        start,
+                        stop: at,
+                    }
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    json_response(
+        StatusCode::OK,
+        serde_json::to_string(&ChatTokenizeResponse {
+            tokenize_response: tokens,
+            templated_text: text,
+        })
+        .unwrap_or_default(),
+    )
 }
 
 // ---------------------------------------------------------------------------------------

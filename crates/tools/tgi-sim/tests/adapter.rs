@@ -143,6 +143,27 @@ async fn eos_and_stop_sequences_finish_with_stop() {
     assert_eq!(text, full[..at], "full greedy text: {full:?}");
 }
 
+/// A chat is rendered by TGI (`/chat_tokenize`, the model's own template) and then generated.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chat_messages_use_the_models_template() {
+    let s = common::stack(&[]).await;
+    let a = adapter(&s.sim_url, None);
+    let messages =
+        serde_json::json!([{"role": "user", "content": "What is 2+2? Answer with one number."}]);
+    let mut r = req("chat", "", 60, Some(greedy(&[])));
+    r.messages = Some(serde_json::from_value(messages.clone()).unwrap());
+    let (text, end, err) = collect(&a, r).await;
+    assert!(err.is_none(), "{err:?}");
+    assert_eq!(
+        end.unwrap().finish_reason,
+        Some(FinishReason::Stop),
+        "{text:?}"
+    );
+    let rendered = s.llama_template(messages).await;
+    assert!(rendered.contains("<|im_start|>assistant"), "{rendered}");
+    assert_eq!(text, s.llama_greedy(&rendered, 60).await);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn engine_errors_become_typed_errors() {
     let s = common::stack(&[]).await;

@@ -169,6 +169,40 @@ impl TgiAdapter {
         Ok(TgiMetrics::parse(&String::from_utf8_lossy(&body)))
     }
 
+    /// Renders a chat with the model's own template (`POST /chat_tokenize`, `templated_text`).
+    pub async fn chat_template(
+        &self,
+        messages: &[api_types::ChatMessage],
+    ) -> Result<String, WorkerError> {
+        let resp = self
+            .http
+            .post(self.url("/chat_tokenize"))
+            .json(&wire::ChatTokenizeRequest {
+                model: "tgi",
+                messages,
+            })
+            .timeout(Duration::from_secs(10))
+            .send()
+            .await
+            .map_err(transport)?;
+        let status = resp.status();
+        let body = resp.bytes().await.map_err(transport)?;
+        if !status.is_success() {
+            return Err(wire::error_from_body(status.as_u16(), &body));
+        }
+        serde_json::from_slice::<wire::ChatTokenizeResponse>(&body)
+            .map(|r| r.templated_text)
+            .map_err(|e| {
+                WorkerError::new(
+                    ErrorCode::WorkerReset,
+                    format!(
+                        "unexpected tgi /chat_tokenize response: {}",
+                        wire::clip(&e.to_string(), MAX_ENGINE_MESSAGE_BYTES)
+                    ),
+                )
+            })
+    }
+
     /// Streams the adapter holds open now.
     pub fn in_flight(&self) -> u32 {
         self.in_flight.load(Ordering::Acquire)
@@ -375,12 +409,6 @@ impl WorkerAdapter for TgiAdapter {
     }
 
     async fn generate(&self, req: GenerateRequest) -> Result<WorkerStream, WorkerError> {
-        if req.messages.is_some() {
-            return Err(WorkerError::new(
-                ErrorCode::InvalidParams,
-                "tgi adapter: chat messages are not supported yet (send a prompt)",
-            ));
-        }
         let params = Parameters::from_request(&req)?;
         let info = self.cached_info().await?;
         let guard = self.claim(&req.job_id, self.slots_total(&info))?;
@@ -389,11 +417,22 @@ impl WorkerAdapter for TgiAdapter {
             .map(|j| j.cancel.clone())
             .ok_or_else(|| WorkerError::new(ErrorCode::Internal, "job vanished"))?;
         let stops = StopFilter::new(params.stop);
+        let canceled = || WorkerError::new(ErrorCode::Canceled, "canceled before the first token");
+        let rendered;
+        let inputs = match &req.messages {
+            Some(m) => {
+                rendered = tokio::select! {
+                    r = self.chat_template(m) => r?,
+                    _ = cancel.notified() => return Err(canceled()),
+                };
+                rendered.as_str()
+            }
+            None => req.prompt.as_str(),
+        };
         let body = wire::GenerateStreamRequest {
-            inputs: &req.prompt,
+            inputs,
             parameters: params,
         };
-        let canceled = || WorkerError::new(ErrorCode::Canceled, "canceled before the first token");
         let resp = tokio::select! {
             r = self.http.post(self.url("/generate_stream")).json(&body).send() => r.map_err(transport)?,
             _ = cancel.notified() => return Err(canceled()),

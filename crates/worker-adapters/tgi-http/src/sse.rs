@@ -14,6 +14,8 @@ pub struct SseParser {
     buf: BytesMut,
     data: Vec<u8>,
     has_data: bool,
+    /// Bytes of `buf` already searched for a line end (no rescans of a long line).
+    scanned: usize,
 }
 
 #[derive(Debug, PartialEq)]
@@ -26,7 +28,12 @@ impl SseParser {
     pub fn push(&mut self, chunk: &[u8]) -> Result<Vec<String>, SseError> {
         self.buf.extend_from_slice(chunk);
         let mut out = Vec::new();
-        while let Some(nl) = self.buf.iter().position(|b| *b == b'\n') {
+        while let Some(nl) = self.buf[self.scanned..]
+            .iter()
+            .position(|b| *b == b'\n')
+            .map(|i| i + self.scanned)
+        {
+            self.scanned = 0;
             let mut line = self.buf.split_to(nl + 1);
             line.truncate(nl);
             if line.last() == Some(&b'\r') {
@@ -65,6 +72,7 @@ impl SseParser {
             }
             // `event`, `id`, `retry`: TGI sends none; ignored.
         }
+        self.scanned = self.buf.len();
         if self.buf.len() + self.data.len() > MAX_EVENT_BYTES {
             return Err(SseError::TooLarge);
         }
@@ -110,6 +118,20 @@ mod tests {
             }
         }
         assert_eq!(err, Some(SseError::TooLarge));
+    }
+
+    #[test]
+    fn a_long_line_in_tiny_chunks_is_linear() {
+        let mut p = SseParser::default();
+        let line = format!("data: {}\n\n", "x".repeat(1 << 20));
+        let start = std::time::Instant::now();
+        let mut got = Vec::new();
+        for c in line.as_bytes().chunks(7) {
+            got.extend(p.push(c).unwrap());
+        }
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].len(), 1 << 20);
+        assert!(start.elapsed() < std::time::Duration::from_secs(5));
     }
 
     proptest! {

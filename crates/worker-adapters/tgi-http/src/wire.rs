@@ -101,6 +101,20 @@ impl<'a> Parameters<'a> {
     }
 }
 
+/// `POST /chat_tokenize` body (TGI's OpenAI `ChatRequest`; only the chat is sent).
+#[derive(Debug, Serialize)]
+pub struct ChatTokenizeRequest<'a> {
+    pub model: &'static str,
+    pub messages: &'a [api_types::ChatMessage],
+}
+
+/// `POST /chat_tokenize` answer (schema `ChatTokenizeResponse`): the chat rendered with the
+/// model's own template.
+#[derive(Debug, Deserialize)]
+pub struct ChatTokenizeResponse {
+    pub templated_text: String,
+}
+
 /// `GET /info` (schema `Info`), the fields the adapter reads.
 #[derive(Debug, Clone, Deserialize)]
 pub struct Info {

@@ -130,6 +130,20 @@ impl Stack {
         v["content"].as_str().unwrap().to_string()
     }
 
+    /// The chat rendered by llama-server's `/apply-template` (the GGUF's own template).
+    pub async fn llama_template(&self, messages: serde_json::Value) -> String {
+        let v: serde_json::Value = reqwest::Client::new()
+            .post(format!("{}/apply-template", self.llama_url))
+            .json(&serde_json::json!({ "messages": messages }))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        v["prompt"].as_str().unwrap().to_string()
+    }
+
     /// llama-server slots still decoding.
     pub async fn llama_busy_slots(&self) -> usize {
         let v: serde_json::Value = reqwest::Client::new()
