@@ -290,7 +290,7 @@ async fn cancel_closes_the_stream_engine_side() {
                 break;
             }
             assert!(
-                start.elapsed() < Duration::from_secs(5),
+                start.elapsed() < Duration::from_secs(15),
                 "engine still busy after cancel: {m:?}, llama slots busy {busy}"
             );
             tokio::time::sleep(Duration::from_millis(20)).await;

@@ -31,7 +31,7 @@ pub async fn llama_server() -> (Proc, String) {
         .arg("-m")
         .arg(&e.model)
         .args(["--host", "127.0.0.1", "--port", &port.to_string()])
-        .args(["-np", "2", "-c", "2048", "--metrics", "-t", "2"])
+        .args(["-np", "2", "-c", "2048", "--metrics", "-t", "1"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
