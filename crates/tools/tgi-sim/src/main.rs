@@ -1009,6 +1009,8 @@ struct Flight {
     started: Instant,
     in_batch: bool,
     done: bool,
+    /// Queue/batch gauges already decremented (at the end, before the last event is sent).
+    left: bool,
     _permit: OwnedSemaphorePermit,
 }
 
@@ -1020,12 +1022,13 @@ impl Flight {
             started: Instant::now(),
             in_batch: false,
             done: false,
+            left: false,
             _permit: permit,
         }
     }
 
     fn first_token(&mut self) {
-        if !self.in_batch {
+        if !self.in_batch && !self.left {
             self.in_batch = true;
             self.sim.m.queue_size.fetch_sub(1, Ordering::Relaxed);
             self.sim
@@ -1035,7 +1038,21 @@ impl Flight {
         }
     }
 
+    /// Leaves the queue or the batch (once).
+    fn leave(&mut self) {
+        if std::mem::replace(&mut self.left, true) {
+            return;
+        }
+        let m = &self.sim.m;
+        if self.in_batch {
+            m.batch_current_size.fetch_sub(1, Ordering::Relaxed);
+        } else {
+            m.queue_size.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
     fn succeed(&mut self, generated: u32, input: u32) {
+        self.leave();
         self.done = true;
         let m = &self.sim.m;
         m.request_success.fetch_add(1, Ordering::Relaxed);
@@ -1046,6 +1063,7 @@ impl Flight {
     }
 
     fn fail(&mut self, kind: Kind) {
+        self.leave();
         self.done = true;
         self.sim.m.fail(kind.metric());
     }
@@ -1053,12 +1071,8 @@ impl Flight {
 
 impl Drop for Flight {
     fn drop(&mut self) {
+        self.leave();
         let m = &self.sim.m;
-        if self.in_batch {
-            m.batch_current_size.fetch_sub(1, Ordering::Relaxed);
-        } else {
-            m.queue_size.fetch_sub(1, Ordering::Relaxed);
-        }
         if !self.done {
             m.fail("dropped");
             self.sim.cancelled_streams.fetch_add(1, Ordering::Relaxed);
