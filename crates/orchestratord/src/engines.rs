@@ -1,5 +1,6 @@
 //! Turns a replica's config into its [`WorkerAdapter`]: the worker-protocol client for a
-//! replica with an `endpoint`, or the in-process deterministic mock (engine = "mock"), which is
+//! replica with an `endpoint`, the in-process TGI adapter for a tgi replica with an
+//! `engine_url`, or the in-process deterministic mock (engine = "mock"), which is
 //! a development/test stand-in and is reported as engine "mock" everywhere.
 
 use std::sync::Arc;
@@ -15,6 +16,11 @@ pub fn adapter_for(
     pool: &PoolConfig,
     replica: &ReplicaConfig,
 ) -> anyhow::Result<Arc<dyn WorkerAdapter>> {
+    if let (Some(url), Engine::Tgi) = (&replica.engine_url, pool.engine) {
+        let mut cfg = tgi_adapter::TgiConfig::new(url, pool.model_ref.clone());
+        cfg.slots = Some(replica.slots);
+        return Ok(Arc::new(tgi_adapter::TgiAdapter::new(cfg)?));
+    }
     if let Some(ep) = &replica.endpoint {
         let endpoint = Endpoint::parse(ep).map_err(anyhow::Error::msg)?;
         return Ok(Arc::new(HttpWorker::new(&endpoint)?));

@@ -424,6 +424,25 @@ fn validate(cfg: &Config, file: &str) -> Result<(), ConfigError> {
                     format!("device {d} listed twice"),
                 ));
             }
+            if let Some(url) = &r.engine_url {
+                let field = format!("{rp}.engine_url");
+                if pool.engine != api_types::Engine::Tgi {
+                    return Err(bad(
+                        field,
+                        "only for engine = \"tgi\" (other engines: an adapter daemon `endpoint`)"
+                            .into(),
+                    ));
+                }
+                if r.endpoint.is_some() {
+                    return Err(bad(
+                        field,
+                        "set either endpoint or engine_url, not both".into(),
+                    ));
+                }
+                if !(url.starts_with("http://") && is_endpoint(url)) {
+                    return Err(bad(field, format!("`{url}` must be `http://host:port`")));
+                }
+            }
             match (&r.endpoint, pool.engine) {
                 (Some(ep), _) => {
                     let ok = ep
@@ -440,16 +459,21 @@ fn validate(cfg: &Config, file: &str) -> Result<(), ConfigError> {
                 }
                 (None, api_types::Engine::Mock) => {}
                 (None, api_types::Engine::Llamacpp) if pool.llamacpp.is_some() => {}
+                (None, api_types::Engine::Tgi) if r.engine_url.is_some() => {}
                 (None, e) => {
                     return Err(bad(
                         format!("{rp}.endpoint"),
                         format!(
                             "engine `{}` runs in an adapter daemon: set the replica's endpoint{}",
                             e.as_str(),
-                            if e == api_types::Engine::Llamacpp {
-                                " (or the pool's [pools.llamacpp] section to supervise it in-process)"
-                            } else {
-                                ""
+                            match e {
+                                api_types::Engine::Llamacpp => {
+                                    " (or the pool's [pools.llamacpp] section to supervise it in-process)"
+                                }
+                                api_types::Engine::Tgi => {
+                                    " (or its engine_url: the TGI router, reached in-process)"
+                                }
+                                _ => "",
                             }
                         ),
                     ));
@@ -624,6 +648,42 @@ slots = 2
         let text = GOOD.replace("engine = \"mock\"", "engine = \"llamacpp\"");
         let err = parse_str(&text, "t.toml").unwrap_err().to_string();
         assert!(err.contains("endpoint"), "{err}");
+    }
+
+    /// A TGI replica is reached in-process through `engine_url` (or a daemon `endpoint`).
+    #[test]
+    fn tgi_replica_engine_url() {
+        let tgi = GOOD.replace("engine = \"mock\"", "engine = \"tgi\"");
+        let err = parse_str(&tgi, "t.toml").unwrap_err().to_string();
+        assert!(err.contains("engine_url"), "{err}");
+        let with =
+            |url: &str| tgi.replace("slots = 2", &format!("slots = 2\nengine_url = \"{url}\""));
+        let c = parse_str(&with("http://127.0.0.1:3000"), "t.toml").unwrap();
+        assert_eq!(
+            c.pools[0].replicas[0].engine_url.as_deref(),
+            Some("http://127.0.0.1:3000")
+        );
+        for (bad_url, why) in [
+            ("https://tgi:3000", "http://host:port"),
+            ("http://tgi:3000/generate", "http://host:port"),
+            ("unix:/run/tgi.sock", "http://host:port"),
+        ] {
+            let err = parse_str(&with(bad_url), "t.toml").unwrap_err().to_string();
+            assert!(
+                err.contains("engine_url") && err.contains(why),
+                "{bad_url}: {err}"
+            );
+        }
+        let both = with("http://127.0.0.1:3000")
+            .replace("slots = 2", "slots = 2\nendpoint = \"unix:/run/a.sock\"");
+        let err = parse_str(&both, "t.toml").unwrap_err().to_string();
+        assert!(err.contains("not both"), "{err}");
+        let mock = GOOD.replace(
+            "slots = 2",
+            "slots = 2\nengine_url = \"http://127.0.0.1:3000\"",
+        );
+        let err = parse_str(&mock, "t.toml").unwrap_err().to_string();
+        assert!(err.contains("only for engine = \"tgi\""), "{err}");
     }
 
     const POLICY: &str = "\n[pools.policy]\nmodule = \"plugins/quota.wasm\"\n";

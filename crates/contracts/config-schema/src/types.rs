@@ -454,6 +454,11 @@ pub struct ReplicaConfig {
     /// Absent for the in-process mock engine.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endpoint: Option<String>,
+    /// Base URL (`http://host:port`) of an engine run outside llama-orch that orchestratord
+    /// reaches through its in-process adapter, without an adapter daemon (engine = "tgi": the
+    /// TGI router). Either this or `endpoint`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub engine_url: Option<String>,
     /// Mock-engine behaviour (engine = "mock" only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mock: Option<MockEngineConfig>,

@@ -12,6 +12,7 @@ use clap::{Parser, ValueEnum};
 use daemon_kit::Listener;
 use llamacpp_adapter::{LlamaCppAdapter, LlamaCppConfig};
 use mock_adapter::{MockAdapter, MockBehaviour};
+use tgi_adapter::{TgiAdapter, TgiConfig};
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 enum EngineKind {
@@ -19,6 +20,8 @@ enum EngineKind {
     Mock,
     /// llama.cpp's llama-server at `--engine-url`.
     Llamacpp,
+    /// Hugging Face TGI's router at `--engine-url`.
+    Tgi,
 }
 
 #[derive(Parser)]
@@ -34,8 +37,8 @@ struct Args {
     listen: String,
     #[arg(long, default_value = "mock:tiny")]
     model_ref: String,
-    /// Base URL of the engine (llamacpp), e.g. http://127.0.0.1:8081.
-    #[arg(long, required_if_eq("engine", "llamacpp"))]
+    /// Base URL of the engine (llamacpp, tgi), e.g. http://127.0.0.1:8081.
+    #[arg(long, required_if_eq_any([("engine", "llamacpp"), ("engine", "tgi")]))]
     engine_url: Option<String>,
     #[arg(long, default_value_t = 4)]
     slots: u32,
@@ -62,6 +65,14 @@ fn adapter(a: &Args) -> anyhow::Result<Arc<dyn WorkerAdapter>> {
                 url,
                 a.model_ref.clone(),
             ))?)
+        }
+        EngineKind::Tgi => {
+            let mut cfg = TgiConfig::new(
+                a.engine_url.clone().unwrap_or_default(),
+                a.model_ref.clone(),
+            );
+            cfg.slots = Some(a.slots);
+            Arc::new(TgiAdapter::new(cfg)?)
         }
         EngineKind::Mock => Arc::new(MockAdapter::new(
             a.model_ref.clone(),

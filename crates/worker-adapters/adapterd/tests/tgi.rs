@@ -1,0 +1,196 @@
+//! `llorch-adapterd --engine tgi`: the TGI adapter behind the worker protocol. A TGI router
+//! that is not listening yet (it binds only after loading) reads as Loading through the
+//! daemon, not as a failure. And the whole daemon chain with real tokens: orchestratord →
+//! worker protocol on a unix socket → `llorch-adapterd --engine tgi` → `llorch-tgi-sim`
+//! (in-process) → the provisioned llama-server.
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use adapter_api::client::{Endpoint, HttpWorker};
+use adapter_api::{WorkerAdapter, WorkerState};
+
+#[tokio::test]
+async fn tgi_engine_not_listening_is_loading() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("tgi.sock");
+    let tgi_port = test_fixtures::free_port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_llorch-adapterd"))
+        .args(["--engine", "tgi", "--model-ref", "smollm2"])
+        .args(["--engine-url", &format!("http://127.0.0.1:{tgi_port}")])
+        .arg("--listen")
+        .arg(format!("unix:{}", sock.display()))
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let client = HttpWorker::new(&Endpoint::Unix(sock.clone())).unwrap();
+    let mut health = None;
+    for _ in 0..400 {
+        if let Ok(h) = client.health().await {
+            health = Some(h);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let h = health.expect("adapterd --engine tgi did not come up");
+    assert_eq!(h.state, WorkerState::Loading, "{h:?}");
+    assert!(
+        h.last_error
+            .unwrap_or_default()
+            .contains("not accepting connections")
+    );
+}
+
+#[test]
+fn tgi_engine_needs_an_engine_url() {
+    let out = Command::new(env!("CARGO_BIN_EXE_llorch-adapterd"))
+        .args(["--engine", "tgi"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--engine-url"));
+}
+
+struct Kill(std::process::Child);
+
+impl Drop for Kill {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn orchestratord_to_adapterd_to_tgi_to_llama_server() {
+    use eventsource_stream::Eventsource;
+    use futures::StreamExt;
+    use tgi_sim::Parser;
+
+    let e = test_fixtures::engine();
+    let lport = test_fixtures::free_port();
+    let _llama = Kill(
+        Command::new(&e.llama_server)
+            .arg("-m")
+            .arg(&e.model)
+            .args(["--host", "127.0.0.1", "--port", &lport.to_string()])
+            .args(["-np", "1", "-c", "1024", "-t", "1"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let sport = test_fixtures::free_port();
+    let args = tgi_sim::Args::try_parse_from([
+        "llorch-tgi-sim",
+        "--llama-server-url",
+        &format!("http://127.0.0.1:{lport}"),
+        "--port",
+        &sport.to_string(),
+    ])
+    .unwrap();
+    tokio::spawn(tgi_sim::run(args));
+    let tgi = format!("http://127.0.0.1:{sport}");
+    let http = reqwest::Client::new();
+    let start = std::time::Instant::now();
+    // The simulator binds only once llama-server has loaded the model.
+    while http.get(format!("{tgi}/info")).send().await.is_err() {
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "tgi simulator never came up"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("tgi.sock");
+    let _adapterd = Kill(
+        Command::new(env!("CARGO_BIN_EXE_llorch-adapterd"))
+            .args([
+                "--engine",
+                "tgi",
+                "--engine-url",
+                &tgi,
+                "--model-ref",
+                "smollm2",
+            ])
+            .args(["--slots", "1"])
+            .arg("--listen")
+            .arg(format!("unix:{}", sock.display()))
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let start = std::time::Instant::now();
+    while !sock.exists() {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "adapterd did not bind its socket"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let cfg = config_schema::parse_str(
+        &format!(
+            r#"
+[[auth.api_keys]]
+key = "tgi-chain-key"
+tenant = "t"
+role = "data"
+
+[[pools]]
+id = "tgi"
+engine = "tgi"
+model_ref = "smollm2"
+ctx_max = 1024
+allow_cpu_inference = true
+
+[[pools.replicas]]
+id = "r0"
+slots = 1
+endpoint = "unix:{}"
+"#,
+            sock.display()
+        ),
+        "tgi-chain.toml",
+    )
+    .unwrap();
+    let server = orchestratord::LocalServer::start(cfg, Default::default(), None)
+        .await
+        .unwrap();
+    let base = server.base.clone();
+    let body = serde_json::json!({
+        "task_id": "tgi-chain", "workload": "completion", "model_ref": "smollm2", "ctx": 1024,
+        "prompt": "Once upon a time, in a small village by the sea,", "max_tokens": 12, "seed": 5
+    });
+    let r = http
+        .post(format!("{base}/v1/tasks"))
+        .bearer_auth("tgi-chain-key")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202, "{}", r.text().await.unwrap());
+    let events: Vec<(String, String)> = tokio::time::timeout(
+        Duration::from_secs(60),
+        http.get(format!("{base}/v1/tasks/tgi-chain/stream"))
+            .bearer_auth("tgi-chain-key")
+            .send()
+            .await
+            .unwrap()
+            .bytes_stream()
+            .eventsource()
+            .map(|e| {
+                let e = e.unwrap();
+                (e.event, e.data)
+            })
+            .collect(),
+    )
+    .await
+    .unwrap();
+    let tokens = events.iter().filter(|(n, _)| n == "token").count();
+    assert!(tokens >= 1, "{events:?}");
+    let (last, data) = events.last().unwrap();
+    assert_eq!(last, "end", "{events:?}");
+    assert!(data.contains("\"tokens_out\":12"), "{data}");
+}
