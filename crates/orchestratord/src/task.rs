@@ -6,7 +6,7 @@ use std::sync::Mutex;
 use std::time::Instant;
 
 use api_types::{Engine, ErrorCode, Priority, StreamErrorEvent, StreamEvent};
-use tokio::sync::{Notify, watch};
+use tokio::sync::Notify;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
@@ -114,8 +114,11 @@ pub struct Task {
     pub deadline_ms: Option<u64>,
     pub admitted_at: Instant,
     log: Mutex<Log>,
-    /// Bumped after each appended event; streams wait on it.
-    appended: watch::Sender<usize>,
+    /// Woken after each appended event; readers wait on it (see [`LogReader`]). A `Notify`
+    /// and a counter instead of a `watch` channel: ~350 bytes less per task (issue 16).
+    appended: Notify,
+    /// Streams attached now (live [`LogReader`]s).
+    readers: std::sync::atomic::AtomicUsize,
     /// Wakes the runner when the task is canceled.
     pub cancel_signal: Notify,
     /// True once the task holds no slot and no queue entry any more.
@@ -127,6 +130,39 @@ pub struct Task {
     finished_at_ms: std::sync::atomic::AtomicU64,
     /// Bumped each time a reader of the stream goes away (see [`Task::note_detached`]).
     detaches: std::sync::atomic::AtomicU32,
+}
+
+/// A stream attached to a task's log, counted by [`Task::readers`] while it lives.
+#[derive(Debug)]
+pub struct LogReader {
+    task: std::sync::Arc<Task>,
+}
+
+impl LogReader {
+    /// Returns once the log holds more than `seen` events or has ended.
+    pub async fn wait_beyond(&self, seen: usize) {
+        loop {
+            let notified = self.task.appended.notified();
+            tokio::pin!(notified);
+            // Registered before the check, so an event appended in between still wakes us.
+            notified.as_mut().enable();
+            {
+                let log = self.task.log();
+                if log.entries.len() > seen || log.terminal {
+                    return;
+                }
+            }
+            notified.await;
+        }
+    }
+}
+
+impl Drop for LogReader {
+    fn drop(&mut self) {
+        self.task
+            .readers
+            .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
 }
 
 /// Why a cancel was refused.
@@ -180,7 +216,8 @@ impl Task {
                 terminal: false,
                 sealed: false,
             }),
-            appended: watch::channel(0).0,
+            appended: Notify::new(),
+            readers: std::sync::atomic::AtomicUsize::new(0),
             cancel_signal: Notify::new(),
             released: std::sync::atomic::AtomicBool::new(false),
             released_signal: Notify::new(),
@@ -200,15 +237,14 @@ impl Task {
         if ev.is_terminal() {
             return self.finish_with(ev).is_some();
         }
-        let n = {
+        {
             let mut log = self.log();
             if log.terminal || log.sealed {
                 return false;
             }
             log.append(ev);
-            log.entries.len()
-        };
-        self.appended.send_replace(n);
+        }
+        self.appended.notify_waiters();
         true
     }
 
@@ -231,7 +267,7 @@ impl Task {
     /// Appends a terminal event unless the log already ended; returns the phase it ended
     /// from. The one place where a log becomes terminal besides [`Task::push`].
     fn finish_with(&self, ev: StreamEvent) -> Option<Phase> {
-        let (phase, n) = {
+        let phase = {
             let mut log = self.log();
             if log.terminal || log.sealed {
                 return None;
@@ -240,9 +276,9 @@ impl Task {
             log.terminal = true;
             log.phase = Phase::Finished;
             log.append(ev);
-            (phase, log.entries.len())
+            phase
         };
-        self.appended.send_replace(n);
+        self.appended.notify_waiters();
         Some(phase)
     }
 
@@ -267,15 +303,14 @@ impl Task {
 
     /// Appends the terminal event of a log claimed with [`Task::seal`].
     fn finish_sealed(&self, ev: StreamEvent) {
-        let n = {
+        {
             let mut log = self.log();
             debug_assert!(log.sealed && !log.terminal);
             log.terminal = true;
             log.phase = Phase::Finished;
             log.append(ev);
-            log.entries.len()
-        };
-        self.appended.send_replace(n);
+        }
+        self.appended.notify_waiters();
     }
 
     /// Marks the task canceled by its client: terminal CANCELED event, runner woken.
@@ -395,15 +430,17 @@ impl Task {
         (v != u64::MAX).then_some(v)
     }
 
-    /// A reader of the log: woken after each appended event. Every open stream holds one, so
-    /// [`Task::readers`] counts the streams attached to the task.
-    pub fn subscribe(&self) -> watch::Receiver<usize> {
-        self.appended.subscribe()
+    /// Attaches a reader to the log. Every open stream holds one, so [`Task::readers`] counts
+    /// the streams attached to the task.
+    pub fn attach(self: &std::sync::Arc<Self>) -> LogReader {
+        self.readers
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        LogReader { task: self.clone() }
     }
 
     /// Streams attached to the task now.
     pub fn readers(&self) -> usize {
-        self.appended.receiver_count()
+        self.readers.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// Records that a reader went away; returns the mark [`Task::abandoned_since`] compares.

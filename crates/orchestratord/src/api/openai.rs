@@ -327,27 +327,26 @@ async fn collect(
 /// the stream is dropped before that (client gone) and no reader comes back within
 /// `server.stream_resume_grace_ms`.
 fn task_events(state: Arc<AppState>, task: Arc<Task>) -> impl Stream<Item = StreamEvent> + Send {
-    let rx = task.subscribe();
+    let reader = task.attach();
     let guard = DisconnectGuard { state, task };
-    // `rx` first: dropped before the guard runs, so the guard does not count this reader.
-    let init = (rx, guard, 0usize, VecDeque::<StreamEvent>::new(), false);
+    // `reader` first: dropped before the guard runs, so the guard does not count this reader.
+    let init = (reader, guard, 0usize, VecDeque::<StreamEvent>::new(), false);
     futures::stream::unfold(
         init,
-        |(mut rx, guard, mut next, mut pending, mut done)| async move {
+        |(reader, guard, mut next, mut pending, mut done)| async move {
             loop {
                 if let Some(ev) = pending.pop_front() {
-                    return Some((ev, (rx, guard, next, pending, done)));
+                    return Some((ev, (reader, guard, next, pending, done)));
                 }
                 if done {
                     return None;
                 }
-                rx.borrow_and_update();
                 let (events, terminal) = guard.task.events_from(next);
                 next += events.len();
                 pending.extend(events);
                 done = terminal;
-                if pending.is_empty() && !done && rx.changed().await.is_err() {
-                    return None;
+                if pending.is_empty() && !done {
+                    reader.wait_beyond(next).await;
                 }
             }
         },

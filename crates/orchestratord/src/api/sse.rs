@@ -24,7 +24,7 @@ use tokio::time::{Instant, Sleep};
 
 use super::tasks::DisconnectGuard;
 use crate::state::AppState;
-use crate::task::{LogEvent, Task};
+use crate::task::{LogEvent, LogReader, Task};
 
 /// The task's stream from event `from` as an HTTP response (200, `text/event-stream`).
 pub(crate) fn response(state: Arc<AppState>, task: Arc<Task>, from: usize) -> Response {
@@ -42,8 +42,8 @@ pub(crate) fn response(state: Arc<AppState>, task: Arc<Task>, from: usize) -> Re
 }
 
 struct Reader {
-    rx: tokio::sync::watch::Receiver<usize>,
-    // Declared after `rx`: dropped after it, so the guard's count of attached readers no
+    log: LogReader,
+    // Declared after `log`: dropped after it, so the guard's count of attached readers no
     // longer includes this one.
     guard: DisconnectGuard,
     next: usize,
@@ -67,7 +67,7 @@ pub(crate) fn event_stream(
 ) -> impl Stream<Item = Result<Bytes, Infallible>> + Send + 'static {
     let now = Instant::now();
     let reader = Reader {
-        rx: task.subscribe(),
+        log: task.attach(),
         reconnect: reconnect_hint(&state),
         guard: DisconnectGuard { state, task },
         next: from,
@@ -81,8 +81,6 @@ pub(crate) fn event_stream(
             if r.done {
                 return None;
             }
-            // Mark what we are about to read as seen before reading, so no wakeup is lost.
-            r.rx.borrow_and_update();
             let mut buf = Vec::new();
             let (n, terminal) = r.guard.task.visit_from(r.next, |id, ev| {
                 encode(&mut buf, id, ev, r.reconnect);
@@ -94,7 +92,7 @@ pub(crate) fn event_stream(
                 return Some((Ok(Bytes::from(buf)), r));
             }
             tokio::select! {
-                changed = r.rx.changed() => if changed.is_err() { return None },
+                () = r.log.wait_beyond(r.next) => {}
                 () = &mut r.ping => {
                     let due = r.last_write + r.keepalive;
                     if Instant::now() >= due {
