@@ -259,6 +259,10 @@ impl WorkerAdapter for TritonAdapter {
         match status {
             200 => {}
             400 | 503 => {
+                // Also the answer for a model Triton does not know: tell the two apart.
+                if let Ok((404, body)) = self.get(self.model_path("/config")).await {
+                    return error(wire::error_from_body(404, &body).message);
+                }
                 return loading(format!(
                     "model `{}` not ready: {}",
                     self.cfg.model,

@@ -166,7 +166,8 @@ mod tests {
     #[test]
     fn parses_real_triton_output() {
         let m = TritonMetrics::parse(REAL, "llm");
-        assert!(m.request_success_total.is_some_and(|v| v >= 1.0), "{m:?}");
+        assert_eq!(m.request_success_total, Some(3.0), "{m:?}");
+        assert_eq!(TritonMetrics::parse(REAL, "bytes").request_success_total, Some(4.0));
         assert!(m.request_failure_total.is_some());
         assert!(m.request_failure_by_reason.contains_key("CANCELED"));
         assert!(m.pending_requests.is_some());
