@@ -36,7 +36,13 @@ fn python_version() -> Result<String, String> {
 /// Provisions (or finds) the Triton venv; prints how long it took and the disk left.
 pub fn fetch_triton(cache: &Path) -> Result<(), String> {
     let started = Instant::now();
-    let inputs = format!("{} {} {} {}", WHEEL.0, WHEEL.2, NUMPY_PIN, python_version()?);
+    let inputs = format!(
+        "{} {} {} {}",
+        WHEEL.0,
+        WHEEL.2,
+        NUMPY_PIN,
+        python_version()?
+    );
     let key = {
         let tmp = std::env::temp_dir().join(format!("llorch-triton-key-{}", std::process::id()));
         std::fs::write(&tmp, &inputs).map_err(|e| e.to_string())?;

@@ -192,10 +192,7 @@ fn validate_triton(
     p: &str,
 ) -> Result<(), (String, String)> {
     if pool.engine != api_types::Engine::Triton {
-        return Err((
-            format!("{p}.triton"),
-            "only for engine = \"triton\"".into(),
-        ));
+        return Err((format!("{p}.triton"), "only for engine = \"triton\"".into()));
     }
     if t.model.is_empty()
         || t.model.len() > 128
@@ -234,7 +231,11 @@ fn validate_triton(
         }
     }
     for (j, r) in pool.replicas.iter().enumerate() {
-        if !r.endpoint.as_deref().is_some_and(|e| e.starts_with("http://")) {
+        if !r
+            .endpoint
+            .as_deref()
+            .is_some_and(|e| e.starts_with("http://"))
+        {
             return Err((
                 format!("{p}.replicas[{j}].endpoint"),
                 "a replica of a [pools.triton] pool needs Triton's HTTP endpoint, `http://host:port`"
@@ -709,22 +710,45 @@ slots = 2
         );
         let c = parse_str(&ok, "t.toml").unwrap();
         let t = c.pools[0].triton.as_ref().unwrap();
-        assert_eq!((t.model.as_str(), t.inputs), ("ensemble", crate::TritonInputs::TensorrtLlm));
+        assert_eq!(
+            (t.model.as_str(), t.inputs),
+            ("ensemble", crate::TritonInputs::TensorrtLlm)
+        );
         let bad = |section: &str, replicas: &str| {
-            parse_str(&triton(section, replicas), "t.toml").unwrap_err().to_string()
+            parse_str(&triton(section, replicas), "t.toml")
+                .unwrap_err()
+                .to_string()
         };
         let e = bad("triton = { model = \"m\", inputs = \"onnx\" }\n", ep);
         assert!(e.contains("inputs") && e.contains("unknown variant"), "{e}");
         let e = bad("triton = { model = \"../m\", inputs = \"vllm\" }\n", ep);
         assert!(e.contains("pools[0].triton.model"), "{e}");
-        let e = bad("triton = { model = \"m\", inputs = \"vllm\" }\n", "endpoint = \"unix:/run/t.sock\"\n");
-        assert!(e.contains("pools[0].replicas[0].endpoint") && e.contains("Triton's HTTP endpoint"), "{e}");
-        let e = bad("triton = { model = \"m\", inputs = \"vllm\", metrics_url = \"ftp://x\" }\n", ep);
+        let e = bad(
+            "triton = { model = \"m\", inputs = \"vllm\" }\n",
+            "endpoint = \"unix:/run/t.sock\"\n",
+        );
+        assert!(
+            e.contains("pools[0].replicas[0].endpoint") && e.contains("Triton's HTTP endpoint"),
+            "{e}"
+        );
+        let e = bad(
+            "triton = { model = \"m\", inputs = \"vllm\", metrics_url = \"ftp://x\" }\n",
+            ep,
+        );
         assert!(e.contains("pools[0].triton.metrics_url"), "{e}");
         let two = format!("{ep}\n[[pools.replicas]]\nid = \"r1\"\n{ep}");
-        let e = bad("triton = { model = \"m\", inputs = \"vllm\", metrics_url = \"http://h:8002/metrics\" }\n", &two);
+        let e = bad(
+            "triton = { model = \"m\", inputs = \"vllm\", metrics_url = \"http://h:8002/metrics\" }\n",
+            &two,
+        );
         assert!(e.contains("several replicas"), "{e}");
-        assert!(parse_str(&triton("triton = { model = \"m\", inputs = \"vllm\" }\n", &two), "t.toml").is_ok());
+        assert!(
+            parse_str(
+                &triton("triton = { model = \"m\", inputs = \"vllm\" }\n", &two),
+                "t.toml"
+            )
+            .is_ok()
+        );
         let on_mock = GOOD.replace(
             "allow_cpu_inference = true\n",
             "allow_cpu_inference = true\ntriton = { model = \"m\", inputs = \"vllm\" }\n",

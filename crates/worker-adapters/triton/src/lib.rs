@@ -56,7 +56,11 @@ pub struct TritonConfig {
 }
 
 impl TritonConfig {
-    pub fn new(base_url: impl Into<String>, model: impl Into<String>, inputs: InputConvention) -> Self {
+    pub fn new(
+        base_url: impl Into<String>,
+        model: impl Into<String>,
+        inputs: InputConvention,
+    ) -> Self {
         let model = model.into();
         TritonConfig {
             base_url: base_url.into().trim_end_matches('/').to_string(),
@@ -75,7 +79,10 @@ impl TritonConfig {
         if let Some(u) = &self.metrics_url {
             return u.clone();
         }
-        let rest = self.base_url.strip_prefix("http://").unwrap_or(&self.base_url);
+        let rest = self
+            .base_url
+            .strip_prefix("http://")
+            .unwrap_or(&self.base_url);
         let authority = rest.split('/').next().unwrap_or(rest);
         let host = match authority.rfind(':') {
             Some(i) if !authority[i..].contains(']') => &authority[..i],
@@ -163,20 +170,29 @@ impl TritonAdapter {
             return Err(wire::error_from_body(status, &body));
         }
         serde_json::from_slice(&body).map_err(|e| {
-            WorkerError::new(ErrorCode::WorkerReset, format!("unexpected triton /v2 response: {e}"))
+            WorkerError::new(
+                ErrorCode::WorkerReset,
+                format!("unexpected triton /v2 response: {e}"),
+            )
         })
     }
 
     /// `GET /v2/models/{m}/config`.
     pub async fn model_config(&self) -> Result<ModelConfig, WorkerError> {
-        let (status, body) = self.get(self.model_path("/config")).await.map_err(transport)?;
+        let (status, body) = self
+            .get(self.model_path("/config"))
+            .await
+            .map_err(transport)?;
         if status != 200 {
             return Err(wire::error_from_body(status, &body));
         }
         serde_json::from_slice(&body).map_err(|e| {
             WorkerError::new(
                 ErrorCode::WorkerReset,
-                format!("unexpected triton model config: {}", wire::clip(&e.to_string(), 200)),
+                format!(
+                    "unexpected triton model config: {}",
+                    wire::clip(&e.to_string(), 200)
+                ),
             )
         })
     }
@@ -242,7 +258,9 @@ impl WorkerAdapter for TritonAdapter {
         // Triton listens only once its models are loaded: refused = still starting.
         let (status, body) = match self.get(self.url("/v2/health/ready")).await {
             Ok(r) => r,
-            Err(e) if e.is_connect() => return loading(format!("triton not accepting connections yet: {e}")),
+            Err(e) if e.is_connect() => {
+                return loading(format!("triton not accepting connections yet: {e}"));
+            }
             Err(e) => return error(format!("triton health probe failed: {e}")),
         };
         match status {
@@ -253,7 +271,9 @@ impl WorkerAdapter for TritonAdapter {
         }
         let (status, body) = match self.get(self.model_path("/ready")).await {
             Ok(r) => r,
-            Err(e) if e.is_connect() => return loading(format!("triton not accepting connections yet: {e}")),
+            Err(e) if e.is_connect() => {
+                return loading(format!("triton not accepting connections yet: {e}"));
+            }
             Err(e) => return error(format!("triton health probe failed: {e}")),
         };
         match status {
@@ -308,7 +328,10 @@ impl WorkerAdapter for TritonAdapter {
         {
             let mut jobs = lock(&self.jobs);
             if jobs.contains_key(&req.job_id) {
-                return Err(WorkerError::new(ErrorCode::InvalidParams, "job_id already running"));
+                return Err(WorkerError::new(
+                    ErrorCode::InvalidParams,
+                    "job_id already running",
+                ));
             }
             if jobs.len() >= self.cfg.slots as usize {
                 return Err(WorkerError::new(
@@ -329,7 +352,12 @@ impl WorkerAdapter for TritonAdapter {
             job_id: req.job_id.clone(),
             done: done_tx,
         };
-        let body = wire::generate_body(self.cfg.inputs, &req.job_id, &req.prompt, &self.sampling(&req));
+        let body = wire::generate_body(
+            self.cfg.inputs,
+            &req.job_id,
+            &req.prompt,
+            &self.sampling(&req),
+        );
         let resp = self
             .http
             .post(self.model_path("/generate_stream"))
@@ -338,7 +366,10 @@ impl WorkerAdapter for TritonAdapter {
             .await
             .map_err(|e| {
                 if e.is_connect() {
-                    WorkerError::new(ErrorCode::PoolUnready, format!("triton not accepting connections: {e}"))
+                    WorkerError::new(
+                        ErrorCode::PoolUnready,
+                        format!("triton not accepting connections: {e}"),
+                    )
                 } else {
                     transport(e)
                 }
@@ -428,7 +459,11 @@ async fn relay(
                 responses += 1;
                 let t = text.push(b);
                 if !t.is_empty() {
-                    if tx.send(Ok(WorkerEvent::Token(TokenEvent { t, i }))).await.is_err() {
+                    if tx
+                        .send(Ok(WorkerEvent::Token(TokenEvent { t, i })))
+                        .await
+                        .is_err()
+                    {
                         return;
                     }
                     i += 1;
@@ -455,7 +490,11 @@ async fn relay(
     }
     let rest = text.finish();
     if !rest.is_empty() {
-        if tx.send(Ok(WorkerEvent::Token(TokenEvent { t: rest, i }))).await.is_err() {
+        if tx
+            .send(Ok(WorkerEvent::Token(TokenEvent { t: rest, i })))
+            .await
+            .is_err()
+        {
             return;
         }
         i += 1;

@@ -41,8 +41,10 @@ pub struct TritonMetrics {
     pub gpu_memory_used_bytes: BTreeMap<String, f64>,
 }
 
+type Labels = Vec<(String, String)>;
+
 /// One sample: name, labels, value.
-fn parse_sample(line: &str) -> Option<(&str, Vec<(String, String)>, f64)> {
+fn parse_sample(line: &str) -> Option<(&str, Labels, f64)> {
     let line = line.trim();
     if line.is_empty() || line.starts_with('#') {
         return None;
@@ -55,7 +57,10 @@ fn parse_sample(line: &str) -> Option<(&str, Vec<(String, String)>, f64)> {
         let mut end = None;
         loop {
             // key
-            while chars.peek().is_some_and(|(_, c)| *c == ',' || c.is_whitespace()) {
+            while chars
+                .peek()
+                .is_some_and(|(_, c)| *c == ',' || c.is_whitespace())
+            {
                 chars.next();
             }
             match chars.peek() {
@@ -167,7 +172,10 @@ mod tests {
     fn parses_real_triton_output() {
         let m = TritonMetrics::parse(REAL, "llm");
         assert_eq!(m.request_success_total, Some(3.0), "{m:?}");
-        assert_eq!(TritonMetrics::parse(REAL, "bytes").request_success_total, Some(4.0));
+        assert_eq!(
+            TritonMetrics::parse(REAL, "bytes").request_success_total,
+            Some(4.0)
+        );
         assert!(m.request_failure_total.is_some());
         assert!(m.request_failure_by_reason.contains_key("CANCELED"));
         assert!(m.pending_requests.is_some());

@@ -425,7 +425,9 @@ pub fn parse_chunk(data: &[u8]) -> Result<StreamChunk, WorkerError> {
         match k.as_str() {
             "error" => return Err(map_error(None, &v.lossy())),
             "text_output" => c.text = v.bytes(),
-            "finish_reason" => c.finish_reason = v.bytes().map(|b| String::from_utf8_lossy(&b).into_owned()),
+            "finish_reason" => {
+                c.finish_reason = v.bytes().map(|b| String::from_utf8_lossy(&b).into_owned())
+            }
             "num_input_tokens" => c.num_input_tokens = v.as_u32(),
             "num_output_tokens" => c.num_output_tokens = v.as_u32(),
             _ => {}
@@ -583,7 +585,8 @@ mod tests {
     #[test]
     fn raw_bytes_in_strings_are_kept() {
         // Captured from tritonserver 2.51.0: the bytes `caf\xc3` copied raw into the string.
-        let data = b"{\"model_name\":\"bytes\",\"model_version\":\"1\",\"text_output\":\"caf\xc3\"}";
+        let data =
+            b"{\"model_name\":\"bytes\",\"model_version\":\"1\",\"text_output\":\"caf\xc3\"}";
         assert!(serde_json::from_slice::<serde_json::Value>(data).is_err());
         let c = parse_chunk(data).unwrap();
         assert_eq!(c.text.as_deref(), Some(&b"caf\xc3"[..]));
@@ -601,7 +604,8 @@ mod tests {
         );
         assert_eq!(c.num_output_tokens, Some(3));
         assert_eq!(c.finish_reason.as_deref(), Some("length"));
-        let c = parse_chunk(br#" { "text_output" : "x" , "nested": {"a":[1,{"b":"}"}]} } "#).unwrap();
+        let c =
+            parse_chunk(br#" { "text_output" : "x" , "nested": {"a":[1,{"b":"}"}]} } "#).unwrap();
         assert_eq!(c.text.as_deref(), Some(&b"x"[..]));
     }
 
@@ -610,7 +614,15 @@ mod tests {
         let e = parse_chunk(br#"{"error":"boom: model failed at token 2"}"#).unwrap_err();
         assert_eq!(e.code, ErrorCode::Internal);
         assert_eq!(e.message, "triton: boom: model failed at token 2");
-        for bad in [&b"{"[..], b"", b"[]", b"{\"text_output\":\"x", b"{\"a\":1}}", b"{\"a\" 1}", b"\xff"] {
+        for bad in [
+            &b"{"[..],
+            b"",
+            b"[]",
+            b"{\"text_output\":\"x",
+            b"{\"a\":1}}",
+            b"{\"a\" 1}",
+            b"\xff",
+        ] {
             assert_eq!(parse_chunk(bad).unwrap_err().code, ErrorCode::WorkerReset);
         }
     }
@@ -619,7 +631,14 @@ mod tests {
     fn http_errors_map_by_status() {
         let e = error_from_body(400, br#"{"error":"[request id: <id_unknown>] expected number of inputs between 1 and 2 but got 0 inputs"}"#);
         assert_eq!(e.code, ErrorCode::InvalidParams);
-        assert_eq!(error_from_body(404, br#"{"error":"Request for unknown model: 'nope' is not found"}"#).code, ErrorCode::Internal);
+        assert_eq!(
+            error_from_body(
+                404,
+                br#"{"error":"Request for unknown model: 'nope' is not found"}"#
+            )
+            .code,
+            ErrorCode::Internal
+        );
         assert_eq!(error_from_body(503, b"").code, ErrorCode::PoolUnready);
         assert_eq!(error_from_body(502, b"<html>").code, ErrorCode::WorkerReset);
     }
@@ -628,7 +647,9 @@ mod tests {
     fn sse_framing_on_bytes() {
         let mut s = SseSplitter::default();
         assert!(s.push(b"data: {\"a\":\"\xc3").unwrap().is_empty());
-        let ev = s.push(b"\"}\n\n: comment\n\ndata:x\r\ndata: y\r\n\r\ndata: z").unwrap();
+        let ev = s
+            .push(b"\"}\n\n: comment\n\ndata:x\r\ndata: y\r\n\r\ndata: z")
+            .unwrap();
         assert_eq!(ev, vec![b"{\"a\":\"\xc3\"}".to_vec(), b"x\ny".to_vec()]);
         assert_eq!(s.leftover(), b"data: z");
         let mut s = SseSplitter::default();
@@ -652,9 +673,15 @@ mod tests {
         assert!(v.get("max_tokens").is_none());
         let p: serde_json::Value =
             serde_json::from_str(v["sampling_parameters"].as_str().unwrap()).unwrap();
-        assert_eq!(p, serde_json::json!({"max_tokens":8,"seed":7,"temperature":0.0,"top_k":1,"stop":["\n\n"]}));
+        assert_eq!(
+            p,
+            serde_json::json!({"max_tokens":8,"seed":7,"temperature":0.0,"top_k":1,"stop":["\n\n"]})
+        );
         let v = generate_body(InputConvention::TensorrtLlm, "j1", "Hi", &s);
-        assert_eq!((v["max_tokens"].as_u64(), v["seed"].as_u64()), (Some(8), Some(7)));
+        assert_eq!(
+            (v["max_tokens"].as_u64(), v["seed"].as_u64()),
+            (Some(8), Some(7))
+        );
         assert_eq!(v["stop_words"], serde_json::json!(["\n\n"]));
         assert!(v.get("sampling_parameters").is_none());
     }

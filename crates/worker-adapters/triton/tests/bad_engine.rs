@@ -66,7 +66,11 @@ async fn fake(handler: Handler) -> u16 {
 }
 
 fn adapter(port: u16) -> TritonAdapter {
-    let mut c = TritonConfig::new(format!("http://127.0.0.1:{port}"), "m", InputConvention::Vllm);
+    let mut c = TritonConfig::new(
+        format!("http://127.0.0.1:{port}"),
+        "m",
+        InputConvention::Vllm,
+    );
     c.slots = 4;
     TritonAdapter::new(c).unwrap()
 }
@@ -111,7 +115,11 @@ fn fixed(status: &str, ctype: &str, body: &[u8]) -> Vec<Vec<u8>> {
 async fn collect(
     a: &TritonAdapter,
     job: &str,
-) -> (Vec<String>, Option<api_types::EndEvent>, Option<adapter_api::WorkerError>) {
+) -> (
+    Vec<String>,
+    Option<api_types::EndEvent>,
+    Option<adapter_api::WorkerError>,
+) {
     let mut s = match a.generate(req(job)).await {
         Ok(s) => s,
         Err(e) => return (vec![], None, Some(e)),
@@ -159,7 +167,13 @@ async fn health_states_from_status_codes_and_config() {
     );
     let h = a.health().await.unwrap();
     assert_eq!(h.state, WorkerState::Error);
-    assert!(h.last_error.as_deref().unwrap_or("").contains("not decoupled"), "{h:?}");
+    assert!(
+        h.last_error
+            .as_deref()
+            .unwrap_or("")
+            .contains("not decoupled"),
+        "{h:?}"
+    );
     // Not HTTP at all.
     let a = adapter(fake(Arc::new(|_| vec![b"\x00\xffgarbage\r\n\r\n".to_vec()])).await);
     assert_eq!(a.health().await.unwrap().state, WorkerState::Error);
@@ -180,11 +194,21 @@ async fn health_states_from_status_codes_and_config() {
 
 #[tokio::test]
 async fn garbage_events_are_worker_reset() {
-    for bad in [&b"not json"[..], b"{\"text_output\":", b"{\"text_output\":\"x\"}}", b"\xff\xfe"] {
+    for bad in [
+        &b"not json"[..],
+        b"{\"text_output\":",
+        b"{\"text_output\":\"x\"}}",
+        b"\xff\xfe",
+    ] {
         let bad = bad.to_vec();
         let a = adapter(
             fake(Arc::new(move |_| {
-                vec![SSE_HEAD.to_vec(), event(br#"{"text_output":"ok"}"#), event(&bad), chunk(b"")]
+                vec![
+                    SSE_HEAD.to_vec(),
+                    event(br#"{"text_output":"ok"}"#),
+                    event(&bad),
+                    chunk(b""),
+                ]
             }))
             .await,
         );
@@ -199,8 +223,14 @@ async fn garbage_events_are_worker_reset() {
 async fn truncated_streams_are_worker_reset() {
     // The connection drops before the terminating chunk.
     let a = adapter(
-        fake(Arc::new(|_| vec![SSE_HEAD.to_vec(), event(br#"{"text_output":"a"}"#), b"40\r\ndata: {\"te".to_vec()]))
-            .await,
+        fake(Arc::new(|_| {
+            vec![
+                SSE_HEAD.to_vec(),
+                event(br#"{"text_output":"a"}"#),
+                b"40\r\ndata: {\"te".to_vec(),
+            ]
+        }))
+        .await,
     );
     let (toks, end, e) = collect(&a, "j").await;
     assert_eq!(toks, vec!["a"]);
@@ -209,8 +239,15 @@ async fn truncated_streams_are_worker_reset() {
     assert_eq!(e.code, ErrorCode::WorkerReset, "{e:?}");
     // The body ends cleanly but inside an event.
     let a = adapter(
-        fake(Arc::new(|_| vec![SSE_HEAD.to_vec(), event(br#"{"text_output":"a"}"#), chunk(b"data: {\"text_output\":\"b\"}"), chunk(b"")]))
-            .await,
+        fake(Arc::new(|_| {
+            vec![
+                SSE_HEAD.to_vec(),
+                event(br#"{"text_output":"a"}"#),
+                chunk(b"data: {\"text_output\":\"b\"}"),
+                chunk(b""),
+            ]
+        }))
+        .await,
     );
     let (toks, end, e) = collect(&a, "j").await;
     assert_eq!(toks, vec!["a"]);
@@ -297,7 +334,8 @@ async fn raw_bytes_split_across_events_and_writes_reassemble() {
             let mut k = 0;
             while i < bytes.len() {
                 let n = (1 + k % 3).min(bytes.len() - i);
-                let mut json = b"{\"model_name\":\"m\",\"model_version\":\"1\",\"text_output\":\"".to_vec();
+                let mut json =
+                    b"{\"model_name\":\"m\",\"model_version\":\"1\",\"text_output\":\"".to_vec();
                 json.extend_from_slice(&bytes[i..i + n]);
                 json.extend_from_slice(b"\"}");
                 for b in event(&json) {
@@ -317,7 +355,14 @@ async fn raw_bytes_split_across_events_and_writes_reassemble() {
     assert_eq!(end.unwrap().tokens_out as usize, toks.len());
     // A stream that ends inside a character: the dangling bytes become U+FFFD, then End.
     let a = adapter(
-        fake(Arc::new(|_| vec![SSE_HEAD.to_vec(), event(b"{\"text_output\":\"ok\xf0\x9f\"}"), chunk(b"")])).await,
+        fake(Arc::new(|_| {
+            vec![
+                SSE_HEAD.to_vec(),
+                event(b"{\"text_output\":\"ok\xf0\x9f\"}"),
+                chunk(b""),
+            ]
+        }))
+        .await,
     );
     let (toks, end, e) = collect(&a, "j").await;
     assert!(e.is_none());

@@ -97,7 +97,9 @@ const TRTLLM_INPUTS: &str = r#"
 fn write_model(repo: &Path, name: &str, py: &str, inputs: &str, outputs: &str, params: &str) {
     let dir = repo.join(name);
     std::fs::create_dir_all(dir.join("1")).unwrap();
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/models").join(py);
+    let src = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/models")
+        .join(py);
     std::fs::copy(&src, dir.join("1/model.py")).unwrap();
     let config = format!(
         r#"name: "{name}"
@@ -217,7 +219,14 @@ parameters {{ key: "marker_dir" value: {{ string_value: "{}" }} }}"#,
         markers.display()
     );
     write_model(&repo, "llm", "llm.py", VLLM_INPUTS, LLM_OUTPUTS, &params);
-    write_model(&repo, "ensemble", "llm.py", TRTLLM_INPUTS, TRT_OUTPUTS, &params);
+    write_model(
+        &repo,
+        "ensemble",
+        "llm.py",
+        TRTLLM_INPUTS,
+        TRT_OUTPUTS,
+        &params,
+    );
     write_model(&repo, "failing", "failing.py", VLLM_INPUTS, TEXT_OUT, "");
     write_model(&repo, "bytes", "bytes.py", TRTLLM_INPUTS, TEXT_OUT, "");
 
@@ -241,7 +250,10 @@ parameters {{ key: "marker_dir" value: {{ string_value: "{}" }} }}"#,
     let spawned = Instant::now();
     let triton = Command::new(&install.server)
         .arg(format!("--model-repository={}", repo.display()))
-        .arg(format!("--backend-directory={}", install.backends.display()))
+        .arg(format!(
+            "--backend-directory={}",
+            install.backends.display()
+        ))
         .arg(format!("--http-port={http}"))
         .arg(format!("--grpc-port={grpc}"))
         .arg("--allow-grpc=false")
@@ -271,7 +283,10 @@ parameters {{ key: "marker_dir" value: {{ string_value: "{}" }} }}"#,
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
-    eprintln!("tritonserver ready in {:.2} s (4 models)", ready.as_secs_f64());
+    eprintln!(
+        "tritonserver ready in {:.2} s (4 models)",
+        ready.as_secs_f64()
+    );
 
     let props = vllm.properties().await.unwrap();
     assert_eq!(props.engine, "triton");
@@ -297,7 +312,11 @@ parameters {{ key: "marker_dir" value: {{ string_value: "{}" }} }}"#,
         .json()
         .await
         .unwrap();
-    assert_eq!(text, direct["content"].as_str().unwrap(), "Triton-streamed text = the engine's own");
+    assert_eq!(
+        text,
+        direct["content"].as_str().unwrap(),
+        "Triton-streamed text = the engine's own"
+    );
     eprintln!("vllm convention: {} tokens {text:?}", o.tokens.len());
 
     // 2. The same model through the TensorRT-LLM convention: same greedy text.
@@ -334,9 +353,16 @@ parameters {{ key: "marker_dir" value: {{ string_value: "{}" }} }}"#,
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        let at: u32 = std::fs::read_to_string(&marker).unwrap().trim().parse().unwrap();
+        let at: u32 = std::fs::read_to_string(&marker)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
         assert!(at < 400, "{job}: cancelled after {at} tokens");
-        eprintln!("{job}: engine saw the cancel after {:.0} ms, at token {at}", t.elapsed().as_secs_f64() * 1e3);
+        eprintln!(
+            "{job}: engine saw the cancel after {:.0} ms, at token {at}",
+            t.elapsed().as_secs_f64() * 1e3
+        );
     }
     // The slot is free again.
     let t = Instant::now();
@@ -369,11 +395,23 @@ parameters {{ key: "marker_dir" value: {{ string_value: "{}" }} }}"#,
     let wrong = adapter(http, metrics, "bytes", InputConvention::Vllm);
     let h = wrong.health().await.unwrap();
     assert_eq!(h.state, WorkerState::Error);
-    assert!(h.last_error.as_deref().unwrap_or("").contains("sampling_parameters"), "{h:?}");
+    assert!(
+        h.last_error
+            .as_deref()
+            .unwrap_or("")
+            .contains("sampling_parameters"),
+        "{h:?}"
+    );
     let missing = adapter(http, metrics, "nope", InputConvention::Vllm);
     let h = missing.health().await.unwrap();
     assert_eq!(h.state, WorkerState::Error);
-    assert!(h.last_error.as_deref().unwrap_or("").contains("unknown model"), "{h:?}");
+    assert!(
+        h.last_error
+            .as_deref()
+            .unwrap_or("")
+            .contains("unknown model"),
+        "{h:?}"
+    );
     let e = match missing.generate(req("job-nope", "x", 4, 0)).await {
         Err(e) => e,
         Ok(_) => panic!("stream from an unknown model"),
@@ -388,17 +426,31 @@ parameters {{ key: "marker_dir" value: {{ string_value: "{}" }} }}"#,
         if m.request_success_total.unwrap_or(0.0) >= 3.0 {
             break m;
         }
-        assert!(t.elapsed() < Duration::from_secs(20), "metrics never counted the requests: {m:?}");
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "metrics never counted the requests: {m:?}"
+        );
         tokio::time::sleep(Duration::from_millis(250)).await;
     };
     assert_eq!(m.pending_requests, Some(0.0));
-    assert!(m.request_failure_by_reason.contains_key("CANCELED"), "{m:?}");
+    assert!(
+        m.request_failure_by_reason.contains_key("CANCELED"),
+        "{m:?}"
+    );
     assert!(m.cpu_utilization.is_some());
     if let Ok(p) = std::env::var("LLORCH_CAPTURE_TRITON_METRICS") {
-        let body = reqwest::get(format!("http://127.0.0.1:{metrics}/metrics")).await.unwrap().text().await.unwrap();
+        let body = reqwest::get(format!("http://127.0.0.1:{metrics}/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
         std::fs::write(p, body).unwrap();
     }
     eprintln!("metrics: {m:?}");
     drop(procs);
-    eprintln!("real Triton test took {:.1} s", test_started.elapsed().as_secs_f64());
+    eprintln!(
+        "real Triton test took {:.1} s",
+        test_started.elapsed().as_secs_f64()
+    );
 }
