@@ -7,127 +7,13 @@
 //! Missing Triton or llama-server is a failure with the command that provides them, never a
 //! skip.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use adapter_api::{GenerateRequest, WorkerAdapter, WorkerEvent, WorkerState};
 use api_types::{ErrorCode, FinishReason};
 use futures::StreamExt;
 use llorch_triton_adapter::{InputConvention, TritonAdapter, TritonConfig};
-
-struct Install {
-    venv: PathBuf,
-    server: PathBuf,
-    backends: PathBuf,
-}
-
-fn triton_install() -> Install {
-    let record = test_fixtures::cache_dir().join("triton.json");
-    let v: serde_json::Value = std::fs::read_to_string(&record)
-        .ok()
-        .and_then(|s| serde_json::from_str(&s).ok())
-        .unwrap_or_else(|| {
-            panic!(
-                "{} missing: the real-Triton test needs tritonserver; run `cargo xtask fetch-engine` \
-                 (or `cargo xtask fetch-engine --engine triton`) first",
-                record.display()
-            )
-        });
-    let path = |k: &str| PathBuf::from(v[k].as_str().unwrap_or_default());
-    let i = Install {
-        venv: path("venv"),
-        server: path("tritonserver"),
-        backends: path("backends"),
-    };
-    assert!(
-        i.server.is_file() && i.venv.join("bin/python").exists(),
-        "{} is missing: run `cargo xtask fetch-engine --engine triton`",
-        i.server.display()
-    );
-    i
-}
-
-/// Kills the engines when the test ends, also on panic.
-struct Procs(Vec<Child>);
-
-impl Drop for Procs {
-    fn drop(&mut self) {
-        for c in &mut self.0 {
-            // SIGTERM first: tritonserver then stops its Python stubs and frees /dev/shm.
-            let _ = Command::new("kill").arg(c.id().to_string()).status();
-        }
-        for c in &mut self.0 {
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = c.try_wait() {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-const VLLM_INPUTS: &str = r#"
-  { name: "text_input" data_type: TYPE_STRING dims: [ 1 ] },
-  { name: "stream" data_type: TYPE_BOOL dims: [ 1 ] optional: true },
-  { name: "sampling_parameters" data_type: TYPE_STRING dims: [ 1 ] optional: true },
-  { name: "exclude_input_in_output" data_type: TYPE_BOOL dims: [ 1 ] optional: true },
-  { name: "return_finish_reason" data_type: TYPE_BOOL dims: [ 1 ] optional: true },
-  { name: "return_num_input_tokens" data_type: TYPE_BOOL dims: [ 1 ] optional: true },
-  { name: "return_num_output_tokens" data_type: TYPE_BOOL dims: [ 1 ] optional: true }"#;
-
-const TRTLLM_INPUTS: &str = r#"
-  { name: "text_input" data_type: TYPE_STRING dims: [ 1 ] },
-  { name: "max_tokens" data_type: TYPE_INT32 dims: [ 1 ] },
-  { name: "seed" data_type: TYPE_UINT64 dims: [ 1 ] optional: true },
-  { name: "temperature" data_type: TYPE_FP32 dims: [ 1 ] optional: true },
-  { name: "top_k" data_type: TYPE_INT32 dims: [ 1 ] optional: true },
-  { name: "top_p" data_type: TYPE_FP32 dims: [ 1 ] optional: true },
-  { name: "repetition_penalty" data_type: TYPE_FP32 dims: [ 1 ] optional: true },
-  { name: "stop_words" data_type: TYPE_STRING dims: [ -1 ] optional: true },
-  { name: "stream" data_type: TYPE_BOOL dims: [ 1 ] optional: true },
-  { name: "exclude_input_in_output" data_type: TYPE_BOOL dims: [ 1 ] optional: true },
-  { name: "return_num_input_tokens" data_type: TYPE_BOOL dims: [ 1 ] optional: true },
-  { name: "return_num_output_tokens" data_type: TYPE_BOOL dims: [ 1 ] optional: true }"#;
-
-fn write_model(repo: &Path, name: &str, py: &str, inputs: &str, outputs: &str, params: &str) {
-    let dir = repo.join(name);
-    std::fs::create_dir_all(dir.join("1")).unwrap();
-    let src = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/models")
-        .join(py);
-    std::fs::copy(&src, dir.join("1/model.py")).unwrap();
-    let config = format!(
-        r#"name: "{name}"
-backend: "python"
-max_batch_size: 0
-model_transaction_policy {{ decoupled: true }}
-input [{inputs}
-]
-output [{outputs}
-]
-instance_group [ {{ kind: KIND_CPU count: 1 }} ]
-{params}
-"#
-    );
-    std::fs::write(dir.join("config.pbtxt"), config).unwrap();
-}
-
-const TEXT_OUT: &str = r#"
-  { name: "text_output" data_type: TYPE_STRING dims: [ 1 ] }"#;
-const LLM_OUTPUTS: &str = r#"
-  { name: "text_output" data_type: TYPE_STRING dims: [ 1 ] },
-  { name: "finish_reason" data_type: TYPE_STRING dims: [ 1 ] },
-  { name: "num_input_tokens" data_type: TYPE_UINT32 dims: [ 1 ] },
-  { name: "num_output_tokens" data_type: TYPE_UINT32 dims: [ 1 ] }"#;
-const TRT_OUTPUTS: &str = r#"
-  { name: "text_output" data_type: TYPE_STRING dims: [ 1 ] },
-  { name: "num_input_tokens" data_type: TYPE_UINT32 dims: [ 1 ] },
-  { name: "num_output_tokens" data_type: TYPE_UINT32 dims: [ 1 ] }"#;
+use test_fixtures::triton::{self as tt, Children, Triton, tail};
 
 fn req(job: &str, prompt: &str, max_tokens: u32, seed: u64) -> GenerateRequest {
     GenerateRequest {
@@ -182,90 +68,63 @@ fn adapter(port: u16, metrics: u16, model: &str, conv: InputConvention) -> Trito
     TritonAdapter::new(c).unwrap()
 }
 
-fn tail(path: &Path) -> String {
-    let s = std::fs::read_to_string(path).unwrap_or_default();
-    let lines: Vec<&str> = s.lines().collect();
-    lines[lines.len().saturating_sub(40)..].join("\n")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn real_tritonserver_streams_cancels_and_reports_errors() {
     let test_started = Instant::now();
-    let install = triton_install();
-    let engine = test_fixtures::engine();
     let dir = tempfile::tempdir().unwrap();
     let repo = dir.path().join("models");
     let markers = dir.path().join("markers");
     std::fs::create_dir_all(&markers).unwrap();
-
+    let mut procs = Children::default();
     // The real model: llama-server with SmolLM2-135M-Instruct.
-    let llama_port = test_fixtures::free_port();
-    let llama_log = std::fs::File::create(dir.path().join("llama.log")).unwrap();
-    let llama = Command::new(&engine.llama_server)
-        .arg("-m")
-        .arg(&engine.model)
-        .args(["--host", "127.0.0.1", "--port", &llama_port.to_string()])
-        .args(["-np", "2", "-c", "2048"])
-        .stdout(Stdio::from(llama_log.try_clone().unwrap()))
-        .stderr(Stdio::from(llama_log))
-        .spawn()
-        .expect("spawn llama-server");
-    let mut procs = Procs(vec![llama]);
-    let llama_url = format!("http://127.0.0.1:{llama_port}");
-
-    let params = format!(
-        r#"parameters {{ key: "llama_url" value: {{ string_value: "{llama_url}" }} }}
-parameters {{ key: "marker_dir" value: {{ string_value: "{}" }} }}"#,
-        markers.display()
+    let llama_url = tt::spawn_llama_server(&dir.path().join("llama.log"), 2, &mut procs);
+    let params = tt::llm_params(&llama_url, &markers);
+    tt::write_model(
+        &repo,
+        "llm",
+        "llm.py",
+        tt::VLLM_INPUTS,
+        tt::VLLM_OUTPUTS,
+        &params,
     );
-    write_model(&repo, "llm", "llm.py", VLLM_INPUTS, LLM_OUTPUTS, &params);
-    write_model(
+    tt::write_model(
         &repo,
         "ensemble",
         "llm.py",
-        TRTLLM_INPUTS,
-        TRT_OUTPUTS,
+        tt::TRTLLM_INPUTS,
+        tt::TRTLLM_OUTPUTS,
         &params,
     );
-    write_model(&repo, "failing", "failing.py", VLLM_INPUTS, TEXT_OUT, "");
-    write_model(&repo, "bytes", "bytes.py", TRTLLM_INPUTS, TEXT_OUT, "");
-
-    let (http, grpc, metrics) = (
-        test_fixtures::free_port(),
-        test_fixtures::free_port(),
-        test_fixtures::free_port(),
+    tt::write_model(
+        &repo,
+        "failing",
+        "failing.py",
+        tt::VLLM_INPUTS,
+        tt::TEXT_OUTPUT,
+        "",
     );
-    let vllm = adapter(http, metrics, "llm", InputConvention::Vllm);
+    tt::write_model(
+        &repo,
+        "bytes",
+        "bytes.py",
+        tt::TRTLLM_INPUTS,
+        tt::TEXT_OUTPUT,
+        "",
+    );
+
+    let (http, metrics) = (test_fixtures::free_port(), test_fixtures::free_port());
     // Nothing listens yet: Loading, not Error.
-    let h = vllm.health().await.unwrap();
+    let h = adapter(http, metrics, "llm", InputConvention::Vllm)
+        .health()
+        .await
+        .unwrap();
     assert_eq!(h.state, WorkerState::Loading, "{h:?}");
 
-    let log_path = dir.path().join("triton.log");
-    let log = std::fs::File::create(&log_path).unwrap();
-    let path = format!(
-        "{}:{}",
-        install.venv.join("bin").display(),
-        std::env::var("PATH").unwrap_or_default()
-    );
-    let spawned = Instant::now();
-    let triton = Command::new(&install.server)
-        .arg(format!("--model-repository={}", repo.display()))
-        .arg(format!(
-            "--backend-directory={}",
-            install.backends.display()
-        ))
-        .arg(format!("--http-port={http}"))
-        .arg(format!("--grpc-port={grpc}"))
-        .arg("--allow-grpc=false")
-        .arg(format!("--metrics-port={metrics}"))
-        .arg("--http-address=127.0.0.1")
-        .env("PATH", path)
-        .stdout(Stdio::from(log.try_clone().unwrap()))
-        .stderr(Stdio::from(log))
-        .spawn()
-        .expect("spawn tritonserver");
-    procs.0.push(triton);
-
+    let triton = Triton::spawn(&repo, &dir.path().join("triton.log"), &mut procs);
+    let log_path = triton.log.clone();
+    let (http, metrics) = (triton.http_port, triton.metrics_port);
+    let vllm = adapter(http, metrics, "llm", InputConvention::Vllm);
+    let spawned = triton.started;
     let ready = loop {
         let h = vllm.health().await.unwrap();
         match h.state {
@@ -448,7 +307,13 @@ parameters {{ key: "marker_dir" value: {{ string_value: "{}" }} }}"#,
         std::fs::write(p, body).unwrap();
     }
     eprintln!("metrics: {m:?}");
+    eprintln!(
+        "checks done at {:.1} s",
+        test_started.elapsed().as_secs_f64()
+    );
+    let t = Instant::now();
     drop(procs);
+    eprintln!("engines stopped in {:.1} s", t.elapsed().as_secs_f64());
     eprintln!(
         "real Triton test took {:.1} s",
         test_started.elapsed().as_secs_f64()
