@@ -81,7 +81,11 @@ class TritonPythonModel:
                     if request.is_cancelled():
                         with open(os.path.join(self.marker_dir, "cancelled-" + request.request_id()), "w") as f:
                             f.write(str(n))
-                        sender.send(flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
+                        try:
+                            sender.send(flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
+                        except Exception as e:  # noqa: BLE001
+                            with open(os.path.join(self.marker_dir, "final-error-" + request.request_id()), "w") as f:
+                                f.write(repr(e))
                         return
                     line = line.strip()
                     if not line.startswith(b"data: "):
