@@ -401,6 +401,75 @@ impl WorkerAdapter for TritonAdapter {
 
 type Tx = mpsc::Sender<Result<WorkerEvent, WorkerError>>;
 
+/// Turns the bytes of a `generate_stream` body into text pieces: SSE framing on bytes, the
+/// tolerant event scanner, and UTF-8 reassembly across events. Independent of the transport,
+/// so any split of the body into reads gives the same text.
+#[derive(Debug, Default)]
+pub struct StreamDecoder {
+    sse: wire::SseSplitter,
+    text: utf8::Utf8Assembler,
+    /// Engine responses that carried text (≈ tokens).
+    pub responses: u32,
+    pub finish_reason: Option<FinishReason>,
+    pub prompt_tokens: Option<u32>,
+    pub output_tokens: Option<u32>,
+    first: Option<Instant>,
+}
+
+impl StreamDecoder {
+    /// Feeds body bytes: the text now complete (one piece per engine response that completed
+    /// characters), and the error that ends the stream, if one came (after those pieces).
+    pub fn feed(&mut self, bytes: &[u8]) -> (Vec<String>, Option<WorkerError>) {
+        let mut out = Vec::new();
+        let events = match self.sse.push(bytes) {
+            Ok(ev) => ev,
+            Err(e) => return (out, Some(e)),
+        };
+        for data in events {
+            let chunk = match wire::parse_chunk(&data) {
+                Ok(c) => c,
+                Err(e) => return (out, Some(e)),
+            };
+            self.first.get_or_insert_with(Instant::now);
+            if let Some(b) = &chunk.text
+                && !b.is_empty()
+            {
+                self.responses += 1;
+                let t = self.text.push(b);
+                if !t.is_empty() {
+                    out.push(t);
+                }
+            }
+            match chunk.finish_reason.as_deref() {
+                Some("length") => self.finish_reason = Some(FinishReason::Length),
+                Some("stop") => self.finish_reason = Some(FinishReason::Stop),
+                _ => {}
+            }
+            self.prompt_tokens = chunk.num_input_tokens.or(self.prompt_tokens);
+            self.output_tokens = chunk.num_output_tokens.or(self.output_tokens);
+        }
+        (out, None)
+    }
+
+    /// The body ended cleanly (Triton has no end marker): the dangling bytes of an unfinished
+    /// character as U+FFFD, or an error when the body ended inside an event.
+    pub fn finish(&mut self) -> Result<Option<String>, WorkerError> {
+        if self.sse.leftover().iter().any(|b| !b.is_ascii_whitespace()) {
+            return Err(WorkerError::new(
+                ErrorCode::WorkerReset,
+                "triton stream ended inside an event",
+            ));
+        }
+        let rest = self.text.finish();
+        Ok((!rest.is_empty()).then_some(rest))
+    }
+
+    /// Milliseconds since the first response.
+    pub fn decode_ms(&self) -> u64 {
+        self.first.map_or(0, |f| f.elapsed().as_millis() as u64)
+    }
+}
+
 /// Reads Triton's SSE bytes and forwards tokens; dropping `resp` closes the connection.
 async fn relay(
     mut resp: reqwest::Response,
@@ -409,15 +478,8 @@ async fn relay(
     _release: JobRelease,
     max_tokens: u32,
 ) {
-    let mut sse = wire::SseSplitter::default();
-    let mut text = utf8::Utf8Assembler::default();
+    let mut d = StreamDecoder::default();
     let mut i: u32 = 0;
-    // Engine responses that carried text (≈ tokens), for finish_reason when none is given.
-    let mut responses: u32 = 0;
-    let mut finish: Option<FinishReason> = None;
-    let mut prompt_tokens = None;
-    let mut output_tokens = None;
-    let mut first: Option<Instant> = None;
     loop {
         let next = tokio::select! {
             c = resp.chunk() => c,
@@ -437,70 +499,41 @@ async fn relay(
                 return;
             }
         };
-        let events = match sse.push(&bytes) {
-            Ok(ev) => ev,
-            Err(e) => {
-                let _ = tx.send(Err(e)).await;
+        let (pieces, err) = d.feed(&bytes);
+        for t in pieces {
+            if tx
+                .send(Ok(WorkerEvent::Token(TokenEvent { t, i })))
+                .await
+                .is_err()
+            {
                 return;
             }
-        };
-        for data in events {
-            let chunk = match wire::parse_chunk(&data) {
-                Ok(c) => c,
-                Err(e) => {
-                    let _ = tx.send(Err(e)).await;
-                    return;
-                }
-            };
-            first.get_or_insert_with(Instant::now);
-            if let Some(b) = &chunk.text
-                && !b.is_empty()
-            {
-                responses += 1;
-                let t = text.push(b);
-                if !t.is_empty() {
-                    if tx
-                        .send(Ok(WorkerEvent::Token(TokenEvent { t, i })))
-                        .await
-                        .is_err()
-                    {
-                        return;
-                    }
-                    i += 1;
-                }
-            }
-            match chunk.finish_reason.as_deref() {
-                Some("length") => finish = Some(FinishReason::Length),
-                Some("stop") => finish = Some(FinishReason::Stop),
-                _ => {}
-            }
-            prompt_tokens = chunk.num_input_tokens.or(prompt_tokens);
-            output_tokens = chunk.num_output_tokens.or(output_tokens);
+            i += 1;
         }
-    }
-    // The body ended cleanly (Triton has no end marker: the final response closes it).
-    if sse.leftover().iter().any(|b| !b.is_ascii_whitespace()) {
-        let _ = tx
-            .send(Err(WorkerError::new(
-                ErrorCode::WorkerReset,
-                "triton stream ended inside an event",
-            )))
-            .await;
-        return;
-    }
-    let rest = text.finish();
-    if !rest.is_empty() {
-        if tx
-            .send(Ok(WorkerEvent::Token(TokenEvent { t: rest, i })))
-            .await
-            .is_err()
-        {
+        if let Some(e) = err {
+            let _ = tx.send(Err(e)).await;
             return;
         }
-        i += 1;
     }
-    let produced = output_tokens.unwrap_or(responses);
-    let finish_reason = finish.or(Some(if produced >= max_tokens {
+    match d.finish() {
+        Err(e) => {
+            let _ = tx.send(Err(e)).await;
+            return;
+        }
+        Ok(Some(t)) => {
+            if tx
+                .send(Ok(WorkerEvent::Token(TokenEvent { t, i })))
+                .await
+                .is_err()
+            {
+                return;
+            }
+            i += 1;
+        }
+        Ok(None) => {}
+    }
+    let produced = d.output_tokens.unwrap_or(d.responses);
+    let finish_reason = d.finish_reason.or(Some(if produced >= max_tokens {
         FinishReason::Length
     } else {
         FinishReason::Stop
@@ -508,9 +541,9 @@ async fn relay(
     let _ = tx
         .send(Ok(WorkerEvent::End(EndEvent {
             tokens_out: i,
-            decode_ms: first.map_or(0, |f| f.elapsed().as_millis() as u64),
+            decode_ms: d.decode_ms(),
             finish_reason,
-            prompt_tokens,
+            prompt_tokens: d.prompt_tokens,
         })))
         .await;
 }
@@ -518,6 +551,80 @@ async fn relay(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    /// What Triton writes for one response whose `text_output` holds `bytes`: `"`, `\\` and
+    /// control characters escaped, every other byte copied raw.
+    fn triton_event(bytes: &[u8]) -> Vec<u8> {
+        let mut d =
+            b"data: {\"id\":\"j\",\"model_name\":\"m\",\"model_version\":\"1\",\"text_output\":\""
+                .to_vec();
+        for &b in bytes {
+            match b {
+                b'"' => d.extend_from_slice(b"\\\""),
+                b'\\' => d.extend_from_slice(b"\\\\"),
+                0..=0x1f => d.extend_from_slice(format!("\\u{b:04x}").as_bytes()),
+                _ => d.push(b),
+            }
+        }
+        d.extend_from_slice(b"\"}\n\n");
+        d
+    }
+
+    fn cut(len: usize, cuts: &[prop::sample::Index]) -> Vec<usize> {
+        let mut p: Vec<usize> = cuts.iter().map(|c| c.index(len + 1)).collect();
+        p.push(len);
+        p.sort_unstable();
+        p
+    }
+
+    proptest! {
+        /// Any text, cut into engine responses at arbitrary byte boundaries (inside
+        /// characters), framed as Triton frames it, and read back in arbitrary network reads,
+        /// decodes to exactly the text: no character lost, doubled or replaced.
+        #[test]
+        fn any_text_any_response_split_any_read_split(
+            text in "(\\PC|[\"\\\\\n\t]|[é日本語🦀ñ€𝄞])*",
+            response_cuts in prop::collection::vec(any::<prop::sample::Index>(), 0..20),
+            read_cuts in prop::collection::vec(any::<prop::sample::Index>(), 0..40),
+        ) {
+            let bytes = text.as_bytes();
+            let mut body = Vec::new();
+            let mut last = 0;
+            for p in cut(bytes.len(), &response_cuts) {
+                if p > last {
+                    body.extend(triton_event(&bytes[last..p]));
+                }
+                last = p;
+            }
+            let mut d = StreamDecoder::default();
+            let mut out = String::new();
+            let mut last = 0;
+            for p in cut(body.len(), &read_cuts) {
+                let (pieces, err) = d.feed(&body[last..p]);
+                prop_assert!(err.is_none(), "{err:?}");
+                for t in pieces {
+                    prop_assert!(!t.is_empty());
+                    out.push_str(&t);
+                }
+                last = p;
+            }
+            prop_assert_eq!(d.finish().unwrap(), None);
+            prop_assert_eq!(out, text);
+        }
+
+        /// Arbitrary body bytes: a typed result or text, never a panic.
+        #[test]
+        fn any_body_bytes_never_panic(reads in prop::collection::vec(prop::collection::vec(any::<u8>(), 0..64), 0..16)) {
+            let mut d = StreamDecoder::default();
+            for r in &reads {
+                if d.feed(r).1.is_some() {
+                    break;
+                }
+            }
+            let _ = d.finish();
+        }
+    }
 
     #[test]
     fn metrics_url_defaults_to_port_8002() {
