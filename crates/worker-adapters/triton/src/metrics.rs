@@ -9,7 +9,8 @@
 //! `nv_inference_count`, `nv_inference_exec_count`, `nv_inference_pending_request_count`,
 //! `nv_inference_request_duration_us`, `nv_inference_queue_duration_us`,
 //! `nv_inference_compute_{input,infer,output}_duration_us`, `nv_cpu_utilization`,
-//! `nv_cpu_memory_{used,total}_bytes` (and `nv_gpu_*` on GPU machines).
+//! `nv_cpu_memory_{used,total}_bytes` (and `nv_gpu_*` on GPU machines). The vLLM backend adds
+//! `vllm:` token counters with the same `model` label (not seen here: no vLLM on CPU Triton).
 
 use std::collections::BTreeMap;
 
@@ -39,6 +40,11 @@ pub struct TritonMetrics {
     pub gpu_utilization: BTreeMap<String, f64>,
     /// `nv_gpu_memory_used_bytes` by `gpu_uuid` (GPU machines only).
     pub gpu_memory_used_bytes: BTreeMap<String, f64>,
+    /// `vllm:prompt_tokens_total`: re-exported by the vLLM backend (with its metrics enabled),
+    /// labelled by `model` like the `nv_` families (counter).
+    pub prompt_tokens_total: Option<f64>,
+    /// `vllm:generation_tokens_total` (vLLM backend, counter).
+    pub generation_tokens_total: Option<f64>,
 }
 
 type Labels = Vec<(String, String)>;
@@ -126,6 +132,16 @@ impl TritonMetrics {
         let mut m = TritonMetrics::default();
         let add = |slot: &mut Option<f64>, v: f64| *slot = Some(slot.unwrap_or(0.0) + v);
         for (name, labels, v) in text.lines().filter_map(parse_sample) {
+            if let Some(family) = name.strip_prefix("vllm:") {
+                if label(&labels, "model") == Some(model) {
+                    match family {
+                        "prompt_tokens_total" => add(&mut m.prompt_tokens_total, v),
+                        "generation_tokens_total" => add(&mut m.generation_tokens_total, v),
+                        _ => {}
+                    }
+                }
+                continue;
+            }
             let Some(family) = name.strip_prefix("nv_") else {
                 continue;
             };
@@ -194,7 +210,10 @@ mod tests {
                     nv_inference_count{model=\"a\"\n\
                     nv_inference_exec_count{model=\"a\"} NaN\n\
                     nv_inference_pending_request_count{model=\"a\",version=\"1\"} 4\n\
-                    nv_gpu_utilization{gpu_uuid=\"GPU-1\"} 0.5\n";
+                    nv_gpu_utilization{gpu_uuid=\"GPU-1\"} 0.5\n\
+                    vllm:prompt_tokens_total{model=\"a\",version=\"1\"} 7\n\
+                    vllm:generation_tokens_total{model=\"a\",version=\"1\"} 12\n\
+                    vllm:generation_tokens_total{model=\"b\",version=\"1\"} 99\n";
         let m = TritonMetrics::parse(text, "a");
         assert_eq!(m.request_success_total, Some(5.0));
         assert_eq!(m.request_failure_by_reason.get("BACK\"END"), Some(&1.0));
@@ -202,6 +221,10 @@ mod tests {
         assert_eq!(m.exec_count_total, None);
         assert_eq!(m.pending_requests, Some(4.0));
         assert_eq!(m.gpu_utilization.get("GPU-1"), Some(&0.5));
+        assert_eq!(
+            (m.prompt_tokens_total, m.generation_tokens_total),
+            (Some(7.0), Some(12.0))
+        );
     }
 
     proptest! {
