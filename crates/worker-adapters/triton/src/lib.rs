@@ -152,15 +152,26 @@ impl TritonAdapter {
         self.url(&format!("/v2/models/{}{suffix}", self.cfg.model))
     }
 
+    /// A GET (idempotent: retried once when a pooled connection turns out closed, e.g.
+    /// after Triton restarted, so that such a race does not read as an engine error).
     async fn get(&self, url: String) -> Result<(u16, Vec<u8>), reqwest::Error> {
-        let resp = self
-            .http
-            .get(url)
-            .timeout(Duration::from_secs(10))
-            .send()
-            .await?;
-        let status = resp.status().as_u16();
-        Ok((status, read_capped(resp, 4 << 20).await))
+        let mut retried = false;
+        loop {
+            match self
+                .http
+                .get(&url)
+                .timeout(Duration::from_secs(10))
+                .send()
+                .await
+            {
+                Ok(resp) => {
+                    let status = resp.status().as_u16();
+                    return Ok((status, read_capped(resp, 4 << 20).await));
+                }
+                Err(e) if !retried && !e.is_timeout() && !e.is_connect() => retried = true,
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     /// `GET /v2`: Triton's server metadata (the version is the engine version).

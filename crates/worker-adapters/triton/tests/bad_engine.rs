@@ -174,6 +174,24 @@ async fn health_states_from_status_codes_and_config() {
             .contains("not decoupled"),
         "{h:?}"
     );
+    // A server that closes every connection without saying `Connection: close`: the adapter's
+    // pooled connection is stale on the next probe; still Ready, not an engine error.
+    let a = adapter(
+        fake(Arc::new(|p| {
+            let body: &[u8] = match p {
+                "/v2/models/m/config" => br#"{"name":"m","backend":"python","input":[{"name":"text_input"},{"name":"sampling_parameters"}],"output":[{"name":"text_output"}],"model_transaction_policy":{"decoupled":true}}"#,
+                _ => b"",
+            };
+            let mut v = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", body.len()).into_bytes();
+            v.extend_from_slice(body);
+            vec![v]
+        }))
+        .await,
+    );
+    for _ in 0..3 {
+        let h = a.health().await.unwrap();
+        assert_eq!(h.state, WorkerState::Ready, "{h:?}");
+    }
     // Not HTTP at all.
     let a = adapter(fake(Arc::new(|_| vec![b"\x00\xffgarbage\r\n\r\n".to_vec()])).await);
     assert_eq!(a.health().await.unwrap().state, WorkerState::Error);
