@@ -1,7 +1,8 @@
 //! Turns a replica's config into its [`WorkerAdapter`]: the worker-protocol client for a
 //! replica with an `endpoint`, the in-process TGI adapter for a tgi replica with an
 //! `engine_url`, or the in-process deterministic mock (engine = "mock"), which is
-//! a development/test stand-in and is reported as engine "mock" everywhere.
+//! a development/test stand-in and is reported as engine "mock" everywhere. A replica of a pool
+//! with a `[pools.triton]` section talks to its Triton server directly (in-process adapter).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,6 +21,9 @@ pub fn adapter_for(
         let mut cfg = tgi_adapter::TgiConfig::new(url, pool.model_ref.clone());
         cfg.slots = Some(replica.slots);
         return Ok(Arc::new(tgi_adapter::TgiAdapter::new(cfg)?));
+    }
+    if let (Engine::Triton, Some(t), Some(ep)) = (pool.engine, &pool.triton, &replica.endpoint) {
+        return Ok(Arc::new(triton(pool, replica, t, ep)?));
     }
     if let Some(ep) = &replica.endpoint {
         let endpoint = Endpoint::parse(ep).map_err(anyhow::Error::msg)?;
@@ -56,4 +60,34 @@ pub fn adapter_for(
             e.as_str()
         ),
     }
+}
+
+/// The in-process Triton adapter for a replica whose endpoint is Triton's HTTP endpoint.
+fn triton(
+    pool: &PoolConfig,
+    replica: &ReplicaConfig,
+    t: &config_schema::TritonConfig,
+    endpoint: &str,
+) -> anyhow::Result<triton_adapter::TritonAdapter> {
+    use triton_adapter::{InputConvention, TritonAdapter, TritonConfig};
+    let mut c = TritonConfig::new(
+        endpoint,
+        t.model.clone(),
+        match t.inputs {
+            config_schema::TritonInputs::Vllm => InputConvention::Vllm,
+            config_schema::TritonInputs::TensorrtLlm => InputConvention::TensorrtLlm,
+        },
+    );
+    c.model_ref = pool.model_ref.clone();
+    c.metrics_url = t.metrics_url.clone();
+    c.slots = replica.slots;
+    c.ctx_max = pool.ctx_max;
+    TritonAdapter::new(c).map_err(|e| {
+        anyhow::anyhow!(
+            "pool {} replica {}: triton adapter: {}",
+            pool.id,
+            replica.id,
+            e.message
+        )
+    })
 }

@@ -7,12 +7,13 @@
 //! labelled {pool_id, replica_id, engine, engine_version}.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use api_types::VerificationResult;
 use llamacpp_adapter::{EngineMetrics, LlamaCppAdapter, LlamaCppConfig};
 use prometheus::{Encoder, GaugeVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
+use triton_adapter::{TritonAdapter, TritonMetrics};
 
 use crate::catalog::Catalog;
 use crate::engines::{Engines, ReplicaView};
@@ -55,6 +56,9 @@ pub struct PmMetrics {
     seen: Mutex<HashMap<Vec<String>, u64>>,
     /// engine_version by engine URL (`/props` once per engine process).
     versions: Mutex<HashMap<String, String>>,
+    /// Replicas of `[pools.triton]` pools: (pool_id, replica_id, adapter). Triton runs outside
+    /// our supervision; its `nv_` metrics are folded into the same engine families.
+    triton: Vec<(String, String, Arc<TritonAdapter>)>,
 }
 
 fn reg<T: prometheus::core::Collector + Clone + 'static>(r: &Registry, c: T) -> T {
@@ -187,6 +191,93 @@ impl PmMetrics {
             registry: r,
             seen: Mutex::new(HashMap::new()),
             versions: Mutex::new(HashMap::new()),
+            triton: Vec::new(),
+        }
+    }
+
+    /// Also scrapes the Triton servers of `cfg`'s `[pools.triton]` replicas.
+    pub fn with_triton(mut self, cfg: &config_schema::Config) -> Self {
+        for pool in &cfg.pools {
+            let Some(t) = &pool.triton else { continue };
+            for r in &pool.replicas {
+                let Some(ep) = &r.endpoint else { continue };
+                let inputs = match t.inputs {
+                    config_schema::TritonInputs::Vllm => triton_adapter::InputConvention::Vllm,
+                    config_schema::TritonInputs::TensorrtLlm => {
+                        triton_adapter::InputConvention::TensorrtLlm
+                    }
+                };
+                let mut c = triton_adapter::TritonConfig::new(ep, t.model.clone(), inputs);
+                c.metrics_url = t.metrics_url.clone();
+                match TritonAdapter::new(c) {
+                    Ok(a) => self
+                        .triton
+                        .push((pool.id.clone(), r.id.clone(), Arc::new(a))),
+                    Err(e) => tracing::warn!(error = %e.message, "metrics: no Triton scraper"),
+                }
+            }
+        }
+        self
+    }
+
+    /// Triton's version (`GET /v2`, once per server) and metrics for one replica; None when it
+    /// does not answer in time.
+    async fn scrape_triton(&self, a: &TritonAdapter) -> Option<(String, TritonMetrics)> {
+        let url = a.config().base_url.clone();
+        let known = self
+            .versions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&url)
+            .cloned();
+        let work = async {
+            let version = match known {
+                Some(k) => k,
+                None => {
+                    let k = format!("triton-{}", a.server_metadata().await.ok()?.version);
+                    self.versions
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert(url.clone(), k.clone());
+                    k
+                }
+            };
+            Some((version, a.metrics().await.ok()?))
+        };
+        tokio::time::timeout(ENGINE_SCRAPE_TIMEOUT, work)
+            .await
+            .ok()
+            .flatten()
+    }
+
+    /// Folds Triton's per-model metrics into the engine families: pending requests are the
+    /// requests waiting inside the engine; the vLLM backend's token counters, when exported,
+    /// feed the token families. Triton exports no "processing now" count.
+    async fn triton_replicas(&self) {
+        let scrapes =
+            futures::future::join_all(self.triton.iter().map(|(_, _, a)| self.scrape_triton(a)))
+                .await;
+        for ((pool, replica, _), scraped) in self.triton.iter().zip(scrapes) {
+            let Some((version, m)) = scraped else {
+                continue;
+            };
+            let labels = [pool.as_str(), replica.as_str(), "triton", version.as_str()];
+            if let Some(n) = m.pending_requests {
+                self.engine_requests_deferred
+                    .with_label_values(&labels)
+                    .set(n as i64);
+            }
+            if let Some(n) = m.prompt_tokens_total {
+                self.advance(&self.engine_prompt_tokens, "prompt", &labels, n as u64);
+            }
+            if let Some(n) = m.generation_tokens_total {
+                self.advance(
+                    &self.engine_generated_tokens,
+                    "generated",
+                    &labels,
+                    n as u64,
+                );
+            }
         }
     }
 
@@ -228,6 +319,7 @@ impl PmMetrics {
                 self.replica(v, scraped);
             }
         }
+        self.triton_replicas().await;
         if let Some(cat) = catalog {
             self.model_state.reset();
             match cat.list() {

@@ -8,6 +8,8 @@
 
 use std::path::PathBuf;
 
+pub mod triton;
+
 #[derive(Debug, Clone)]
 pub struct Engine {
     pub llama_server: PathBuf,

