@@ -137,7 +137,7 @@ fn encode(buf: &mut Vec<u8>, id: usize, ev: LogEvent<'_>, reconnect: Option<Dura
     };
     let _ = write!(buf, "\nid: {id}\n");
     if let (Some(after), 0) = (reconnect, id) {
-        let _ = write!(buf, "retry: {}\n", after.as_millis());
+        let _ = writeln!(buf, "retry: {}", after.as_millis());
     }
     buf.push(b'\n');
 }
