@@ -1,11 +1,13 @@
 //! The worker contract between orchestratord and engine adapters (SPEC §5): the
 //! [`WorkerAdapter`] trait, and the worker protocol that carries it across a process boundary
 //! (HTTP + SSE over a unix socket or TCP): [`server::router`] exposes any adapter, and
-//! [`client::HttpWorker`] is an adapter that talks to such a server.
+//! [`client::HttpWorker`] is an adapter that talks to such a server. [`prom`] parses engines'
+//! Prometheus text.
 //!
 //! Must not depend on any engine adapter or on orchestratord; engines depend on this crate.
 
 pub mod client;
+pub mod prom;
 pub mod server;
 
 use std::pin::Pin;

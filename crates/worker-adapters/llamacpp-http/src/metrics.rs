@@ -25,52 +25,15 @@ pub struct EngineMetrics {
     pub kv_cache_tokens: Option<f64>,
 }
 
-/// One sample of the text exposition format: metric name, value. Labels are ignored
-/// (llama-server exports unlabelled samples).
-fn parse_sample(line: &str) -> Option<(&str, f64)> {
-    let line = line.trim();
-    if line.is_empty() || line.starts_with('#') {
-        return None;
-    }
-    let (name, rest) = match line.find(['{', ' ', '\t']) {
-        Some(i) => (&line[..i], &line[i..]),
-        None => return None,
-    };
-    let rest = if rest.starts_with('{') {
-        // Skip the label set; a `}` inside a quoted label value is legal, so track quotes.
-        let mut in_quotes = false;
-        let mut escaped = false;
-        let mut end = None;
-        for (i, c) in rest.char_indices() {
-            match c {
-                _ if escaped => escaped = false,
-                '\\' if in_quotes => escaped = true,
-                '"' => in_quotes = !in_quotes,
-                '}' if !in_quotes => {
-                    end = Some(i);
-                    break;
-                }
-                _ => {}
-            }
-        }
-        &rest[end? + 1..]
-    } else {
-        rest
-    };
-    let value = rest.split_whitespace().next()?;
-    let v: f64 = value.parse().ok()?;
-    if !v.is_finite() || name.is_empty() {
-        return None;
-    }
-    Some((name, v))
-}
+use adapter_api::prom::parse_sample;
 
 impl EngineMetrics {
     /// Parses a llama-server `/metrics` body; unknown families and malformed lines are
     /// ignored.
     pub fn parse(text: &str) -> EngineMetrics {
         let mut m = EngineMetrics::default();
-        for (name, v) in text.lines().filter_map(parse_sample) {
+        // llama-server exports unlabelled samples; labels, if any, are ignored.
+        for (name, _, v) in text.lines().filter_map(parse_sample) {
             let Some(family) = name.strip_prefix("llamacpp:") else {
                 continue;
             };
@@ -152,7 +115,10 @@ mod tests {
         ] {
             let _ = EngineMetrics::parse(s);
         }
-        assert_eq!(parse_sample("a{b=\"\\\"}\"} 1"), Some(("a", 1.0)));
+        assert_eq!(
+            parse_sample("a{b=\"\\\"}\"} 1"),
+            Some(("a", vec![("b".to_string(), "\"}".to_string())], 1.0))
+        );
         assert_eq!(parse_sample("x 1e999"), None);
     }
 }

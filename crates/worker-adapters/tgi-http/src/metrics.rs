@@ -33,57 +33,13 @@ pub struct TgiMetrics {
     pub failures_dropped: Option<f64>,
 }
 
-/// One sample: (name, value of label `err` if any, value).
-fn parse_sample(line: &str) -> Option<(&str, Option<&str>, f64)> {
-    let line = line.trim();
-    if line.is_empty() || line.starts_with('#') {
-        return None;
-    }
-    let i = line.find(['{', ' ', '\t'])?;
-    let (name, rest) = (&line[..i], &line[i..]);
-    let (err, rest) = if let Some(labels) = rest.strip_prefix('{') {
-        let mut in_quotes = false;
-        let mut escaped = false;
-        let mut end = None;
-        for (i, c) in labels.char_indices() {
-            match c {
-                _ if escaped => escaped = false,
-                '\\' if in_quotes => escaped = true,
-                '"' => in_quotes = !in_quotes,
-                '}' if !in_quotes => {
-                    end = Some(i);
-                    break;
-                }
-                _ => {}
-            }
-        }
-        let end = end?;
-        (label(&labels[..end], "err"), &labels[end + 1..])
-    } else {
-        (None, rest)
-    };
-    let v: f64 = rest.split_whitespace().next()?.parse().ok()?;
-    if !v.is_finite() || name.is_empty() {
-        return None;
-    }
-    Some((name, err, v))
-}
-
-/// The value of `key="…"` in a label set (no escapes expected in TGI's `err` values).
-fn label<'a>(labels: &'a str, key: &str) -> Option<&'a str> {
-    for part in labels.split(',') {
-        let (k, v) = part.split_once('=')?;
-        if k.trim() == key {
-            return v.trim().strip_prefix('"')?.strip_suffix('"');
-        }
-    }
-    None
-}
+use adapter_api::prom::{label, parse_sample};
 
 impl TgiMetrics {
     pub fn parse(text: &str) -> TgiMetrics {
         let mut m = TgiMetrics::default();
-        for (name, err, v) in text.lines().filter_map(parse_sample) {
+        for (name, labels, v) in text.lines().filter_map(parse_sample) {
+            let err = label(&labels, "err");
             let Some(family) = name.strip_prefix("tgi_") else {
                 continue;
             };
