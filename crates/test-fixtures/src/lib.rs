@@ -8,6 +8,7 @@
 
 use std::path::PathBuf;
 
+pub mod api;
 pub mod triton;
 
 #[derive(Debug, Clone)]

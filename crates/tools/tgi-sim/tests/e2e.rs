@@ -6,8 +6,6 @@ mod common;
 
 use std::time::Duration;
 
-use eventsource_stream::Eventsource;
-use futures::StreamExt;
 
 const PROMPT: &str = "Once upon a time, in a small village by the sea,";
 
@@ -80,31 +78,7 @@ engine_url = "{}"
         "task_id": "tgi-e2e", "workload": "completion", "model_ref": "smollm2", "ctx": 1024,
         "prompt": PROMPT, "max_tokens": 12, "seed": 5
     });
-    let r = http
-        .post(format!("{base}/v1/tasks"))
-        .bearer_auth("tgi-data-key")
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 202, "{}", r.text().await.unwrap());
-    let events: Vec<(String, String)> = tokio::time::timeout(
-        Duration::from_secs(60),
-        http.get(format!("{base}/v1/tasks/tgi-e2e/stream"))
-            .bearer_auth("tgi-data-key")
-            .send()
-            .await
-            .unwrap()
-            .bytes_stream()
-            .eventsource()
-            .map(|e| {
-                let e = e.unwrap();
-                (e.event, e.data)
-            })
-            .collect(),
-    )
-    .await
-    .unwrap();
+    let events = test_fixtures::api::submit_and_read(&base, "tgi-data-key", "tgi-e2e", &body).await;
     let tokens = events.iter().filter(|(n, _)| n == "token").count();
     assert!(tokens >= 1, "{events:?}");
     let (last, data) = events.last().unwrap();

@@ -4,7 +4,6 @@
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
 use pool_managerd::policy::RestartConfig;
 use pool_managerd::supervisor::{EngineSpec, Phase, Supervisor};
 
@@ -89,37 +88,11 @@ endpoint = "unix:{}"
         .unwrap();
     let base = server.base.clone();
 
-    let http = reqwest::Client::new();
     let body = serde_json::json!({
         "task_id": "chain", "workload": "completion", "model_ref": "smollm2", "ctx": 512,
         "prompt": "Once upon a time, in a small village by the sea,", "max_tokens": 12, "seed": 5
     });
-    let r = http
-        .post(format!("{base}/v1/tasks"))
-        .bearer_auth("chain-data-key")
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 202);
-    use eventsource_stream::Eventsource;
-    let events: Vec<(String, String)> = tokio::time::timeout(
-        Duration::from_secs(60),
-        http.get(format!("{base}/v1/tasks/chain/stream"))
-            .bearer_auth("chain-data-key")
-            .send()
-            .await
-            .unwrap()
-            .bytes_stream()
-            .eventsource()
-            .map(|e| {
-                let e = e.unwrap();
-                (e.event, e.data)
-            })
-            .collect(),
-    )
-    .await
-    .unwrap();
+    let events = test_fixtures::api::submit_and_read(&base, "chain-data-key", "chain", &body).await;
     let _ = adapterd.kill();
     let _ = adapterd.wait();
     sup.shutdown().await;

@@ -64,8 +64,6 @@ impl Drop for Kill {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn orchestratord_to_adapterd_to_tgi_to_llama_server() {
-    use eventsource_stream::Eventsource;
-    use futures::StreamExt;
     use tgi_sim::Parser;
 
     let e = test_fixtures::engine();
@@ -163,31 +161,8 @@ endpoint = "unix:{}"
         "task_id": "tgi-chain", "workload": "completion", "model_ref": "smollm2", "ctx": 1024,
         "prompt": "Once upon a time, in a small village by the sea,", "max_tokens": 12, "seed": 5
     });
-    let r = http
-        .post(format!("{base}/v1/tasks"))
-        .bearer_auth("tgi-chain-key")
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 202, "{}", r.text().await.unwrap());
-    let events: Vec<(String, String)> = tokio::time::timeout(
-        Duration::from_secs(60),
-        http.get(format!("{base}/v1/tasks/tgi-chain/stream"))
-            .bearer_auth("tgi-chain-key")
-            .send()
-            .await
-            .unwrap()
-            .bytes_stream()
-            .eventsource()
-            .map(|e| {
-                let e = e.unwrap();
-                (e.event, e.data)
-            })
-            .collect(),
-    )
-    .await
-    .unwrap();
+    let events =
+        test_fixtures::api::submit_and_read(&base, "tgi-chain-key", "tgi-chain", &body).await;
     let tokens = events.iter().filter(|(n, _)| n == "token").count();
     assert!(tokens >= 1, "{events:?}");
     let (last, data) = events.last().unwrap();

@@ -7,41 +7,14 @@
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
 use test_fixtures::triton::{self as tt, Children, Triton};
 
 async fn run_task(base: &str, key: &str, id: &str, model_ref: &str) -> Vec<(String, String)> {
-    let http = reqwest::Client::new();
     let body = serde_json::json!({
         "task_id": id, "workload": "completion", "model_ref": model_ref, "ctx": 512,
         "prompt": "The capital of France is", "max_tokens": 10, "seed": 5
     });
-    let r = http
-        .post(format!("{base}/v1/tasks"))
-        .bearer_auth(key)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 202, "{}", r.text().await.unwrap_or_default());
-    use eventsource_stream::Eventsource;
-    tokio::time::timeout(
-        Duration::from_secs(60),
-        http.get(format!("{base}/v1/tasks/{id}/stream"))
-            .bearer_auth(key)
-            .send()
-            .await
-            .unwrap()
-            .bytes_stream()
-            .eventsource()
-            .map(|e| {
-                let e = e.unwrap();
-                (e.event, e.data)
-            })
-            .collect(),
-    )
-    .await
-    .unwrap()
+    test_fixtures::api::submit_and_read(base, key, id, &body).await
 }
 
 fn text(events: &[(String, String)]) -> String {
