@@ -6,7 +6,6 @@ mod common;
 
 use std::time::Duration;
 
-
 const PROMPT: &str = "Once upon a time, in a small village by the sea,";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
