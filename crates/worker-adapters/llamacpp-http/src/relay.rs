@@ -1,9 +1,9 @@
 //! One job's stream: llama-server's SSE turned into worker events as the consumer pulls them.
 //!
 //! There is no task or channel between the engine's socket and the consumer (issue 15: one
-//! wakeup per token instead of three). Cancel still works while the consumer holds the stream
-//! without polling it (the self-test does; so does adapterd while its client is slow): the
-//! connection lives in a [`JobConn`] that [`JobConn::close`] empties, which drops it (llama-server
+//! task wakeup and one channel send fewer per token). Cancel still works while the consumer
+//! holds the stream without polling it (the self-test does; so does adapterd while its client
+//! is slow): the connection lives in a [`JobConn`] that [`JobConn::close`] empties, which drops it (llama-server
 //! stops decoding when its client goes away) and releases the slot record, then wakes the
 //! consumer, whose next poll ends the stream.
 
