@@ -289,6 +289,14 @@ impl Failure {
         }
     }
 
+    /// TGI's message for a generation that the backend failed.
+    fn server(detail: impl std::fmt::Display) -> Self {
+        Failure::new(
+            Kind::Generation,
+            format!("Request failed during generation: Server error: {detail}"),
+        )
+    }
+
     fn validation(detail: impl std::fmt::Display) -> Self {
         Failure::new(
             Kind::Validation,
@@ -1161,24 +1169,13 @@ async fn generation(
             let _ = tx
                 .send(fail(
                     &mut flight,
-                    Failure::new(
-                        Kind::Generation,
-                        format!("Request failed during generation: Server error: {status} {text}"),
-                    ),
+                    Failure::server(format!("{status} {text}")),
                 ))
                 .await;
             return;
         }
         Err(e) => {
-            let _ = tx
-                .send(fail(
-                    &mut flight,
-                    Failure::new(
-                        Kind::Generation,
-                        format!("Request failed during generation: Server error: {e}"),
-                    ),
-                ))
-                .await;
+            let _ = tx.send(fail(&mut flight, Failure::server(e))).await;
             return;
         }
     };
@@ -1210,44 +1207,20 @@ async fn generation(
                 return;
             }
             Some(Err(e)) => {
-                let _ = tx
-                    .send(fail(
-                        &mut flight,
-                        Failure::new(
-                            Kind::Generation,
-                            format!("Request failed during generation: Server error: {e}"),
-                        ),
-                    ))
-                    .await;
+                let _ = tx.send(fail(&mut flight, Failure::server(e))).await;
                 return;
             }
             Some(Ok(ev)) => match serde_json::from_str(&ev.data) {
                 Ok(c) => c,
                 Err(e) => {
-                    let _ = tx
-                        .send(fail(
-                            &mut flight,
-                            Failure::new(
-                                Kind::Generation,
-                                format!("Request failed during generation: Server error: {e}"),
-                            ),
-                        ))
-                        .await;
+                    let _ = tx.send(fail(&mut flight, Failure::server(e))).await;
                     return;
                 }
             },
         };
         if let Some(err) = chunk.get("error") {
             let msg = err["message"].as_str().unwrap_or("engine error");
-            let _ = tx
-                .send(fail(
-                    &mut flight,
-                    Failure::new(
-                        Kind::Generation,
-                        format!("Request failed during generation: Server error: {msg}"),
-                    ),
-                ))
-                .await;
+            let _ = tx.send(fail(&mut flight, Failure::server(msg))).await;
             return;
         }
         let content = chunk["content"].as_str().unwrap_or("").to_string();
