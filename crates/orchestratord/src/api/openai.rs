@@ -174,18 +174,34 @@ fn parse_body<T: serde::de::DeserializeOwned>(
         .map_err(|e| OaiError::invalid("body", format!("invalid request body: {e}")))
 }
 
+/// The refusals both completion routes share, in OpenAI's error shape.
+#[allow(dead_code)] // only read by the OpenAPI document
+#[derive(utoipa::IntoResponses)]
+enum SubmitErrors {
+    #[response(
+        status = 400,
+        description = "INVALID_PARAMS / DEADLINE_UNMET in `error.code`"
+    )]
+    Invalid(OpenAiError),
+    #[response(status = 401, description = "UNAUTHENTICATED")]
+    Unauthenticated(OpenAiError),
+    #[response(status = 403, description = "FORBIDDEN: needs a data key")]
+    Forbidden(OpenAiError),
+    #[response(status = 404, description = "`model_not_found`")]
+    ModelNotFound(OpenAiError),
+    #[response(status = 429, description = "ADMISSION_REJECT (queue full or tenant quota), with Retry-After",
+        headers(("Retry-After" = u64, description = "seconds")))]
+    Rejected(OpenAiError),
+    #[response(status = 503, description = "POOL_UNREADY / POOL_UNAVAILABLE")]
+    Unready(OpenAiError),
+}
+
 /// `POST /v1/chat/completions` (OpenAI dialect), mapped onto a `chat` task.
 #[utoipa::path(post, path = "/v1/chat/completions", tag = "openai",
     request_body = ChatCompletionRequest,
     responses(
         (status = 200, description = "`chat.completion`, or with `stream: true` a text/event-stream of `chat.completion.chunk` data events ending with `data: [DONE]`", body = ChatCompletion),
-        (status = 400, description = "INVALID_PARAMS / DEADLINE_UNMET in `error.code`", body = OpenAiError),
-        (status = 401, description = "UNAUTHENTICATED", body = OpenAiError),
-        (status = 403, description = "FORBIDDEN: needs a data key", body = OpenAiError),
-        (status = 404, description = "`model_not_found`", body = OpenAiError),
-        (status = 429, description = "ADMISSION_REJECT (queue full or tenant quota), with Retry-After", body = OpenAiError,
-            headers(("Retry-After" = u64, description = "seconds"))),
-        (status = 503, description = "POOL_UNREADY / POOL_UNAVAILABLE", body = OpenAiError),
+        SubmitErrors,
     ),
     security(("api_key" = [])))]
 pub async fn chat_completions(
@@ -204,13 +220,7 @@ pub async fn chat_completions(
     request_body = CompletionRequest,
     responses(
         (status = 200, description = "`text_completion`, or with `stream: true` a text/event-stream of `text_completion` data events ending with `data: [DONE]`", body = Completion),
-        (status = 400, description = "INVALID_PARAMS / DEADLINE_UNMET in `error.code`", body = OpenAiError),
-        (status = 401, description = "UNAUTHENTICATED", body = OpenAiError),
-        (status = 403, description = "FORBIDDEN: needs a data key", body = OpenAiError),
-        (status = 404, description = "`model_not_found`", body = OpenAiError),
-        (status = 429, description = "ADMISSION_REJECT (queue full or tenant quota), with Retry-After", body = OpenAiError,
-            headers(("Retry-After" = u64, description = "seconds"))),
-        (status = 503, description = "POOL_UNREADY / POOL_UNAVAILABLE", body = OpenAiError),
+        SubmitErrors,
     ),
     security(("api_key" = [])))]
 pub async fn completions(
