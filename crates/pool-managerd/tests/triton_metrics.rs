@@ -1,25 +1,13 @@
 //! A `[pools.triton]` replica's `nv_` metrics, scraped from a real tritonserver, appear in the
 //! pool manager's engine families (labelled engine "triton" and Triton's version).
 
-use std::time::Duration;
-
-use test_fixtures::triton::{self as tt, Children, Triton};
+use test_fixtures::triton::{self as tt, Children};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn triton_pending_requests_fold_into_engine_families() {
     let dir = tempfile::tempdir().unwrap();
-    let repo = dir.path().join("models");
-    tt::write_model(
-        &repo,
-        "bytes",
-        "bytes.py",
-        tt::TRTLLM_INPUTS,
-        tt::TEXT_OUTPUT,
-        "",
-    );
     let mut procs = Children::default();
-    let triton = Triton::spawn(&repo, &dir.path().join("triton.log"), &mut procs);
-    triton.wait_ready("bytes", Duration::from_secs(120));
+    let triton = tt::serve_bytes_model(dir.path(), &mut procs);
     let cfg = config_schema::parse_str(
         &format!(
             r#"

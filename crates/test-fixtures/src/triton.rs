@@ -248,6 +248,16 @@ impl Triton {
     }
 }
 
+/// A tritonserver serving only the `bytes` model (it echoes its prompt, cut at byte
+/// boundaries inside characters), from a repository under `dir`; returns once it is ready.
+pub fn serve_bytes_model(dir: &Path, children: &mut Children) -> Triton {
+    let repo = dir.join("models");
+    write_model(&repo, "bytes", "bytes.py", TRTLLM_INPUTS, TEXT_OUTPUT, "");
+    let triton = Triton::spawn(&repo, &dir.join("triton.log"), children);
+    triton.wait_ready("bytes", Duration::from_secs(120));
+    triton
+}
+
 /// Starts the provisioned llama-server with the test model on a free port and waits for its
 /// `/health`; returns its base URL.
 pub fn spawn_llama_server(log: &Path, slots: u32, children: &mut Children) -> String {

@@ -9,24 +9,13 @@ use std::time::Duration;
 
 use common::*;
 use futures::StreamExt;
-use test_fixtures::triton::{self as tt, Children, Triton};
+use test_fixtures::triton::{self as tt, Children};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn llorch_serve_streams_from_triton() {
     let dir = tempfile::tempdir().unwrap();
-    let repo = dir.path().join("models");
-    // `bytes` echoes its prompt, cut at byte boundaries inside characters.
-    tt::write_model(
-        &repo,
-        "bytes",
-        "bytes.py",
-        tt::TRTLLM_INPUTS,
-        tt::TEXT_OUTPUT,
-        "",
-    );
     let mut procs = Children::default();
-    let triton = Triton::spawn(&repo, &dir.path().join("triton.log"), &mut procs);
-    triton.wait_ready("bytes", Duration::from_secs(120));
+    let triton = tt::serve_bytes_model(dir.path(), &mut procs);
     let toml = format!(
         r#"[pool_manager]
 state_dir = "{state}"
