@@ -35,7 +35,7 @@ fn systemd_accepts_every_shipped_unit() {
         }
         let text = std::fs::read_to_string(&src)
             .unwrap()
-            .replace("/usr/local/bin/", &format!("{}/", bin.display()));
+            .replace("/usr/bin/", &format!("{}/", bin.display()));
         // A template is verified as an instance of itself.
         let name = name.replace("@.", "@cpu0.");
         std::fs::write(dir.path().join(&name), text).unwrap();

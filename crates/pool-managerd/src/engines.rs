@@ -77,7 +77,10 @@ fn engine_spec(
         model,
         model_sha256,
         source,
-        port: free_port()?,
+        port: match replica.engine_port {
+            Some(port) => port,
+            None => free_port()?,
+        },
         slots: replica.slots,
         ctx_per_slot: pool.ctx_max,
         devices: replica.devices.clone(),

@@ -2,7 +2,7 @@
 //! same commands. Deliberately dependency-free: it only sequences cargo invocations.
 //!
 //! - `ci`    — format check, clippy (warnings are errors), the whole test suite (`--locked`),
-//!   then the 2-minute soak.
+//!   then the 2-minute soak and the VM scenarios (`vm-test`).
 //! - `soak [--minutes N]` — the memory soak (see `soak.rs` and crates/tools/soak).
 //! - `test`  — the whole test suite only.
 //! - `regen` — rewrite the generated files (docs/api/openapi.json, docs/config.schema.json,
@@ -16,15 +16,21 @@
 //!   cached under `~/.cache/llama-orch`, recorded in `provisioned.json` for the tests; and the
 //!   pinned `openai` Python package in `clients-venv` for the compatibility tests (`clients`);
 //!   and a real Triton Inference Server (`triton`; `--engine triton` provisions only that).
+//! - `package [--version-suffix S]` — the Debian packages `llama-orch` and
+//!   `llama-orch-llamacpp` in `target/debian/` (see `package`).
+//! - `vm-test [--only SCENARIO…]` — build the packages and the appliance image (cached) and run
+//!   the VM scenarios under QEMU (see `vmtest`, vm-tests/README.md). Part of `ci`.
 //! - `build-plugins [--check]` — build the SDK example plugin to WebAssembly
 //!   (`wasm32-wasip1`) and write it to `examples/plugins/tenant-half/tenant_half.wasm`, the
 //!   module the host and end-to-end tests load; `--check` instead fails if the committed module
 //!   differs from a fresh build. `ci` runs the check when the wasm target is installed.
 
 mod clients;
+mod package;
 mod proofs;
 mod soak;
 mod triton;
+mod vmtest;
 
 use std::process::{Command, ExitCode};
 
@@ -65,6 +71,26 @@ fn cache_dir() -> std::path::PathBuf {
         .or_else(|| std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".cache")))
         .unwrap_or_else(|| "/tmp".into())
         .join("llama-orch")
+}
+
+/// A path recorded by `fetch-engine` in `provisioned.json` (`key`: `llama_server`, `model`).
+/// The file is ours and flat, so a string search reads it without a JSON dependency.
+fn provisioned(cache: &std::path::Path, key: &str) -> Result<std::path::PathBuf, String> {
+    let file = cache.join("provisioned.json");
+    let text = std::fs::read_to_string(&file)
+        .map_err(|e| format!("{}: {e} (run `cargo xtask fetch-engine` first)", file.display()))?;
+    let needle = format!("\"{key}\": \"");
+    let start = text
+        .find(&needle)
+        .map(|i| i + needle.len())
+        .ok_or_else(|| format!("{}: no {key}", file.display()))?;
+    let len = text[start..].find('"').unwrap_or(0);
+    let path = std::path::PathBuf::from(&text[start..start + len]);
+    if path.is_file() {
+        Ok(path)
+    } else {
+        Err(format!("{}: {key} {} is missing; run `cargo xtask fetch-engine`", file.display(), path.display()))
+    }
 }
 
 fn sh(cmd: &mut Command, what: &str) -> Result<(), String> {
@@ -374,6 +400,16 @@ fn stage(name: &str, run: impl FnOnce() -> bool) -> bool {
     ok
 }
 
+fn vm_test(args: &[&str]) -> bool {
+    vmtest::vm_test(&workspace_root(), &cache_dir(), args).map_or_else(
+        |e| {
+            eprintln!("xtask: vm-test failed: {e}");
+            false
+        },
+        |()| true,
+    )
+}
+
 fn test() -> bool {
     cargo(&["test", "--workspace", "--locked"], &[])
 }
@@ -402,8 +438,23 @@ fn main() -> ExitCode {
                 && stage("fetch-engine", fetch)
                 && stage("test", test)
                 && stage("soak", || soak::soak(&workspace_root(), &[]))
+                && stage("vm-test", || vm_test(&[]))
         }
         Some("soak") => soak::soak(&workspace_root(), &rest),
+        Some("package") => {
+            let suffix = match rest.as_slice() {
+                ["--version-suffix", s] => *s,
+                _ => "",
+            };
+            package::package(&workspace_root(), &cache_dir(), suffix).map_or_else(
+                |e| {
+                    eprintln!("xtask: package failed: {e}");
+                    false
+                },
+                |_| true,
+            )
+        }
+        Some("vm-test") => vm_test(&rest),
         Some("test") => fetch() && test(),
         Some("fetch-engine") if rest == ["--engine", "triton"] => {
             triton::fetch_triton(&cache_dir()).map_or_else(
@@ -438,7 +489,7 @@ fn main() -> ExitCode {
         }
         _ => {
             eprintln!(
-                "usage: cargo xtask <ci | test | fetch-engine [--engine triton] | build-plugins [--check] | regen | spec-map | bench [--quick] [--peers [--synthetic]] | soak [--minutes N]>"
+                "usage: cargo xtask <ci | test | fetch-engine [--engine triton] | build-plugins [--check] | regen | spec-map | bench [--quick] [--peers [--synthetic]] | soak [--minutes N] | package [--version-suffix S] | vm-test [--only SCENARIO...]>"
             );
             return ExitCode::from(2);
         }

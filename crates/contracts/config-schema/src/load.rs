@@ -382,6 +382,8 @@ fn validate(cfg: &Config, file: &str) -> Result<(), ConfigError> {
         check_limits(&t.limits(), &p).map_err(|(p, m)| bad(p, m))?;
     }
     let mut pool_ids = HashSet::new();
+    // Engine ports are host-wide: two replicas on one port would fight over it at every start.
+    let mut engine_ports = HashSet::new();
     for (i, pool) in cfg.pools.iter().enumerate() {
         let p = format!("pools[{i}]");
         if !is_valid_id(&pool.id) {
@@ -506,6 +508,22 @@ fn validate(cfg: &Config, file: &str) -> Result<(), ConfigError> {
                 }
                 if !(url.starts_with("http://") && is_endpoint(url)) {
                     return Err(bad(field, format!("`{url}` must be `http://host:port`")));
+                }
+            }
+            if let Some(port) = r.engine_port {
+                let field = format!("{rp}.engine_port");
+                if pool.llamacpp.is_none() {
+                    return Err(bad(
+                        field,
+                        "only for pools whose engine pool-managerd supervises ([pools.llamacpp])"
+                            .into(),
+                    ));
+                }
+                if port == 0 {
+                    return Err(bad(field, "must be in 1..=65535".into()));
+                }
+                if !engine_ports.insert(port) {
+                    return Err(bad(field, format!("port {port} is used by another replica")));
                 }
             }
             match (&r.endpoint, pool.engine) {
@@ -713,6 +731,30 @@ slots = 2
         let text = GOOD.replace("engine = \"mock\"", "engine = \"llamacpp\"");
         let err = parse_str(&text, "t.toml").unwrap_err().to_string();
         assert!(err.contains("endpoint"), "{err}");
+    }
+
+    /// A fixed engine port: only where pool-managerd starts the engine, and once per host.
+    #[test]
+    fn engine_port_only_for_supervised_pools_and_unique() {
+        let mock = GOOD.replace("slots = 2", "slots = 2\nengine_port = 8101");
+        let err = parse_str(&mock, "t.toml").unwrap_err().to_string();
+        assert!(err.contains("engine_port") && err.contains("[pools.llamacpp]"), "{err}");
+        let supervised = |ports: [u16; 2]| {
+            GOOD.replace("engine = \"mock\"", "engine = \"llamacpp\"")
+                .replace(
+                    "[[pools.replicas]]\nid = \"r0\"\nslots = 2\n",
+                    &format!(
+                        "[pools.llamacpp]\nserver_binary = \"/bin/true\"\n\n[[pools.replicas]]\n\
+                         id = \"r0\"\nengine_port = {}\n\n[[pools.replicas]]\nid = \"r1\"\n\
+                         engine_port = {}\n",
+                        ports[0], ports[1]
+                    ),
+                )
+        };
+        let c = parse_str(&supervised([8101, 8102]), "t.toml").unwrap();
+        assert_eq!(c.pools[0].replicas[1].engine_port, Some(8102));
+        let err = parse_str(&supervised([8101, 8101]), "t.toml").unwrap_err().to_string();
+        assert!(err.contains("replicas[1].engine_port") && err.contains("8101"), "{err}");
     }
 
     /// A TGI replica is reached in-process through `engine_url` (or a daemon `endpoint`).

@@ -488,6 +488,12 @@ pub struct ReplicaConfig {
     /// TGI router). Either this or `endpoint`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub engine_url: Option<String>,
+    /// Loopback port of the llama-server that pool-managerd starts for this replica (pools
+    /// with `[pools.llamacpp]`). Absent: a free port at each start. Set it when a separate
+    /// `llorch-adapterd` reaches the engine (`--engine-url http://127.0.0.1:<port>`), as in
+    /// the systemd deployment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub engine_port: Option<u16>,
     /// Mock-engine behaviour (engine = "mock" only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mock: Option<MockEngineConfig>,
