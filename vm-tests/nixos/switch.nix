@@ -35,8 +35,8 @@ pkgs.testers.runNixOSTest {
     # 200 tokens at 20 tokens/s: the stream runs ~10 s, across the switch.
     submit("in-flight", "mock:tiny", 200)
     machine.succeed(
-        f"systemd-run --unit=inflight-reader sh -c "
-        f"'curl -sfN --max-time 120 http://127.0.0.1:8080/v1/tasks/in-flight/stream {auth} > /tmp/in-flight.sse'"
+        f"systemd-run --unit=inflight-reader ${pkgs.bash}/bin/sh -c "
+        f"'${pkgs.curl}/bin/curl -sfN --max-time 120 http://127.0.0.1:8080/v1/tasks/in-flight/stream {auth} > /tmp/in-flight.sse'"
     )
     machine.sleep(2)
 

@@ -17,7 +17,6 @@ pkgs.testers.runNixOSTest {
     start_all()
     server.wait_for_unit("orchestratord.socket")
     server.wait_for_open_port(8080)
-    client.wait_for_unit("network-online.target")
 
     auth = "-H 'Authorization: Bearer vm-test-data-key'"
     client.wait_until_succeeds("curl -sf http://server:8080/readyz", timeout=120)

@@ -63,8 +63,7 @@ fn every_nix_file_parses() {
 #[test]
 fn flake_lock_pins_the_branch_flake_nix_names() {
     let lock: Value =
-        serde_json::from_str(&std::fs::read_to_string(repo().join("flake.lock")).unwrap())
-            .unwrap();
+        serde_json::from_str(&std::fs::read_to_string(repo().join("flake.lock")).unwrap()).unwrap();
     assert_eq!(lock["version"], 7);
     assert_eq!(lock["root"], "root");
     let inputs = lock["nodes"]["root"]["inputs"].as_object().unwrap();
@@ -86,13 +85,14 @@ fn flake_lock_pins_the_branch_flake_nix_names() {
     assert_eq!(locked["owner"], "NixOS");
     assert_eq!(locked["repo"], "nixpkgs");
     let branch = node["original"]["ref"].as_str().unwrap();
-    assert!(branch.starts_with("nixos-"), "a NixOS release branch: {branch}");
+    assert!(
+        branch.starts_with("nixos-"),
+        "a NixOS release branch: {branch}"
+    );
 
     // flake.nix is evaluated (its inputs and the outputs' arguments are plain data).
-    let url: String = serde_json::from_str(&eval_json(
-        "(import ./flake.nix).inputs.nixpkgs.url",
-    ))
-    .unwrap();
+    let url: String =
+        serde_json::from_str(&eval_json("(import ./flake.nix).inputs.nixpkgs.url")).unwrap();
     assert_eq!(url, format!("github:NixOS/nixpkgs/{branch}"));
     let args: Value = serde_json::from_str(&eval_json(
         "builtins.attrNames (builtins.functionArgs (import ./flake.nix).outputs)",
@@ -102,7 +102,10 @@ fn flake_lock_pins_the_branch_flake_nix_names() {
 
     // docs/nixos.md names the revision and where its hash comes from.
     let doc = std::fs::read_to_string(repo().join("docs/nixos.md")).unwrap();
-    assert!(doc.contains(rev) && doc.contains(nar), "docs/nixos.md must cite {rev} {nar}");
+    assert!(
+        doc.contains(rev) && doc.contains(nar),
+        "docs/nixos.md must cite {rev} {nar}"
+    );
 }
 
 #[test]
@@ -229,7 +232,10 @@ fn module_units_are_the_shipped_units() {
                 );
             }
         }
-        assert_eq!(desc, file, "{name}: nixos-module/units.nix has extra settings");
+        assert_eq!(
+            desc, file,
+            "{name}: nixos-module/units.nix has extra settings"
+        );
         shipped.insert(name);
     }
     let described: BTreeSet<String> = nix
@@ -243,13 +249,14 @@ fn module_units_are_the_shipped_units() {
     assert_eq!(shipped.len(), 6, "{shipped:?}");
 
     // sysusers
-    let sysusers: Vec<String> = std::fs::read_to_string(repo().join("systemd/llorch.sysusers.conf"))
-        .unwrap()
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with('#'))
-        .map(String::from)
-        .collect();
+    let sysusers: Vec<String> =
+        std::fs::read_to_string(repo().join("systemd/llorch.sysusers.conf"))
+            .unwrap()
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .map(String::from)
+            .collect();
     assert_eq!(nix["sysusers"], serde_json::json!(sysusers));
 
     // Every difference the module declares is a real key of the unit, set by the module and
@@ -315,4 +322,47 @@ fn docs_example_is_the_evaluated_example() {
         doc.contains(body.trim_end()),
         "docs/nixos.md must show vm-tests/nixos/example-config.nix (from `{{ pkgs, ... }}:` on) verbatim"
     );
+}
+
+/// The VM tests' Python (testScript) parses; evaluated with stand-ins for nixpkgs.
+#[test]
+fn vm_test_scripts_are_python() {
+    let scenarios = repo().join("vm-tests/scenarios/appliance.py");
+    let mut files = vec!["two-node.nix", "switch.nix"];
+    if scenarios.is_file() {
+        // The single-node test imports the shared scenarios (and so needs them to exist).
+        let text = std::fs::read_to_string(&scenarios).unwrap();
+        assert!(
+            text.contains("SCENARIOS") && text.contains("class Env"),
+            "vm-tests/scenarios/appliance.py must define SCENARIOS and Env (single-node.nix uses them)"
+        );
+        files.push("single-node.nix");
+    } else {
+        eprintln!(
+            "vm-tests/scenarios/appliance.py not present: single-node.nix checked for parsing only"
+        );
+    }
+    for f in files {
+        let script: String = serde_json::from_str(&eval_json(&format!(
+            "import ./tests/nix/vm-test-script.nix ./vm-tests/nixos/{f}"
+        )))
+        .unwrap();
+        let out = std::process::Command::new("python3")
+            .args(["-c", "import ast, sys; ast.parse(sys.stdin.read())"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .and_then(|mut c| {
+                use std::io::Write;
+                c.stdin.take().unwrap().write_all(script.as_bytes())?;
+                c.wait_with_output()
+            })
+            .expect("python3 (the CI image has it)");
+        assert!(
+            out.status.success(),
+            "{f}: testScript is not valid Python:\n{}\n{script}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 }
