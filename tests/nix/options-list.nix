@@ -1,57 +1,10 @@
 # Lists the option paths of nixos-module/options.nix without nixpkgs: the option declarations
-# are evaluated against a stand-in `lib` whose mkOption records the option and whose types
-# keep just enough structure (submodules, attrsOf, nullOr) to walk into. Defaults and
-# descriptions are not forced. Used by tests/nix/tests/nix.rs to compare the module's options
-# with the reference in docs/nixos.md.
+# are evaluated against the stand-in `lib` of ./stub-lib.nix, whose types keep just enough
+# structure (submodules, attrsOf, nullOr) to walk into. Defaults are not forced. Used by
+# tests/nix/tests/nix.rs to compare the module's options with the reference in docs/nixos.md.
 let
-  option = type: {
-    _type = "option";
-    inherit type;
-  };
-  leaf = {
-    kind = "leaf";
-  };
-  types = {
-    str = leaf;
-    bool = leaf;
-    port = leaf;
-    package = leaf;
-    path = leaf;
-    attrs = leaf;
-    ints = {
-      unsigned = leaf;
-      positive = leaf;
-    };
-    strMatching = _: leaf;
-    enum = _: leaf;
-    either = _: _: leaf;
-    listOf = t: {
-      kind = "listOf";
-      elem = t;
-    };
-    attrsOf = t: {
-      kind = "attrsOf";
-      elem = t;
-    };
-    nullOr = t: {
-      kind = "nullOr";
-      elem = t;
-    };
-    submodule = m: {
-      kind = "submodule";
-      module = m;
-    };
-  };
-  lib = {
-    inherit types;
-    mkOption = args: option (args.type or leaf);
-    mkEnableOption = _: option leaf;
-    mkPackageOption = _: _: _: option leaf;
-    literalExpression = x: x;
-    any = builtins.any;
-    attrValues = builtins.attrValues;
-  };
-  pkgs.formats.toml = _: { type = leaf; };
+  lib = import ./stub-lib.nix;
+  pkgs.formats.toml = _: { type.kind = "leaf"; };
 
   moduleOptions =
     m:
