@@ -240,6 +240,10 @@ in
         assertion = builtins.match "[A-Za-z0-9_.-]+" x.replica.id != null;
         message = "services.llama-orch.pools.${x.pool.id}.replicas.${x.replica.id}: a replica id may only hold letters, digits, `_`, `.` and `-` (it is a systemd instance name).";
       }) allReplicas
+      ++ lib.mapAttrsToList (name: _: {
+        assertion = builtins.match "[A-Za-z0-9_.-]+" name != null;
+        message = "services.llama-orch.apiKeys.${name}: a key name may only hold letters, digits, `_`, `.` and `-` (it names a systemd credential).";
+      }) cfg.apiKeys
       ++ map (x: {
         assertion = x.replica.devices != [ ] || x.pool.allowCpuInference;
         message = "services.llama-orch.pools.${x.pool.id}.replicas.${x.replica.id}: no GPU devices; set the pool's allowCpuInference to run it on CPU.";

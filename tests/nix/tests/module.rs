@@ -363,14 +363,21 @@ fn assertions_refuse_what_the_module_cannot_do() {
             "systemd instance name",
         ),
     ];
-    for (what, pool, message) in cases {
+    let bad_key = r#"apiKeys."a/b" = { tenant = "t"; role = "data"; keyFile = "/k"; };"#;
+    for (what, pool, message) in cases.into_iter().chain([(
+        "a key name systemd cannot take",
+        "",
+        "names a systemd credential",
+    )]) {
         let file = dir.path().join("case.nix");
+        let body = if pool.is_empty() {
+            bad_key.to_string()
+        } else {
+            format!("pools.p = {{ {} }};", pool.replace("p.", ""))
+        };
         std::fs::write(
             &file,
-            format!(
-                "{{ ... }}: {{ services.llama-orch = {{ enable = true; pools.p = {{ {} }}; }}; }}",
-                pool.replace("p.", "")
-            ),
+            format!("{{ ... }}: {{ services.llama-orch = {{ enable = true; {body} }}; }}"),
         )
         .unwrap();
         let e = eval(&file.display().to_string());
