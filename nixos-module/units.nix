@@ -30,10 +30,21 @@ let
     ProtectKernelTunables = "yes";
     ProtectKernelModules = "yes";
     ProtectControlGroups = "yes";
+    ProtectClock = "yes";
+    ProtectKernelLogs = "yes";
+    ProtectHostname = "yes";
+    PrivateMounts = "yes";
+    RestrictRealtime = "yes";
+    RestrictSUIDSGID = "yes";
+    ProtectProc = "invisible";
+    UMask = "0077";
     RestrictNamespaces = "yes";
     LockPersonality = "yes";
     SystemCallArchitectures = "native";
-    SystemCallFilter = "@system-service";
+    SystemCallFilter = [
+      "@system-service"
+      "~@privileged"
+    ];
     CapabilityBoundingSet = "";
   };
 
@@ -77,10 +88,13 @@ in
         ExecStart = "${bindir}/orchestratord --config ${configDir}/orchestratord.toml";
         # SIGTERM drains running streams for server.shutdown_grace_ms.
         TimeoutStopSec = "45s";
+        # Connects to the adapter daemons' sockets (group llorch).
+        SupplementaryGroups = "llorch";
         StateDirectory = "llama-orch";
         RuntimeDirectory = "llorch";
         RuntimeDirectoryPreserve = "yes";
         PrivateDevices = "yes";
+        ProcSubset = "pid";
         RestrictAddressFamilies = "AF_UNIX AF_INET AF_INET6";
         # No MemoryDenyWriteExecute: policy plugins (wasmtime) need executable JIT memory.
       };
@@ -171,6 +185,7 @@ in
         ExecStart = "${bindir}/llorch-adapterd $LLORCH_ADAPTERD_ARGS";
         TimeoutStopSec = "15s";
         PrivateDevices = "yes";
+        ProcSubset = "pid";
         # Unix socket to orchestratord, TCP to the engine on loopback.
         RestrictAddressFamilies = "AF_UNIX AF_INET AF_INET6";
         IPAddressDeny = "any";

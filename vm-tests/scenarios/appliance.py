@@ -294,18 +294,25 @@ def engine_crash(machine, env: Env) -> None:
     check(pid.isdigit(), f"no llama-server process: {pid!r}")
     result: dict = {}
     first_token = threading.Event()
+    done = threading.Event()
 
     def run():
         try:
-            result.update(env.stream_task(task(SMOL, "vm-crash", 400, "Tell me a long story."),
-                                          timeout=900, on_token=lambda _: first_token.set()))
+            # A prompt the model continues for long (counting), so the kill lands mid-stream.
+            result.update(env.stream_task(
+                task(SMOL, "vm-crash", 400, "1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12,"),
+                timeout=900, on_token=lambda _: first_token.set()))
         except Exception as e:  # counted below
             result["exception"] = repr(e)
-        first_token.set()
+        done.set()
 
     t = threading.Thread(target=run)
     t.start()
-    check(first_token.wait(600), "no first token from the real engine within 600 s")
+    deadline = time.monotonic() + 600
+    while not first_token.is_set() and not done.is_set() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    check(first_token.is_set() and not done.is_set(),
+          f"the real engine's task did not stream (done early: {done.is_set()}): {result}")
     machine.succeed(f"kill -9 {pid}")
     killed = time.monotonic()
     t.join(120)

@@ -195,9 +195,12 @@ pub fn init_logging() {
     if std::env::var_os("JOURNAL_STREAM").is_some()
         && let Ok(layer) = tracing_journald::layer()
     {
+        // tracing-journald prefixes every field with `F_` by default; operators query the
+        // names SPEC §7 gives (`journalctl JOB_ID=…`, `POOL_ID=…`), so no prefix. Our field
+        // names never start with `_` (journald's trusted fields), so none can be spoofed.
         tracing_subscriber::registry()
             .with(filter)
-            .with(layer)
+            .with(layer.with_field_prefix(None))
             .init();
         return;
     }
