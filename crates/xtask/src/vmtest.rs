@@ -213,7 +213,41 @@ fn image(
         );
     }
     prune(images, "appliance", &dir);
+    report_drift(root, &dir);
     Ok(dir)
+}
+
+/// Debian's archive moves at point releases: say which package versions differ from the
+/// manifest committed in images/manifest.txt (the image that last passed the scenarios), so a
+/// changed image is never a surprise. Our own packages' versions are expected to move.
+fn report_drift(root: &Path, dir: &Path) {
+    let read = |p: &Path| -> std::collections::BTreeSet<String> {
+        std::fs::read_to_string(p)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| !l.starts_with("llama-orch"))
+            .map(str::to_owned)
+            .collect()
+    };
+    let committed = read(&root.join("images/manifest.txt"));
+    let built = read(&dir.join("manifest.txt"));
+    let added: Vec<_> = built.difference(&committed).collect();
+    let gone: Vec<_> = committed.difference(&built).collect();
+    if added.is_empty() && gone.is_empty() {
+        eprintln!("xtask: image manifest: the {} Debian package versions match images/manifest.txt", built.len());
+    } else {
+        eprintln!(
+            "xtask: image manifest differs from images/manifest.txt (Debian moved): {} new, {} gone",
+            added.len(),
+            gone.len()
+        );
+        for l in added.iter().take(20) {
+            eprintln!("  + {l}");
+        }
+        for l in gone.iter().take(20) {
+            eprintln!("  - {l}");
+        }
+    }
 }
 
 /// A small raw ext4 disk with files for the guest (/dev/vdb, mounted at /mnt/host).
