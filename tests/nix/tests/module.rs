@@ -150,8 +150,8 @@ fn adapters_point_at_engine_ports(o: &Value, cfg: &config_schema::Config) -> Vec
             let port = replica
                 .engine_port
                 .unwrap_or_else(|| panic!("{}/{}: no engine_port", pool.id, replica.id));
-            let adapter = o["services"][format!("llorch-adapterd@{}", replica.id)]
-                ["serviceConfig"]["ExecStart"]
+            let adapter = o["services"][format!("llorch-adapterd@{}", replica.id)]["serviceConfig"]
+                ["ExecStart"]
                 .as_str()
                 .unwrap_or_else(|| panic!("no llorch-adapterd@{}", replica.id));
             let words: Vec<&str> = adapter.split_whitespace().collect();
@@ -232,7 +232,10 @@ fn example_configuration_generates_what_the_docs_say() {
     );
     assert_eq!(cfg.queue.capacity, 512);
     let ports = adapters_point_at_engine_ports(o, &cfg);
-    assert_eq!(ports, [("gpu0".to_string(), 8100), ("cpu0".to_string(), 8110)]);
+    assert_eq!(
+        ports,
+        [("gpu0".to_string(), 8100), ("cpu0".to_string(), 8110)]
+    );
     assert_eq!(cfg.pools[1].model_ref, e.model.display().to_string());
 
     // orchestratord: keys only through credentials, hashed by the ExecStartPre script.
@@ -360,6 +363,11 @@ fn vm_test_node_and_appliance_generate_valid_units_and_configs() {
         let (_, json, _) = take_marked(exec, "toml").unwrap();
         let cfg = check_config(&json, &dir.path().join(format!("{what}.toml")));
         assert_eq!(cfg.pools.len(), 2, "{what}");
+        assert_eq!(
+            adapters_point_at_engine_ports(&e.out, &cfg),
+            [("cpu0".to_string(), 8100)],
+            "{what}"
+        );
         let mock = e.out["services"]["llorch-adapterd@mock0"]["serviceConfig"]["ExecStart"]
             .as_str()
             .unwrap();

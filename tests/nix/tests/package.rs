@@ -52,7 +52,8 @@ fn package_installs_units_docs_and_monitoring() {
     let mon = pkg.join("share/llama-orch/monitoring");
     for f in ["llama-orch.rules.yml", "grafana/llama-orch.json"] {
         assert_eq!(
-            std::fs::read(mon.join(f)).unwrap_or_else(|e| panic!("$out/share/llama-orch/monitoring/{f}: {e}")),
+            std::fs::read(mon.join(f))
+                .unwrap_or_else(|e| panic!("$out/share/llama-orch/monitoring/{f}: {e}")),
             std::fs::read(repo().join("monitoring").join(f)).unwrap(),
             "{f}"
         );
@@ -64,6 +65,9 @@ fn package_installs_units_docs_and_monitoring() {
         "{unit}"
     );
     assert!(pkg.join("lib/sysusers.d/llorch.conf").is_file());
-    assert!(pkg.join("share/llama-orch/examples/dev-mock.toml").is_file());
+    assert!(
+        pkg.join("share/llama-orch/examples/dev-mock.toml")
+            .is_file()
+    );
     assert!(pkg.join("share/doc/llama-orch/nixos.md").is_file());
 }
