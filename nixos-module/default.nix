@@ -245,8 +245,6 @@ in
           assertion = lib.allUnique (map (x: x.replica.id) allReplicas);
           message = "services.llama-orch.pools: replica ids must be unique across pools (they name the adapter units and sockets).";
         }
-      ]
-      ++ [
         {
           assertion = lib.allUnique enginePortsTaken;
           message = "services.llama-orch.pools: two engines would listen on the same loopback port (replicas' enginePort; a Triton replica also takes the next two).";
