@@ -190,8 +190,9 @@
               ninja
               python3
               unzip
-              # tests/metrics-contract and the systemd unit checks.
-              prometheus
+              # tests/metrics-contract (promtool: nixpkgs moves it to prometheus' `cli` output)
+              # and the systemd unit checks.
+              prometheus.cli
               systemd
               nix
             ];
@@ -241,7 +242,9 @@
             ];
             nativeCheckInputs = (old.nativeCheckInputs or [ ]) ++ [
               pkgs.systemd
-              pkgs.prometheus
+              # promtool, for tests/metrics-contract's checks of monitoring/ (nixpkgs'
+              # prometheus has it in its `cli` output, not in `out`).
+              pkgs.prometheus.cli
               pkgs.nix
               pkgs.python3
             ];

@@ -1,6 +1,7 @@
 # llama-orch: every daemon and the CLI (orchestratord, pool-managerd, llorch-adapterd, llorch),
 # the systemd units and sysusers file of systemd/ (with ExecStart= pointing into this package),
-# the docs and the example configs. The test suite runs in the flake's `checks.cargo-tests`.
+# the docs, the example configs and monitoring/ (alert rules, Grafana dashboard) under
+# share/llama-orch/monitoring, as the Debian package puts them under /usr/share/llama-orch. The test suite runs in the flake's `checks.cargo-tests`.
 {
   lib,
   rustPlatform,
@@ -27,6 +28,7 @@ rustPlatform.buildRustPackage {
       ../tools
       ../docs
       ../systemd
+      ../monitoring
       ../nix/pins.json
     ];
   };
@@ -60,6 +62,9 @@ rustPlatform.buildRustPackage {
     install -d $out/share/doc/llama-orch $out/share/llama-orch
     cp -r docs/. $out/share/doc/llama-orch/
     cp -r examples $out/share/llama-orch/examples
+    # Prometheus alert rules and the Grafana dashboard (services.llama-orch.prometheus.scrape
+    # loads the rules; docs/monitoring.md).
+    cp -r monitoring $out/share/llama-orch/monitoring
   '';
 
   # NVML (libnvidia-ml.so) comes from the host's driver: /run/opengl-driver/lib on NixOS.

@@ -29,8 +29,10 @@ let
   replicasOf = p: lib.mapAttrsToList (id: r: r // { inherit id; }) p.replicas;
   allReplicas = lib.concatMap (p: map (r: { pool = p; replica = r; }) (replicasOf p)) pools;
 
-  # Engines the module runs on loopback get a port: the replica's enginePort, or 8100 + 10·i
-  # (Triton takes three: HTTP, gRPC, metrics).
+  # Engines on loopback get a port: the replica's enginePort, or 8100 + 10·i in the order of
+  # the pools and replicas (Triton takes three: HTTP, gRPC, metrics). A llama.cpp replica's port
+  # goes into its `engine_port`, on which pool-managerd starts that replica's llama-server, and
+  # into its adapter daemon's --engine-url; a Triton replica's is the module's tritonserver's.
   portedReplicas = lib.filter (
     x: x.pool.engine == "llamacpp" || (x.pool.engine == "triton" && x.pool.triton.modelRepository != null)
   ) allReplicas;
@@ -60,6 +62,22 @@ let
     else
       "mock:${p.id}";
 
+  # Every loopback port the engines take, for the assertion that they do not collide.
+  enginePortsTaken = lib.concatMap (
+    x:
+    let
+      port = enginePort x;
+    in
+    if x.pool.engine == "triton" then
+      [
+        port
+        (port + 1)
+        (port + 2)
+      ]
+    else
+      [ port ]
+  ) portedReplicas;
+
   engineUrlOf = x: "http://127.0.0.1:${toString (enginePort x)}";
 
   replicaToml =
@@ -74,6 +92,7 @@ let
       inherit (r) id devices slots;
     }
     // optionalAttrs (hasAdapter p) { endpoint = "unix:/run/llorch/adapter-${r.id}.sock"; }
+    // optionalAttrs (p.engine == "llamacpp") { engine_port = enginePort x; }
     // optionalAttrs (p.engine == "tgi") { engine_url = r.engineUrl; }
     // optionalAttrs (p.engine == "triton") {
       endpoint = if p.triton.modelRepository != null then engineUrlOf x else r.engineUrl;
@@ -93,17 +112,8 @@ let
       // optionalAttrs (p.engine == "llamacpp") {
         llamacpp = {
           server_binary = "${cfg.engines.llamacpp.package}/bin/llama-server";
-          # pool-managerd picks a free port for each engine; llama-server takes the last
-          # --port, so this pins the one the adapter daemon is pointed at.
-          extra_args =
-            p.llamacppArgs
-            ++ [
-              "--port"
-              (toString (enginePort {
-                pool = p;
-                replica = lib.head (replicasOf p);
-              }))
-            ];
+          # The ports are per replica (engine_port), not in the shared arguments.
+          extra_args = p.llamacppArgs;
         };
       }
       // optionalAttrs (p.engine == "triton") {
@@ -235,6 +245,10 @@ in
           assertion = lib.allUnique (map (x: x.replica.id) allReplicas);
           message = "services.llama-orch.pools: replica ids must be unique across pools (they name the adapter units and sockets).";
         }
+        {
+          assertion = lib.allUnique enginePortsTaken;
+          message = "services.llama-orch.pools: two engines would listen on the same loopback port (replicas' enginePort; a Triton replica also takes the next two).";
+        }
       ]
       ++ map (x: {
         assertion = builtins.match "[A-Za-z0-9_.-]+" x.replica.id != null;
@@ -252,10 +266,6 @@ in
         {
           assertion = p.replicas != { };
           message = "services.llama-orch.pools.${p.id}: a pool needs at least one replica.";
-        }
-        {
-          assertion = p.engine != "llamacpp" || lib.length (replicasOf p) <= 1;
-          message = "services.llama-orch.pools.${p.id}: a llama.cpp pool has one replica under this module (pool-managerd chooses engine ports per pool, so an adapter daemon can be pointed at one engine per pool); make one pool per GPU.";
         }
         {
           assertion = p.model.url == null || p.model.sha256 != null;
@@ -376,15 +386,20 @@ in
         ) tritonServed
       );
 
+    # The job names are the ones the shipped alert rules (monitoring/llama-orch.rules.yml,
+    # docs/monitoring.md) select on, so they are not configurable.
     services.prometheus.scrapeConfigs = mkIf cfg.prometheus.scrape [
       {
-        job_name = cfg.prometheus.jobName;
+        job_name = "llama-orch-orchestratord";
         static_configs = [ { targets = [ scrapeHost ]; } ];
       }
       {
-        job_name = "${cfg.prometheus.jobName}-pool-manager";
+        job_name = "llama-orch-pool-managerd";
         static_configs = [ { targets = [ cfg.poolManager.listen ]; } ];
       }
+    ];
+    services.prometheus.ruleFiles = mkIf cfg.prometheus.scrape [
+      "${cfg.package}/share/llama-orch/monitoring/llama-orch.rules.yml"
     ];
   };
 

@@ -36,8 +36,12 @@ let
           default = null;
           example = 8101;
           description = ''
-            Loopback port of this replica's engine (llama.cpp or Triton pools). `null`: one is
-            chosen from 8100 upwards in the order of the pools and replicas.
+            Loopback port of this replica's engine (llama.cpp or Triton pools). llama.cpp: the
+            replica's `engine_port`, on which pool-managerd starts its llama-server and which
+            its adapter daemon is pointed at. Triton: the module's tritonserver's HTTP port
+            (gRPC and metrics take the next two). `null`: 8100 + 10·i, i counting the
+            llama.cpp and module-run Triton replicas in the order of the pools and replicas.
+            Ports must not collide (an assertion checks).
           '';
         };
         engineUrl = mkOption {
@@ -141,7 +145,11 @@ let
           example = [
             "--flash-attn"
           ];
-          description = "Extra arguments of the pool's llama-server processes.";
+          description = ''
+            Extra arguments of the pool's llama-server processes (`[pools.llamacpp]
+            extra_args`), shared by its replicas; pool-managerd sets `--port` itself, from each
+            replica's `enginePort`.
+          '';
         };
         triton = {
           model = mkOption {
@@ -328,13 +336,6 @@ in
       '';
     };
 
-    prometheus = {
-      scrape = mkEnableOption "scrape targets for orchestratord and pool-managerd in `services.prometheus`";
-      jobName = mkOption {
-        type = types.str;
-        default = "llama-orch";
-        description = "Prefix of the Prometheus job names (`<jobName>` and `<jobName>-pool-manager`).";
-      };
-    };
+    prometheus.scrape = mkEnableOption "Prometheus scraping of orchestratord and pool-managerd (jobs `llama-orch-orchestratord`, `llama-orch-pool-managerd`) with llama-orch's alert rules";
   };
 }

@@ -2,7 +2,7 @@
 # the stand-in lib of ./stub-lib.nix, stand-in packages (store paths that name what they
 # stand for), option defaults filled in the way the module system would. Returns what the
 # module generates: failed assertions, systemd sockets and services, firewall ports, scrape
-# configs. `pkgs.formats.toml` renders as `@toml:<JSON>@` and `writeShellScript` as
+# configs and rule files. `pkgs.formats.toml` renders as `@toml:<JSON>@` and `writeShellScript` as
 # `@script:<JSON text>@`, so tests/nix can take the generated config and the key script out of
 # the unit settings, validate the config with llama-orch's own loader and run the script.
 #
@@ -137,6 +137,6 @@ else
     failedAssertions = [ ];
     inherit (module.systemd) sockets services;
     firewall = module.networking.firewall.allowedTCPPorts;
-    scrapeConfigs = module.services.prometheus.scrapeConfigs;
+    inherit (module.services.prometheus) scrapeConfigs ruleFiles;
     groups = builtins.attrNames module.users.groups;
   }

@@ -133,6 +133,48 @@ fn units_follow_units_nix(e: &Eval) -> usize {
     checked
 }
 
+/// For every llama.cpp replica of pool-managerd's config: its engine_port is set, no `--port`
+/// is left in the pool's llama-server arguments, its adapter daemon's `--engine-url` is that
+/// port on loopback and the replica's endpoint is that daemon's socket. Returns (replica,
+/// engine_port) in config order.
+fn adapters_point_at_engine_ports(o: &Value, cfg: &config_schema::Config) -> Vec<(String, u16)> {
+    let mut ports = Vec::new();
+    for pool in cfg.pools.iter().filter(|p| p.llamacpp.is_some()) {
+        let args = &pool.llamacpp.as_ref().unwrap().extra_args;
+        assert!(
+            !args.iter().any(|a| a == "--port"),
+            "{}: --port in extra_args {args:?}",
+            pool.id
+        );
+        for replica in &pool.replicas {
+            let port = replica
+                .engine_port
+                .unwrap_or_else(|| panic!("{}/{}: no engine_port", pool.id, replica.id));
+            let adapter = o["services"][format!("llorch-adapterd@{}", replica.id)]["serviceConfig"]
+                ["ExecStart"]
+                .as_str()
+                .unwrap_or_else(|| panic!("no llorch-adapterd@{}", replica.id));
+            let words: Vec<&str> = adapter.split_whitespace().collect();
+            let url = words
+                .windows(2)
+                .find(|w| w[0] == "--engine-url")
+                .map(|w| w[1]);
+            assert_eq!(
+                url,
+                Some(format!("http://127.0.0.1:{port}").as_str()),
+                "{}: {adapter}",
+                replica.id
+            );
+            assert_eq!(
+                replica.endpoint.as_deref(),
+                Some(format!("unix:/run/llorch/adapter-{}.sock", replica.id).as_str())
+            );
+            ports.push((replica.id.clone(), port));
+        }
+    }
+    ports
+}
+
 #[test]
 fn example_configuration_generates_what_the_docs_say() {
     let e = eval("./vm-tests/nixos/example-config.nix");
@@ -144,10 +186,25 @@ fn example_configuration_generates_what_the_docs_say() {
     assert_eq!(
         o["scrapeConfigs"],
         serde_json::json!([
-            {"job_name": "llama-orch", "static_configs": [{"targets": ["127.0.0.1:8080"]}]},
-            {"job_name": "llama-orch-pool-manager", "static_configs": [{"targets": ["127.0.0.1:8090"]}]}
+            {"job_name": "llama-orch-orchestratord", "static_configs": [{"targets": ["127.0.0.1:8080"]}]},
+            {"job_name": "llama-orch-pool-managerd", "static_configs": [{"targets": ["127.0.0.1:8090"]}]}
         ])
     );
+    // The shipped alert rules, from the package (nix/package.nix installs monitoring/ there),
+    // and they select on exactly these job names.
+    assert_eq!(
+        o["ruleFiles"],
+        serde_json::json!([
+            "/nix/store/stand-in-llama-orch/share/llama-orch/monitoring/llama-orch.rules.yml"
+        ])
+    );
+    let rules = std::fs::read_to_string(repo().join("monitoring/llama-orch.rules.yml")).unwrap();
+    for job in ["llama-orch-orchestratord", "llama-orch-pool-managerd"] {
+        assert!(
+            rules.contains(&format!("up{{job=\"{job}\"}}")),
+            "monitoring/llama-orch.rules.yml does not select on job {job}"
+        );
+    }
 
     let pm = &o["services"]["pool-managerd"]["serviceConfig"];
     // Only GPU 0 (the gpu0 replica), not every NVIDIA device.
@@ -161,7 +218,7 @@ fn example_configuration_generates_what_the_docs_say() {
         ])
     );
     // pool-managerd's config: passes the real check, and supervises both pools' engines on
-    // the ports the adapter daemons are pointed at.
+    // the ports (engine_port) the adapter daemons are pointed at.
     let dir = tempfile::tempdir().unwrap();
     let exec = pm["ExecStart"].as_str().unwrap();
     let (_, pm_json, _) = take_marked(exec, "toml").expect("pool-managerd --config");
@@ -174,22 +231,11 @@ fn example_configuration_generates_what_the_docs_say() {
         Some("http://127.0.0.1:8090")
     );
     assert_eq!(cfg.queue.capacity, 512);
-    for pool in &cfg.pools {
-        let port = pool.llamacpp.as_ref().unwrap().extra_args.last().unwrap();
-        let replica = &pool.replicas[0];
-        let adapter =
-            o["services"][format!("llorch-adapterd@{}", replica.id)]["serviceConfig"]["ExecStart"]
-                .as_str()
-                .unwrap();
-        assert!(
-            adapter.contains(&format!("--engine-url http://127.0.0.1:{port}")),
-            "{adapter}"
-        );
-        assert_eq!(
-            replica.endpoint.as_deref(),
-            Some(format!("unix:/run/llorch/adapter-{}.sock", replica.id).as_str())
-        );
-    }
+    let ports = adapters_point_at_engine_ports(o, &cfg);
+    assert_eq!(
+        ports,
+        [("gpu0".to_string(), 8100), ("cpu0".to_string(), 8110)]
+    );
     assert_eq!(cfg.pools[1].model_ref, e.model.display().to_string());
 
     // orchestratord: keys only through credentials, hashed by the ExecStartPre script.
@@ -317,6 +363,11 @@ fn vm_test_node_and_appliance_generate_valid_units_and_configs() {
         let (_, json, _) = take_marked(exec, "toml").unwrap();
         let cfg = check_config(&json, &dir.path().join(format!("{what}.toml")));
         assert_eq!(cfg.pools.len(), 2, "{what}");
+        assert_eq!(
+            adapters_point_at_engine_ports(&e.out, &cfg),
+            [("cpu0".to_string(), 8100)],
+            "{what}"
+        );
         let mock = e.out["services"]["llorch-adapterd@mock0"]["serviceConfig"]["ExecStart"]
             .as_str()
             .unwrap();
@@ -329,13 +380,101 @@ fn vm_test_node_and_appliance_generate_valid_units_and_configs() {
 }
 
 #[test]
+fn llamacpp_replicas_get_their_own_engine_ports() {
+    // A two-replica GPU pool on default ports and a CPU pool whose replica sets its port.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("two-replicas.nix");
+    std::fs::write(
+        &file,
+        r#"{ pkgs, ... }: {
+  services.llama-orch = {
+    enable = true;
+    apiKeys.k = { tenant = "t"; role = "data"; keyFile = "/run/k"; };
+    pools = {
+      big = {
+        engine = "llamacpp";
+        model.path = pkgs.llama-orch-model;
+        llamacppArgs = [ "--flash-attn" ];
+        replicas = { gpu0.devices = [ 0 ]; gpu1.devices = [ 1 ]; };
+      };
+      small = {
+        engine = "llamacpp";
+        model.path = pkgs.llama-orch-model;
+        allowCpuInference = true;
+        replicas.cpu0.enginePort = 9000;
+      };
+    };
+  };
+}"#,
+    )
+    .unwrap();
+    let e = eval(&file.display().to_string());
+    let o = &e.out;
+    assert_eq!(o["failedAssertions"], serde_json::json!([]));
+    // orchestratord, pool-managerd and three adapters: socket + service each.
+    assert_eq!(units_follow_units_nix(&e), 10, "{:?}", o["services"]);
+    let pm = &o["services"]["pool-managerd"]["serviceConfig"];
+    assert_eq!(
+        pm["DeviceAllow"],
+        serde_json::json!([
+            "/dev/nvidiactl rw",
+            "/dev/nvidia-uvm rw",
+            "/dev/nvidia-uvm-tools rw",
+            "/dev/nvidia0 rw",
+            "/dev/nvidia1 rw"
+        ])
+    );
+    let (_, json, _) = take_marked(pm["ExecStart"].as_str().unwrap(), "toml").unwrap();
+    let cfg = check_config(&json, &dir.path().join("pool-managerd.toml"));
+    assert_eq!(cfg.pools[0].id, "big");
+    assert_eq!(cfg.pools[0].replicas.len(), 2);
+    assert_eq!(
+        cfg.pools[0].llamacpp.as_ref().unwrap().extra_args,
+        ["--flash-attn"],
+        "the pool's llama-server arguments as given"
+    );
+    let ports = adapters_point_at_engine_ports(o, &cfg);
+    assert_eq!(
+        ports,
+        [
+            ("gpu0".to_string(), 8100),
+            ("gpu1".to_string(), 8110),
+            ("cpu0".to_string(), 9000)
+        ]
+    );
+    // orchestratord's config (the same TOML before the keys) passes too.
+    let pre = o["services"]["orchestratord"]["serviceConfig"]["ExecStartPre"][0]
+        .as_str()
+        .unwrap();
+    let (_, script, _) = take_marked(pre, "script").unwrap();
+    let (_, orch, _) = take_marked(script.as_str().unwrap(), "toml").unwrap();
+    let mut orch = orch;
+    // The keys are appended at runtime from credentials; stand in a digest for the check.
+    orch["auth"] = serde_json::json!({"api_keys": [{"key_sha256": "1".repeat(64), "tenant": "t", "role": "data"}]});
+    let ocfg = check_config(&orch, &dir.path().join("orchestratord.toml"));
+    let endpoints: Vec<_> = ocfg
+        .pools
+        .iter()
+        .flat_map(|p| p.replicas.iter().map(|r| r.endpoint.clone().unwrap()))
+        .collect();
+    assert_eq!(
+        endpoints,
+        [
+            "unix:/run/llorch/adapter-gpu0.sock",
+            "unix:/run/llorch/adapter-gpu1.sock",
+            "unix:/run/llorch/adapter-cpu0.sock"
+        ]
+    );
+}
+
+#[test]
 fn assertions_refuse_what_the_module_cannot_do() {
     let dir = tempfile::tempdir().unwrap();
     let cases = [
         (
-            "two replicas in one llama.cpp pool",
-            r#"p.engine = "llamacpp"; p.model.ref = "/m.gguf"; p.replicas = { gpu0.devices = [ 0 ]; gpu1.devices = [ 1 ]; };"#,
-            "one replica under this module",
+            "two engines on one port",
+            r#"p.engine = "llamacpp"; p.model.ref = "/m.gguf"; p.replicas = { gpu0 = { devices = [ 0 ]; enginePort = 8200; }; gpu1 = { devices = [ 1 ]; enginePort = 8200; }; };"#,
+            "same loopback port",
         ),
         (
             "a CPU replica without allowCpuInference",
