@@ -8,7 +8,12 @@ pkgs.testers.runNixOSTest {
 
   nodes.machine = import ./common.nix { inherit self; } { llamacpp = true; };
 
-  testScript = ''
+  testScript =
+    { nodes, ... }:
+    let
+      pool = nodes.machine.services.llama-orch.pools.smollm2;
+    in
+    ''
     import sys
     sys.path.insert(0, "${../scenarios}")
     from appliance import SCENARIOS, Env
@@ -17,11 +22,20 @@ pkgs.testers.runNixOSTest {
     machine.wait_for_unit("sockets.target")
     machine.wait_for_open_port(8080)
     machine.forward_port(18080, 8080)
+    machine.forward_port(19090, 9090)
 
+    # The module's names (common.nix); the defaults of Env are the Debian image's.
     env = Env(
         base_url="http://127.0.0.1:18080",
+        prom_url="http://127.0.0.1:19090",
         data_key="vm-test-data-key",
         control_key="vm-test-control-key",
+        tenant="vmtest",
+        llama_pool="smollm2",
+        llama_replica="cpu0",
+        llama_model="${pool.model.path}",
+        llama_model_sha256="${pool.model.sha256}",
+        config_files="/etc/llama-orch-test/*",
     )
     for name, scenario in SCENARIOS:
         with subtest(name):

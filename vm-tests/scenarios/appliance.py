@@ -6,10 +6,12 @@ systemctl, get_unit_info, reboot, forward_port): vm-tests/driver/llorch_vm.py im
 for the Debian image under QEMU, and NixOS's test driver provides it in vm-tests/nixos/. `env`
 (an `Env`) says how the host reaches the guest's forwarded ports and carries the test keys.
 
-The guest runs the appliance configuration of images/overlay/: pool `mock` (replica mock0,
-the mock engine in llorch-adapterd@mock0) and pool `smol` (replica smol0, a real llama-server
-supervised by pool-managerd on 127.0.0.1:8101, reached by llorch-adapterd@smol0), Prometheus
-on 9090. Scenarios run in the order of SCENARIOS on one boot; each leaves the stack serving.
+The guest runs a mock pool (the mock engine in its replica's llorch-adapterd@) and a
+llama.cpp pool (a real llama-server supervised by pool-managerd, reached by its replica's
+llorch-adapterd@), and Prometheus on 9090. `Env`'s defaults are the names of the Debian
+image's configuration (images/overlay/: pools `mock`/`smol`, replicas `mock0`/`smol0`); the
+NixOS tests pass their module's names. Scenarios run in the order of SCENARIOS on one boot;
+each leaves the stack serving.
 """
 
 from __future__ import annotations
@@ -22,18 +24,9 @@ import time
 import urllib.parse
 from dataclasses import dataclass, field
 
-DAEMONS = ("orchestratord.service", "pool-managerd.service",
-           "llorch-adapterd@mock0.service", "llorch-adapterd@smol0.service")
-SOCKETS = ("orchestratord.socket", "pool-managerd.socket",
-           "llorch-adapterd@mock0.socket", "llorch-adapterd@smol0.socket")
-# `systemd-analyze security` exposure allowed per service. 2.0 is systemd's "OK" band; where a
-# unit cannot get there the reason is a setting the daemon needs (docs/operations.md,
-# "Hardening"), and the test pins the measured level so that it cannot grow unnoticed.
-EXPOSURE_LIMIT = {
-    "orchestratord.service": 2.0,
-    "pool-managerd.service": 2.0,
-    "llorch-adapterd@mock0.service": 2.0,
-}
+# `systemd-analyze security` exposure allowed for every llama-orch service: systemd's "OK"
+# band (docs/operations.md, "systemd units", says what keeps each above 1).
+EXPOSURE_LIMIT = 2.0
 
 
 class ScenarioFailed(AssertionError):
@@ -51,6 +44,15 @@ class Env:
     prom_url: str              # the guest's Prometheus through a forwarded port
     data_key: str = "vm-data-key"
     control_key: str = "vm-control-key"
+    tenant: str = "vm"                       # the data key's tenant
+    mock_pool: str = "mock"
+    mock_replica: str = "mock0"
+    mock_model: str = "mock:tiny"
+    llama_pool: str = "smol"
+    llama_replica: str = "smol0"
+    llama_model: str = "/usr/share/llama-orch/models/SmolLM2-135M-Instruct.Q4_1.gguf"
+    llama_model_sha256: str = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
+    config_files: str = "/etc/llama-orch/*"   # what must survive a reboot unchanged
     upgrade_deb: str | None = None   # guest path of a rebuilt llama-orch package (upgrade)
     notes: dict = field(default_factory=dict)   # measurements for the summary
 
@@ -123,6 +125,15 @@ class Env:
         finally:
             conn.close()
 
+    def adapters(self) -> list[str]:
+        return [f"llorch-adapterd@{r}.service" for r in (self.mock_replica, self.llama_replica)]
+
+    def daemons(self) -> list[str]:
+        return ["orchestratord.service", "pool-managerd.service", *self.adapters()]
+
+    def sockets(self) -> list[str]:
+        return [d.replace(".service", ".socket") for d in self.daemons()]
+
     def prom_query(self, query: str) -> list:
         status, data = self.request(
             "GET", "/api/v1/query?" + urllib.parse.urlencode({"query": query}),
@@ -134,10 +145,6 @@ class Env:
 def task(pool_model: str, task_id: str, max_tokens: int = 8, prompt: str = "Hello") -> dict:
     return {"task_id": task_id, "workload": "completion", "model_ref": pool_model,
             "ctx": 512, "prompt": prompt, "max_tokens": max_tokens, "seed": 7}
-
-
-MOCK = "mock:tiny"
-SMOL = "/usr/share/llama-orch/models/SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
 def names(result: dict) -> list[str]:
@@ -174,16 +181,16 @@ def socket_activation(machine, env: Env) -> None:
     """Services stopped, sockets listening; the first request starts orchestratord (Type=notify,
     answered), which starts pool-managerd (registry feed) and every adapter daemon (probes)
     through their sockets."""
-    for s in SOCKETS:
+    for s in env.sockets():
         machine.wait_for_unit(s, timeout=600)
     # Prometheus scrapes would activate the daemons on their own: keep it out of the way.
     machine.succeed("systemctl stop prometheus.service")
-    machine.succeed("systemctl stop " + " ".join(DAEMONS))
-    for d in DAEMONS:
+    machine.succeed("systemctl stop " + " ".join(env.daemons()))
+    for d in env.daemons():
         check(unit_state(machine, d) == "inactive", f"{d} should be inactive before any connection")
     machine.wait_for_open_port(8080)
     machine.wait_for_open_port(8090)
-    for r in ("mock0", "smol0"):
+    for r in (env.mock_replica, env.llama_replica):
         machine.succeed(f"test -S /run/llorch/adapter-{r}.sock")
     started = time.monotonic()
     status, body = env.request("GET", "/v1/capabilities", key=env.data_key, timeout=300)
@@ -195,13 +202,13 @@ def socket_activation(machine, env: Env) -> None:
           f"orchestratord not running after READY: {info.get('ActiveState')}/{info.get('SubState')}")
     check(info.get("TriggeredBy", "").find("orchestratord.socket") >= 0,
           f"orchestratord not triggered by its socket: {info.get('TriggeredBy')}")
-    for d in ("llorch-adapterd@mock0.service", "llorch-adapterd@smol0.service"):
+    for d in env.adapters():
         machine.wait_for_unit(d, timeout=120)
     # pool-managerd's READY=1 comes after its engines preloaded (a real model under TCG).
     t0 = time.monotonic()
     machine.wait_for_unit("pool-managerd.service", timeout=1200)
     env.notes["pool-managerd READY after activation (s)"] = round(time.monotonic() - t0, 1)
-    for d in DAEMONS:
+    for d in env.daemons():
         info = machine.get_unit_info(d)
         check(info.get("Type") == "notify" and info.get("SubState") == "running",
               f"{d}: Type={info.get('Type')} SubState={info.get('SubState')}")
@@ -211,13 +218,14 @@ def socket_activation(machine, env: Env) -> None:
 def task_end_to_end(machine, env: Env) -> None:
     """A task streams tokens over the forwarded port from the mock engine, and from the real
     llama-server inside the guest."""
-    r = env.stream_task(task(MOCK, "vm-e2e-mock", 16))
+    r = env.stream_task(task(env.mock_model, "vm-e2e-mock", 16))
     check(r["status"] == 200, f"mock task: {r}")
     check(names(r)[0] == "started" and names(r)[-1] == "end", f"mock events: {names(r)}")
     check(names(r).count("token") >= 1, f"mock task streamed no token: {names(r)}")
-    env.notes["smol pool ready wait (s)"] = round(wait_pool_ready(env, "smol", 1200), 1)
+    env.notes["llama.cpp pool ready wait (s)"] = round(wait_pool_ready(env, env.llama_pool, 1200), 1)
     started = time.monotonic()
-    r = env.stream_task(task(SMOL, "vm-e2e-smol", 8, "The capital of France is"), timeout=900)
+    r = env.stream_task(task(env.llama_model, "vm-e2e-llama", 8, "The capital of France is"),
+                        timeout=900)
     took = time.monotonic() - started
     check(r["status"] == 200, f"smol task: {r}")
     check(names(r)[-1] == "end", f"smol task did not end cleanly: {r['events'][-3:]}")
@@ -230,13 +238,13 @@ def task_end_to_end(machine, env: Env) -> None:
 
 def journald_fields(machine, env: Env) -> None:
     """The task's log lines are journal entries with SPEC §7's fields; no API key anywhere."""
-    out = machine.succeed("journalctl -o json --no-pager -u orchestratord.service JOB_ID=vm-e2e-smol")
+    out = machine.succeed("journalctl -o json --no-pager -u orchestratord.service JOB_ID=vm-e2e-llama")
     entries = [json.loads(line) for line in out.splitlines() if line.strip().startswith("{")]
     finished = [e for e in entries if "task finished" in str(e.get("MESSAGE", ""))]
-    check(finished, f"no 'task finished' journal entry for vm-e2e-smol ({len(entries)} entries)")
+    check(finished, f"no 'task finished' journal entry for vm-e2e-llama ({len(entries)} entries)")
     e = finished[-1]
-    want = {"JOB_ID": "vm-e2e-smol", "TENANT": "vm", "POOL_ID": "smol", "REPLICA_ID": "smol0",
-            "ENGINE": "llamacpp"}
+    want = {"JOB_ID": "vm-e2e-llama", "TENANT": env.tenant, "POOL_ID": env.llama_pool,
+            "REPLICA_ID": env.llama_replica, "ENGINE": "llamacpp"}
     for k, v in want.items():
         check(e.get(k) == v, f"journal field {k}={e.get(k)!r}, want {v!r}")
     for k in ("QUEUE_TIME_MS", "DECODE_TIME_MS", "TOKENS_IN", "TOKENS_OUT", "MODEL"):
@@ -260,10 +268,11 @@ def prometheus_up(machine, env: Env) -> None:
             break
         check(time.monotonic() < deadline, f"up == 1 not reached for every target: {jobs}")
         time.sleep(3)
-    started = env.prom_query('llorch_tasks_started_total{pool_id="mock"}')
+    started = env.prom_query(f'llorch_tasks_started_total{{pool_id="{env.mock_pool}"}}')
     check(started and float(started[0]["value"][1]) >= 1, f"llorch_tasks_started_total: {started}")
-    ready = env.prom_query('llorch_replica_ready{job="llama-orch-pool-managerd",pool_id="smol"}')
-    check(ready, "pool-managerd's llorch_replica_ready{pool_id=smol} not scraped")
+    ready = env.prom_query(
+        f'llorch_replica_ready{{job="llama-orch-pool-managerd",pool_id="{env.llama_pool}"}}')
+    check(ready, f"pool-managerd's llorch_replica_ready{{pool_id={env.llama_pool}}} not scraped")
     status, data = env.request("GET", "/api/v1/rules", base=env.prom_url)
     groups = [g["name"] for g in json.loads(data)["data"]["groups"]]
     check("llama-orch" in groups, f"alert rules not loaded: groups {groups}")
@@ -272,7 +281,7 @@ def prometheus_up(machine, env: Env) -> None:
 def hardening(machine, env: Env) -> None:
     """`systemd-analyze security` for every llama-orch service, as a table."""
     table = {}
-    for unit in EXPOSURE_LIMIT:
+    for unit in ("orchestratord.service", "pool-managerd.service", env.adapters()[0]):
         out = machine.succeed(f"systemd-analyze security --no-pager {unit}")
         m = re.search(r"Overall exposure level for \S+: ([0-9.]+) (\S+)", out)
         check(m is not None, f"no exposure level for {unit}:\n{out[-400:]}")
@@ -281,7 +290,7 @@ def hardening(machine, env: Env) -> None:
     print("\n  unit                               exposure")
     for unit, (level, word) in table.items():
         print(f"  {unit:<34} {level:>4.1f} {word}")
-    bad = {u: v for u, v in table.items() if v[0] > EXPOSURE_LIMIT[u]}
+    bad = {u: v for u, v in table.items() if v[0] > EXPOSURE_LIMIT}
     check(not bad, f"exposure above the limit: {bad}")
 
 
@@ -289,8 +298,8 @@ def engine_crash(machine, env: Env) -> None:
     """kill -9 of llama-server: the replica is Unready at once, the in-flight task ends with a
     typed error, pool-managerd restarts the engine and the replica is Ready again, no slot
     leaks."""
-    wait_pool_ready(env, "smol", 1200)
-    pid = machine.succeed("pgrep -f /usr/lib/llama-orch/llama-server | head -1").strip()
+    wait_pool_ready(env, env.llama_pool, 1200)
+    pid = machine.succeed("pgrep -x llama-server | head -1").strip()
     check(pid.isdigit(), f"no llama-server process: {pid!r}")
     result: dict = {}
     first_token = threading.Event()
@@ -300,7 +309,7 @@ def engine_crash(machine, env: Env) -> None:
         try:
             # A prompt the model continues for long (counting), so the kill lands mid-stream.
             result.update(env.stream_task(
-                task(SMOL, "vm-crash", 400, "1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12,"),
+                task(env.llama_model, "vm-crash", 400, "1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12,"),
                 timeout=900, on_token=lambda _: first_token.set()))
         except Exception as e:  # counted below
             result["exception"] = repr(e)
@@ -322,21 +331,21 @@ def engine_crash(machine, env: Env) -> None:
     err = result["events"][-1][1] or {}
     check(isinstance(err, dict) and err.get("code"), f"error event without a code: {err}")
     env.notes["crash: error code"] = err.get("code")
-    health = pool_health(env, "smol")
+    health = pool_health(env, env.llama_pool)
     check(not health.get("ready"), f"replica still Ready after the crash: {health}")
     env.notes["crash: unready seen after (s)"] = round(time.monotonic() - killed, 1)
-    env.notes["crash: back to Ready (s)"] = round(wait_pool_ready(env, "smol", 1200), 1)
-    health = pool_health(env, "smol")
+    env.notes["crash: back to Ready (s)"] = round(wait_pool_ready(env, env.llama_pool, 1200), 1)
+    health = pool_health(env, env.llama_pool)
     replicas = health.get("replicas", [])
     check(any(r.get("restarts", 0) >= 1 for r in replicas), f"no restart counted: {health}")
-    new_pid = machine.succeed("pgrep -f /usr/lib/llama-orch/llama-server | head -1").strip()
+    new_pid = machine.succeed("pgrep -x llama-server | head -1").strip()
     check(new_pid and new_pid != pid, f"engine pid {new_pid} (was {pid})")
     status, metrics = env.request("GET", "/metrics")
     busy = [l for l in metrics.decode().splitlines()
-            if l.startswith("llorch_replica_slots_busy") and 'replica_id="smol0"' in l]
+            if l.startswith("llorch_replica_slots_busy") and f'replica_id="{env.llama_replica}"' in l]
     check(busy and all(float(l.rsplit(" ", 1)[1]) == 0 for l in busy), f"slots leaked: {busy}")
     # The engine works again.
-    r = env.stream_task(task(SMOL, "vm-after-crash", 4), timeout=900)
+    r = env.stream_task(task(env.llama_model, "vm-after-crash", 4), timeout=900)
     check(names(r)[-1] == "end", f"task after recovery: {r['events'][-2:]}")
 
 
@@ -387,7 +396,7 @@ class Load:
         while not self.stop.is_set():
             n += 1
             try:
-                r = self.env.stream_task(task(MOCK, f"load-{worker}-{n}-{time.monotonic_ns()}", 24),
+                r = self.env.stream_task(task(self.env.mock_model, f"load-{worker}-{n}-{time.monotonic_ns()}", 24),
                                          timeout=90)
             except ConnectionRefusedError as e:
                 self.count("refused", repr(e))
@@ -455,26 +464,26 @@ def restart_without_refusing(machine, env: Env) -> None:
 def reboot(machine, env: Env) -> None:
     """The model catalog and the configuration survive a reboot; the stack comes back by
     itself (sockets enabled, first request activates the services)."""
-    digest = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
+    digest = env.llama_model_sha256
     register = (f"curl -sf -X POST http://127.0.0.1:8090/v1/catalog/models "
                 f"-H 'Authorization: Bearer {env.control_key}' -H 'content-type: application/json' "
-                f"-d '{{\"model_ref\":\"{SMOL}\",\"sha256\":\"{digest}\"}}'")
+                f"-d '{{\"model_ref\":\"{env.llama_model}\",\"sha256\":\"{digest}\"}}'")
     machine.succeed(register)
     get = (f"curl -sf http://127.0.0.1:8090/v1/catalog/models/sha256:{digest} "
            f"-H 'Authorization: Bearer {env.control_key}'")
     before = json.loads(machine.succeed(get))
-    conf = machine.succeed("sha256sum /etc/llama-orch/*.toml")
+    conf = machine.succeed(f"sha256sum {env.config_files}")
     machine.reboot()
-    for s in SOCKETS:
+    for s in env.sockets():
         machine.wait_for_unit(s, timeout=600)
     status, body = env.request("GET", "/v1/capabilities", key=env.data_key, timeout=300)
     check(status == 200, f"after reboot: HTTP {status} {body[:200]!r}")
-    r = env.stream_task(task(MOCK, "vm-after-reboot", 8))
+    r = env.stream_task(task(env.mock_model, "vm-after-reboot", 8))
     check(names(r)[-1] == "end", f"task after reboot: {names(r)}")
     after = json.loads(machine.wait_until_succeeds(get, timeout=600))
     check(after.get("id") == before.get("id") and after.get("state") == before.get("state"),
           f"catalog entry changed across the reboot: {before} → {after}")
-    check(machine.succeed("sha256sum /etc/llama-orch/*.toml") == conf, "config changed across the reboot")
+    check(machine.succeed(f"sha256sum {env.config_files}") == conf, "config changed across the reboot")
     machine.wait_for_unit("prometheus.service", timeout=300)
 
 

@@ -64,8 +64,12 @@ fn cache_dir() -> std::path::PathBuf {
 /// The file is ours and flat, so a string search reads it without a JSON dependency.
 fn provisioned(cache: &std::path::Path, key: &str) -> Result<std::path::PathBuf, String> {
     let file = cache.join("provisioned.json");
-    let text = std::fs::read_to_string(&file)
-        .map_err(|e| format!("{}: {e} (run `cargo xtask fetch-engine` first)", file.display()))?;
+    let text = std::fs::read_to_string(&file).map_err(|e| {
+        format!(
+            "{}: {e} (run `cargo xtask fetch-engine` first)",
+            file.display()
+        )
+    })?;
     let needle = format!("\"{key}\": \"");
     let start = text
         .find(&needle)
@@ -76,7 +80,11 @@ fn provisioned(cache: &std::path::Path, key: &str) -> Result<std::path::PathBuf,
     if path.is_file() {
         Ok(path)
     } else {
-        Err(format!("{}: {key} {} is missing; run `cargo xtask fetch-engine`", file.display(), path.display()))
+        Err(format!(
+            "{}: {key} {} is missing; run `cargo xtask fetch-engine`",
+            file.display(),
+            path.display()
+        ))
     }
 }
 

@@ -128,9 +128,15 @@ fn control(name: &str, version: &str, depends: &str, description: &str) -> Strin
 
 /// `dpkg-deb --build` with root-owned files and fixed dates.
 fn build_deb(stage: &Path, out: &Path) -> Result<(), String> {
-    run(Command::new("find")
-        .arg(stage)
-        .args(["-exec", "touch", "-h", "-d", &format!("@{SOURCE_DATE_EPOCH}"), "{}", "+"]))?;
+    run(Command::new("find").arg(stage).args([
+        "-exec",
+        "touch",
+        "-h",
+        "-d",
+        &format!("@{SOURCE_DATE_EPOCH}"),
+        "{}",
+        "+",
+    ]))?;
     run(Command::new("dpkg-deb")
         .env("SOURCE_DATE_EPOCH", SOURCE_DATE_EPOCH)
         .args(["--root-owner-group", "-Zzstd", "--build"])
@@ -183,7 +189,11 @@ pub fn package(root: &Path, cache: &Path, version_suffix: &str) -> Result<Built,
     )?;
     let deb = root.join("packaging/debian");
     for conf in ["orchestratord.toml", "pool-managerd.toml"] {
-        copy(&deb.join(conf), &stage.join("etc/llama-orch").join(conf), 0o644)?;
+        copy(
+            &deb.join(conf),
+            &stage.join("etc/llama-orch").join(conf),
+            0o644,
+        )?;
     }
     let monitoring = root.join("monitoring");
     if monitoring.is_dir() {
@@ -199,7 +209,11 @@ pub fn package(root: &Path, cache: &Path, version_suffix: &str) -> Result<Built,
         }
     }
     for f in files_in(&root.join("examples"))? {
-        copy(&f, &doc.join("examples").join(f.file_name().unwrap_or_default()), 0o644)?;
+        copy(
+            &f,
+            &doc.join("examples").join(f.file_name().unwrap_or_default()),
+            0o644,
+        )?;
     }
     write(
         &doc.join("copyright"),

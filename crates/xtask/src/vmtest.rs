@@ -127,7 +127,10 @@ fn require_tools() -> Result<(), String> {
     if !missing.is_empty() {
         return Err(format!("vm-test needs: {}", missing.join(", ")));
     }
-    let uid = Command::new("id").arg("-u").output().map_err(|e| e.to_string())?;
+    let uid = Command::new("id")
+        .arg("-u")
+        .output()
+        .map_err(|e| e.to_string())?;
     if String::from_utf8_lossy(&uid.stdout).trim() != "0" {
         return Err("vm-test builds the image with debootstrap and chroot: run it as root".into());
     }
@@ -180,12 +183,7 @@ fn base(root: &Path, images: &Path) -> Result<(PathBuf, String), String> {
 }
 
 /// The appliance image (disk.img, vmlinuz, initrd.img, manifest.txt), built once per key.
-fn image(
-    root: &Path,
-    cache: &Path,
-    images: &Path,
-    debs: &[&Path],
-) -> Result<PathBuf, String> {
+fn image(root: &Path, cache: &Path, images: &Path, debs: &[&Path]) -> Result<PathBuf, String> {
     let (base_dir, base_key) = base(root, images)?;
     let model = crate::provisioned(cache, "model")?;
     let mut key_input = format!("{base_key}\n");
@@ -234,7 +232,10 @@ fn report_drift(root: &Path, dir: &Path) {
     let added: Vec<_> = built.difference(&committed).collect();
     let gone: Vec<_> = committed.difference(&built).collect();
     if added.is_empty() && gone.is_empty() {
-        eprintln!("xtask: image manifest: the {} Debian package versions match images/manifest.txt", built.len());
+        eprintln!(
+            "xtask: image manifest: the {} Debian package versions match images/manifest.txt",
+            built.len()
+        );
     } else {
         eprintln!(
             "xtask: image manifest differs from images/manifest.txt (Debian moved): {} new, {} gone",

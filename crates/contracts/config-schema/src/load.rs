@@ -523,7 +523,10 @@ fn validate(cfg: &Config, file: &str) -> Result<(), ConfigError> {
                     return Err(bad(field, "must be in 1..=65535".into()));
                 }
                 if !engine_ports.insert(port) {
-                    return Err(bad(field, format!("port {port} is used by another replica")));
+                    return Err(bad(
+                        field,
+                        format!("port {port} is used by another replica"),
+                    ));
                 }
             }
             match (&r.endpoint, pool.engine) {
@@ -738,7 +741,10 @@ slots = 2
     fn engine_port_only_for_supervised_pools_and_unique() {
         let mock = GOOD.replace("slots = 2", "slots = 2\nengine_port = 8101");
         let err = parse_str(&mock, "t.toml").unwrap_err().to_string();
-        assert!(err.contains("engine_port") && err.contains("[pools.llamacpp]"), "{err}");
+        assert!(
+            err.contains("engine_port") && err.contains("[pools.llamacpp]"),
+            "{err}"
+        );
         let supervised = |ports: [u16; 2]| {
             GOOD.replace("engine = \"mock\"", "engine = \"llamacpp\"")
                 .replace(
@@ -753,8 +759,13 @@ slots = 2
         };
         let c = parse_str(&supervised([8101, 8102]), "t.toml").unwrap();
         assert_eq!(c.pools[0].replicas[1].engine_port, Some(8102));
-        let err = parse_str(&supervised([8101, 8101]), "t.toml").unwrap_err().to_string();
-        assert!(err.contains("replicas[1].engine_port") && err.contains("8101"), "{err}");
+        let err = parse_str(&supervised([8101, 8101]), "t.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("replicas[1].engine_port") && err.contains("8101"),
+            "{err}"
+        );
     }
 
     /// A TGI replica is reached in-process through `engine_url` (or a daemon `endpoint`).
