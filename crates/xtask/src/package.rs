@@ -155,13 +155,13 @@ pub fn package(root: &Path, cache: &Path, version_suffix: &str) -> Result<Built,
         return Err("the release build failed".into());
     }
     let version = format!("{}{version_suffix}", env!("CARGO_PKG_VERSION"));
-    let out_dir = root.join("target/debian");
+    let out_dir = crate::soak::target_dir(root).join("debian");
     std::fs::create_dir_all(&out_dir).map_err(|e| e.to_string())?;
 
     // ---- llama-orch ----
     let stage = out_dir.join(format!("llama-orch_{version}_amd64"));
     let _ = std::fs::remove_dir_all(&stage);
-    let release = root.join("target/release");
+    let release = crate::soak::target_dir(root).join("release");
     let mut installed = Vec::new();
     for (_, bin) in BINARIES {
         let dest = stage.join("usr/bin").join(bin);

@@ -6,7 +6,8 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-fn target_dir(root: &std::path::Path) -> PathBuf {
+/// Cargo's target directory (`CARGO_TARGET_DIR`, else `<root>/target`).
+pub(crate) fn target_dir(root: &std::path::Path) -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .map(|p| if p.is_absolute() { p } else { root.join(p) })

@@ -295,7 +295,7 @@ pub fn vm_test(root: &Path, cache: &Path, args: &[&str]) -> Result<(), String> {
     let t_pkg = started.elapsed().as_secs_f64();
     let dir = image(root, cache, &images, &[&built.orch, &built.llamacpp])?;
     let t_img = started.elapsed().as_secs_f64() - t_pkg;
-    let state = root.join("target/vm-test");
+    let state = crate::soak::target_dir(root).join("vm-test");
     std::fs::create_dir_all(&state).map_err(|e| e.to_string())?;
     let share = state.join("share.img");
     share_disk(&share, &[&upgrade.orch])?;
