@@ -235,8 +235,7 @@ impl PmMetrics {
         {
             for r in &pool.replicas {
                 let Some(url) = &r.engine_url else { continue };
-                match VllmAdapter::new(vllm_adapter::VllmConfig::new(url, pool.model_ref.clone()))
-                {
+                match VllmAdapter::new(vllm_adapter::VllmConfig::new(url, pool.model_ref.clone())) {
                     Ok(a) => self.vllm.push((pool.id.clone(), r.id.clone(), Arc::new(a))),
                     Err(e) => tracing::warn!(error = %e.message, "metrics: no vLLM scraper"),
                 }
@@ -279,8 +278,7 @@ impl PmMetrics {
     /// usage, prompt and generated token counters (the same meanings as llama.cpp's).
     async fn vllm_replicas(&self) {
         let scrapes =
-            futures::future::join_all(self.vllm.iter().map(|(_, _, a)| self.scrape_vllm(a)))
-                .await;
+            futures::future::join_all(self.vllm.iter().map(|(_, _, a)| self.scrape_vllm(a))).await;
         for ((pool, replica, _), scraped) in self.vllm.iter().zip(scrapes) {
             let Some((version, m)) = scraped else {
                 continue;

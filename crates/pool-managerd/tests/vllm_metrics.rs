@@ -60,7 +60,10 @@ engine_url = "{url}"
             .to_string()
     };
     let running = line("llorch_engine_requests_processing");
-    assert!(running.contains("engine_version=\"vllm-0.32.0\""), "{running}");
+    assert!(
+        running.contains("engine_version=\"vllm-0.32.0\""),
+        "{running}"
+    );
     assert!(
         running.contains("pool_id=\"v\"") && running.contains("replica_id=\"r0\""),
         "{running}"

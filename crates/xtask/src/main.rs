@@ -466,15 +466,14 @@ fn main() -> ExitCode {
                 |()| true,
             )
         }
-        Some("fetch-engine") if rest == ["--engine", "vllm"] => {
-            vllm::fetch_vllm(&cache_dir()).map_or_else(
+        Some("fetch-engine") if rest == ["--engine", "vllm"] => vllm::fetch_vllm(&cache_dir())
+            .map_or_else(
                 |e| {
                     eprintln!("xtask: fetch-engine --engine vllm failed: {e}");
                     false
                 },
                 |()| true,
-            )
-        }
+            ),
         Some("fetch-engine") => fetch(),
         Some("build-plugins") => build_plugins(rest.contains(&"--check")),
         Some("regen") => proofs::regen(),

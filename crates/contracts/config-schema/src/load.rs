@@ -781,7 +781,10 @@ slots = 2
         let vllm = GOOD.replace("engine = \"mock\"", "engine = \"vllm\"");
         let err = parse_str(&vllm, "t.toml").unwrap_err().to_string();
         assert!(err.contains("engine_url") && err.contains("vLLM"), "{err}");
-        let with = vllm.replace("slots = 2", "slots = 2\nengine_url = \"http://127.0.0.1:8000\"");
+        let with = vllm.replace(
+            "slots = 2",
+            "slots = 2\nengine_url = \"http://127.0.0.1:8000\"",
+        );
         let c = parse_str(&with, "t.toml").unwrap();
         assert_eq!(c.pools[0].engine, api_types::Engine::Vllm);
         assert_eq!(

@@ -134,7 +134,10 @@ engine_url = "{url}"
         .await
         .unwrap();
     let mut texts = Vec::new();
-    for (task, model) in [("via-daemon", "smollm2-vllm"), ("in-process", "smollm2-vllm-direct")] {
+    for (task, model) in [
+        ("via-daemon", "smollm2-vllm"),
+        ("in-process", "smollm2-vllm-direct"),
+    ] {
         let body = serde_json::json!({
             "task_id": task, "workload": "completion", "model_ref": model, "ctx": 1024,
             "prompt": "The capital of France is", "max_tokens": 8, "seed": 5,

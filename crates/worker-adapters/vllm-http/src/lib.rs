@@ -176,20 +176,25 @@ impl VllmAdapter {
         let body = self.get_bytes("/v1/models").await?;
         let list: wire::ModelList =
             serde_json::from_slice(&body).map_err(|e| bad_json("/v1/models", e))?;
-        let card = match &self.cfg.served_model_name {
-            Some(want) => list.data.into_iter().find(|m| &m.id == want).ok_or_else(|| {
-                WorkerError::new(
-                    ErrorCode::PoolUnready,
-                    format!(
-                        "vllm does not serve `{}` (check --served-model-name)",
-                        wire::clip(want, 256)
-                    ),
-                )
-            })?,
-            None => list.data.into_iter().next().ok_or_else(|| {
-                WorkerError::new(ErrorCode::PoolUnready, "vllm lists no model")
-            })?,
-        };
+        let card =
+            match &self.cfg.served_model_name {
+                Some(want) => list
+                    .data
+                    .into_iter()
+                    .find(|m| &m.id == want)
+                    .ok_or_else(|| {
+                        WorkerError::new(
+                            ErrorCode::PoolUnready,
+                            format!(
+                                "vllm does not serve `{}` (check --served-model-name)",
+                                wire::clip(want, 256)
+                            ),
+                        )
+                    })?,
+                None => list.data.into_iter().next().ok_or_else(|| {
+                    WorkerError::new(ErrorCode::PoolUnready, "vllm lists no model")
+                })?,
+            };
         *lock(&self.model) = Some(card.clone());
         Ok(card)
     }
@@ -496,10 +501,7 @@ async fn relay(mut events: Events, tx: Tx, cancel: Arc<Notify>, _guard: JobGuard
                         let _ = tx
                             .send(Err(WorkerError::new(
                                 ErrorCode::WorkerReset,
-                                format!(
-                                    "vllm finished the request with `{}`",
-                                    wire::clip(r, 40)
-                                ),
+                                format!("vllm finished the request with `{}`", wire::clip(r, 40)),
                             )))
                             .await;
                         return;

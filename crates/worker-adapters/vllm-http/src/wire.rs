@@ -279,7 +279,10 @@ pub fn map_error(info: &ErrorInfo, status: Option<u16>) -> WorkerError {
     let status = status.or_else(|| {
         info.code
             .as_ref()
-            .and_then(|c| c.as_u64().or_else(|| c.as_str().and_then(|s| s.parse().ok())))
+            .and_then(|c| {
+                c.as_u64()
+                    .or_else(|| c.as_str().and_then(|s| s.parse().ok()))
+            })
             .and_then(|c| u16::try_from(c).ok())
     });
     let kind = info.kind.as_deref().unwrap_or("");
@@ -288,9 +291,7 @@ pub fn map_error(info: &ErrorInfo, status: Option<u16>) -> WorkerError {
             ErrorCode::InvalidParams
         }
         "NotFoundError" => ErrorCode::Internal,
-        "EngineDeadError" | "EngineGenerateError" | "InternalServerError" => {
-            ErrorCode::WorkerReset
-        }
+        "EngineDeadError" | "EngineGenerateError" | "InternalServerError" => ErrorCode::WorkerReset,
         "ServiceUnavailableError" => ErrorCode::PoolUnready,
         "TooManyRequests" | "RateLimitError" => ErrorCode::ReplicaExhausted,
         _ => by_status(status),
@@ -323,8 +324,9 @@ pub fn error_from_body(status: u16, body: &[u8]) -> WorkerError {
     }
     let text = match serde_json::from_slice::<Detail>(body) {
         Ok(d) => d.detail.to_string(),
-        Err(_) => String::from_utf8_lossy(&body[..body.len().min(MAX_ENGINE_MESSAGE_BYTES)])
-            .into_owned(),
+        Err(_) => {
+            String::from_utf8_lossy(&body[..body.len().min(MAX_ENGINE_MESSAGE_BYTES)]).into_owned()
+        }
     };
     WorkerError::new(
         by_status(Some(status)),
@@ -361,7 +363,10 @@ pub fn parse_event(data: &str) -> Event {
     };
     Event::Error(WorkerError::new(
         ErrorCode::WorkerReset,
-        format!("bad vllm event: {}", clip(&detail, MAX_ENGINE_MESSAGE_BYTES)),
+        format!(
+            "bad vllm event: {}",
+            clip(&detail, MAX_ENGINE_MESSAGE_BYTES)
+        ),
     ))
 }
 

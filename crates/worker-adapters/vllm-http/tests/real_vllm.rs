@@ -89,7 +89,13 @@ fn sampling(temperature: f32) -> Sampling {
     }
 }
 
-fn req(job: &str, prompt: &str, max_tokens: u32, seed: u64, s: Option<Sampling>) -> GenerateRequest {
+fn req(
+    job: &str,
+    prompt: &str,
+    max_tokens: u32,
+    seed: u64,
+    s: Option<Sampling>,
+) -> GenerateRequest {
     GenerateRequest {
         job_id: job.into(),
         prompt: prompt.into(),
@@ -137,7 +143,11 @@ async fn health_is_loading_then_ready_with_properties() {
     let _turn = TURN.lock().await;
     // Right after the spawn vLLM refuses connections: Loading, not Failed.
     assert_eq!(s.early, Ok(WorkerState::Loading));
-    assert!(s.ready_after > Duration::from_secs(5), "{:?}", s.ready_after);
+    assert!(
+        s.ready_after > Duration::from_secs(5),
+        "{:?}",
+        s.ready_after
+    );
     let a = adapter(s);
     let h = a.health().await.unwrap();
     assert_eq!(h.state, WorkerState::Ready, "{h:?}");
@@ -157,8 +167,15 @@ async fn streams_greedy_seeded_and_chat() {
     let _turn = TURN.lock().await;
     let a = adapter(s);
     let t = Instant::now();
-    let (text, end) = run(&a, req("g", "The capital of France is", 8, 1, Some(sampling(0.0)))).await;
-    eprintln!("greedy 8 tokens in {:.1} s: {text:?}", t.elapsed().as_secs_f64());
+    let (text, end) = run(
+        &a,
+        req("g", "The capital of France is", 8, 1, Some(sampling(0.0))),
+    )
+    .await;
+    eprintln!(
+        "greedy 8 tokens in {:.1} s: {text:?}",
+        t.elapsed().as_secs_f64()
+    );
     assert!(text.starts_with(" Paris"), "{text:?}");
     assert_eq!(end.finish_reason, Some(FinishReason::Length));
     assert_eq!(end.prompt_tokens, Some(5));
@@ -174,7 +191,10 @@ async fn streams_greedy_seeded_and_chat() {
     st.stop = vec!["answer".into()];
     let (text, end) = run(&a, req("st", "The capital of France is", 16, 1, Some(st))).await;
     assert_eq!(end.finish_reason, Some(FinishReason::Stop));
-    assert!(text.starts_with(" Paris") && !text.contains("answer"), "{text:?}");
+    assert!(
+        text.starts_with(" Paris") && !text.contains("answer"),
+        "{text:?}"
+    );
     // A chat goes through vLLM's own chat template (`/v1/chat/completions`).
     let mut chat = req("c", "", 4, 1, Some(sampling(0.0)));
     chat.messages = Some(vec![ChatMessage {
@@ -239,7 +259,13 @@ async fn cancel_aborts_the_request_in_the_engine() {
     let _turn = TURN.lock().await;
     let a = adapter(s);
     let mut stream = a
-        .generate(req("long", "Tell me a long story.", 1500, 3, Some(sampling(1.0))))
+        .generate(req(
+            "long",
+            "Tell me a long story.",
+            1500,
+            3,
+            Some(sampling(1.0)),
+        ))
         .await
         .unwrap();
     for _ in 0..3 {
@@ -247,7 +273,11 @@ async fn cancel_aborts_the_request_in_the_engine() {
         assert!(matches!(ev, WorkerEvent::Token(_)), "{ev:?}");
     }
     let m = metrics(&a).await;
-    assert_eq!(m.requests_processing, Some(1.0), "running mid-stream: {m:?}");
+    assert_eq!(
+        m.requests_processing,
+        Some(1.0),
+        "running mid-stream: {m:?}"
+    );
     let t = Instant::now();
     tokio::time::timeout(Duration::from_secs(10), a.cancel("long"))
         .await
@@ -258,22 +288,37 @@ async fn cancel_aborts_the_request_in_the_engine() {
     loop {
         let m = metrics(&a).await;
         if m.requests_processing == Some(0.0) && m.requests_deferred == Some(0.0) {
-            eprintln!("engine idle {:.2} s after cancel", t.elapsed().as_secs_f64());
+            eprintln!(
+                "engine idle {:.2} s after cancel",
+                t.elapsed().as_secs_f64()
+            );
             break;
         }
-        assert!(t.elapsed() < Duration::from_secs(15), "still running: {m:?}");
+        assert!(
+            t.elapsed() < Duration::from_secs(15),
+            "still running: {m:?}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     // Dropping a stream does the same.
     let mut stream = a
-        .generate(req("drop", "Tell me a long story.", 1500, 4, Some(sampling(1.0))))
+        .generate(req(
+            "drop",
+            "Tell me a long story.",
+            1500,
+            4,
+            Some(sampling(1.0)),
+        ))
         .await
         .unwrap();
     stream.next().await.expect("token").expect("ok");
     drop(stream);
     let t = Instant::now();
     while metrics(&a).await.requests_processing != Some(0.0) {
-        assert!(t.elapsed() < Duration::from_secs(15), "dropped stream still running");
+        assert!(
+            t.elapsed() < Duration::from_secs(15),
+            "dropped stream still running"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -286,7 +331,11 @@ async fn metrics_count_what_the_stream_reported() {
     let _turn = TURN.lock().await;
     let a = adapter(s);
     let before = metrics(&a).await;
-    let (_, end) = run(&a, req("m", "The capital of France is", 6, 1, Some(sampling(0.0)))).await;
+    let (_, end) = run(
+        &a,
+        req("m", "The capital of France is", 6, 1, Some(sampling(0.0))),
+    )
+    .await;
     let after = metrics(&a).await;
     let d = |f: fn(&VllmMetrics) -> Option<f64>| f(&after).unwrap() - f(&before).unwrap_or(0.0);
     assert_eq!(d(|m| m.prompt_tokens_total), 5.0, "{after:?}");

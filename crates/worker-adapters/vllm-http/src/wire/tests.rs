@@ -48,7 +48,10 @@ fn parses_the_captured_chunks() {
         panic!()
     };
     assert_eq!(
-        c.choices[0].finish_reason.as_deref().and_then(finish_reason),
+        c.choices[0]
+            .finish_reason
+            .as_deref()
+            .and_then(finish_reason),
         Some(FinishReason::Length)
     );
     let Event::Chunk(c) = parse_event(USAGE) else {
@@ -65,7 +68,10 @@ fn parses_the_captured_chunks() {
     };
     assert_eq!(c.choices[0].content(), "\n\nThe ");
     assert_eq!(
-        c.choices[0].finish_reason.as_deref().and_then(finish_reason),
+        c.choices[0]
+            .finish_reason
+            .as_deref()
+            .and_then(finish_reason),
         Some(FinishReason::Stop)
     );
     assert_eq!(parse_event("[DONE]"), Event::Done);
@@ -128,7 +134,14 @@ fn errors_in_both_shapes_are_typed() {
 
 #[test]
 fn garbage_is_worker_reset() {
-    for bad in ["{", "null", "[]", r#"{"choices":"x"}"#, "\u{0}", r#"{"error":3}"#] {
+    for bad in [
+        "{",
+        "null",
+        "[]",
+        r#"{"choices":"x"}"#,
+        "\u{0}",
+        r#"{"error":3}"#,
+    ] {
         let Event::Error(e) = parse_event(bad) else {
             panic!("{bad} parsed")
         };
@@ -163,7 +176,9 @@ fn maps_requests() {
     let mut zero = req(None);
     zero.max_tokens = 0;
     assert_eq!(
-        CompletionRequest::from_request(&zero, "m").unwrap_err().code,
+        CompletionRequest::from_request(&zero, "m")
+            .unwrap_err()
+            .code,
         ErrorCode::InvalidParams
     );
     let mut chat = req(None);
@@ -173,7 +188,10 @@ fn maps_requests() {
     }]);
     let v = serde_json::to_value(CompletionRequest::from_request(&chat, "m").unwrap()).unwrap();
     assert!(v.get("prompt").is_none());
-    assert_eq!(v["messages"], serde_json::json!([{"role":"user","content":"hi"}]));
+    assert_eq!(
+        v["messages"],
+        serde_json::json!([{"role":"user","content":"hi"}])
+    );
 }
 
 proptest! {
