@@ -195,6 +195,22 @@ async fn streams_greedy_seeded_and_chat() {
         text.starts_with(" Paris") && !text.contains("answer"),
         "{text:?}"
     );
+    // Structured output: a JSON schema and a GBNF grammar constrain the text.
+    let mut js = sampling(0.0);
+    js.json_schema = Some(serde_json::json!({"type": "object",
+        "properties": {"name": {"type": "string"}}, "required": ["name"]}));
+    let (text, end) = run(
+        &a,
+        req("js", "Give a JSON object with a name:", 40, 1, Some(js)),
+    )
+    .await;
+    let v: serde_json::Value = serde_json::from_str(&text).expect("JSON output");
+    assert!(v["name"].is_string(), "{text:?}");
+    assert_eq!(end.finish_reason, Some(FinishReason::Stop));
+    let mut gr = sampling(0.0);
+    gr.grammar = Some(r#"root ::= "yes" | "no""#.into());
+    let (text, _) = run(&a, req("gr", "Answer yes or no:", 5, 1, Some(gr))).await;
+    assert!(text == "yes" || text == "no", "{text:?}");
     // A chat goes through vLLM's own chat template (`/v1/chat/completions`).
     let mut chat = req("c", "", 4, 1, Some(sampling(0.0)));
     chat.messages = Some(vec![ChatMessage {
