@@ -1,6 +1,6 @@
 //! Turns a replica's config into its [`WorkerAdapter`]: the worker-protocol client for a
-//! replica with an `endpoint`, the in-process TGI adapter for a tgi replica with an
-//! `engine_url`, or the in-process deterministic mock (engine = "mock"), which is
+//! replica with an `endpoint`, the in-process TGI or vLLM adapter for a tgi or vllm replica
+//! with an `engine_url`, or the in-process deterministic mock (engine = "mock"), which is
 //! a development/test stand-in and is reported as engine "mock" everywhere. A replica of a pool
 //! with a `[pools.triton]` section talks to its Triton server directly (in-process adapter).
 
@@ -21,6 +21,11 @@ pub fn adapter_for(
         let mut cfg = tgi_adapter::TgiConfig::new(url, pool.model_ref.clone());
         cfg.slots = Some(replica.slots);
         return Ok(Arc::new(tgi_adapter::TgiAdapter::new(cfg)?));
+    }
+    if let (Some(url), Engine::Vllm) = (&replica.engine_url, pool.engine) {
+        let mut cfg = vllm_adapter::VllmConfig::new(url, pool.model_ref.clone());
+        cfg.slots = replica.slots;
+        return Ok(Arc::new(vllm_adapter::VllmAdapter::new(cfg)?));
     }
     if let (Engine::Triton, Some(t), Some(ep)) = (pool.engine, &pool.triton, &replica.endpoint) {
         return Ok(Arc::new(triton(pool, replica, t, ep)?));

@@ -14,6 +14,7 @@ use api_types::VerificationResult;
 use llamacpp_adapter::{EngineMetrics, LlamaCppAdapter, LlamaCppConfig};
 use prometheus::{Encoder, GaugeVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
 use triton_adapter::{TritonAdapter, TritonMetrics};
+use vllm_adapter::{VllmAdapter, VllmMetrics};
 
 use crate::catalog::Catalog;
 use crate::engines::{Engines, ReplicaView};
@@ -59,6 +60,9 @@ pub struct PmMetrics {
     /// Replicas of `[pools.triton]` pools: (pool_id, replica_id, adapter). Triton runs outside
     /// our supervision; its `nv_` metrics are folded into the same engine families.
     triton: Vec<(String, String, Arc<TritonAdapter>)>,
+    /// Replicas of `engine = "vllm"` pools reached by `engine_url`: (pool_id, replica_id,
+    /// adapter). vLLM runs outside our supervision; its `vllm:` metrics are folded likewise.
+    vllm: Vec<(String, String, Arc<VllmAdapter>)>,
 }
 
 fn reg<T: prometheus::core::Collector + Clone + 'static>(r: &Registry, c: T) -> T {
@@ -192,6 +196,7 @@ impl PmMetrics {
             seen: Mutex::new(HashMap::new()),
             versions: Mutex::new(HashMap::new()),
             triton: Vec::new(),
+            vllm: Vec::new(),
         }
     }
 
@@ -218,6 +223,92 @@ impl PmMetrics {
             }
         }
         self
+    }
+
+    /// Also scrapes the vLLM servers of `cfg`'s `engine = "vllm"` replicas that name their
+    /// server with `engine_url` (behind an adapter daemon's `endpoint` the URL is the daemon's).
+    pub fn with_vllm(mut self, cfg: &config_schema::Config) -> Self {
+        for pool in cfg
+            .pools
+            .iter()
+            .filter(|p| p.engine == api_types::Engine::Vllm)
+        {
+            for r in &pool.replicas {
+                let Some(url) = &r.engine_url else { continue };
+                match VllmAdapter::new(vllm_adapter::VllmConfig::new(url, pool.model_ref.clone())) {
+                    Ok(a) => self.vllm.push((pool.id.clone(), r.id.clone(), Arc::new(a))),
+                    Err(e) => tracing::warn!(error = %e.message, "metrics: no vLLM scraper"),
+                }
+            }
+        }
+        self
+    }
+
+    /// vLLM's version (`GET /version`, once per server) and metrics for one replica; None
+    /// when it does not answer in time.
+    async fn scrape_vllm(&self, a: &VllmAdapter) -> Option<(String, VllmMetrics)> {
+        let url = a.config().base_url.clone();
+        let known = self
+            .versions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&url)
+            .cloned();
+        let work = async {
+            let version = match known {
+                Some(k) => k,
+                None => {
+                    let k = a.engine_version().await.ok()?;
+                    self.versions
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert(url.clone(), k.clone());
+                    k
+                }
+            };
+            Some((version, a.metrics().await.ok()?))
+        };
+        tokio::time::timeout(ENGINE_SCRAPE_TIMEOUT, work)
+            .await
+            .ok()
+            .flatten()
+    }
+
+    /// Folds vLLM's metrics into the engine families: running and waiting requests, KV cache
+    /// usage, prompt and generated token counters (the same meanings as llama.cpp's).
+    async fn vllm_replicas(&self) {
+        let scrapes =
+            futures::future::join_all(self.vllm.iter().map(|(_, _, a)| self.scrape_vllm(a))).await;
+        for ((pool, replica, _), scraped) in self.vllm.iter().zip(scrapes) {
+            let Some((version, m)) = scraped else {
+                continue;
+            };
+            let labels = [pool.as_str(), replica.as_str(), "vllm", version.as_str()];
+            if let Some(r) = m.kv_cache_usage_ratio {
+                self.kv_cache_usage.with_label_values(&labels).set(r);
+            }
+            if let Some(n) = m.requests_processing {
+                self.engine_requests_processing
+                    .with_label_values(&labels)
+                    .set(n as i64);
+            }
+            if let Some(n) = m.requests_deferred {
+                self.engine_requests_deferred
+                    .with_label_values(&labels)
+                    .set(n as i64);
+            }
+            if let Some(n) = m.prompt_tokens_total {
+                self.advance(&self.engine_prompt_tokens, "prompt", &labels, n as u64);
+            }
+            if let Some(n) = m.tokens_predicted_total {
+                self.advance(
+                    &self.engine_generated_tokens,
+                    "generated",
+                    &labels,
+                    n as u64,
+                );
+            }
+        }
     }
 
     /// Triton's version (`GET /v2`, once per server) and metrics for one replica; None when it
@@ -320,6 +411,7 @@ impl PmMetrics {
             }
         }
         self.triton_replicas().await;
+        self.vllm_replicas().await;
         if let Some(cat) = catalog {
             self.model_state.reset();
             match cat.list() {

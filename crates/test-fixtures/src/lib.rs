@@ -10,6 +10,7 @@ use std::path::PathBuf;
 
 pub mod api;
 pub mod triton;
+pub mod vllm;
 
 #[derive(Debug, Clone)]
 pub struct Engine {

@@ -16,6 +16,8 @@
 //!   cached under `~/.cache/llama-orch`, recorded in `provisioned.json` for the tests; and the
 //!   pinned `openai` Python package in `clients-venv` for the compatibility tests (`clients`);
 //!   and a real Triton Inference Server (`triton`; `--engine triton` provisions only that).
+//!   `--engine vllm` provisions a real vLLM (CPU build, 6+ GB; not part of the plain command)
+//!   and the test model converted for it (see `vllm`).
 //! - `package [--version-suffix S]` — the Debian packages `llama-orch` and
 //!   `llama-orch-llamacpp` in `target/debian/` (see `package`).
 //! - `vm-test [--only SCENARIO…]` — build the packages and the appliance image (cached) and run
@@ -31,6 +33,7 @@ mod pins;
 mod proofs;
 mod soak;
 mod triton;
+mod vllm;
 mod vmtest;
 
 use std::process::{Command, ExitCode};
@@ -463,6 +466,14 @@ fn main() -> ExitCode {
                 |()| true,
             )
         }
+        Some("fetch-engine") if rest == ["--engine", "vllm"] => vllm::fetch_vllm(&cache_dir())
+            .map_or_else(
+                |e| {
+                    eprintln!("xtask: fetch-engine --engine vllm failed: {e}");
+                    false
+                },
+                |()| true,
+            ),
         Some("fetch-engine") => fetch(),
         Some("build-plugins") => build_plugins(rest.contains(&"--check")),
         Some("regen") => proofs::regen(),
@@ -487,7 +498,7 @@ fn main() -> ExitCode {
         }
         _ => {
             eprintln!(
-                "usage: cargo xtask <ci | test | fetch-engine [--engine triton] | build-plugins [--check] | regen | spec-map | bench [--quick] [--peers [--synthetic]] | soak [--minutes N] | package [--version-suffix S] | vm-test [--only SCENARIO...]>"
+                "usage: cargo xtask <ci | test | fetch-engine [--engine triton|vllm] | build-plugins [--check] | regen | spec-map | bench [--quick] [--peers [--synthetic]] | soak [--minutes N] | package [--version-suffix S] | vm-test [--only SCENARIO...]>"
             );
             return ExitCode::from(2);
         }

@@ -493,10 +493,13 @@ fn validate(cfg: &Config, file: &str) -> Result<(), ConfigError> {
             }
             if let Some(url) = &r.engine_url {
                 let field = format!("{rp}.engine_url");
-                if pool.engine != api_types::Engine::Tgi {
+                if !matches!(
+                    pool.engine,
+                    api_types::Engine::Tgi | api_types::Engine::Vllm
+                ) {
                     return Err(bad(
                         field,
-                        "only for engine = \"tgi\" (other engines: an adapter daemon `endpoint`)"
+                        "only for engine = \"tgi\" or \"vllm\" (other engines: an adapter daemon `endpoint`)"
                             .into(),
                     ));
                 }
@@ -545,7 +548,8 @@ fn validate(cfg: &Config, file: &str) -> Result<(), ConfigError> {
                 }
                 (None, api_types::Engine::Mock) => {}
                 (None, api_types::Engine::Llamacpp) if pool.llamacpp.is_some() => {}
-                (None, api_types::Engine::Tgi) if r.engine_url.is_some() => {}
+                (None, api_types::Engine::Tgi | api_types::Engine::Vllm)
+                    if r.engine_url.is_some() => {}
                 (None, e) => {
                     return Err(bad(
                         format!("{rp}.endpoint"),
@@ -558,6 +562,9 @@ fn validate(cfg: &Config, file: &str) -> Result<(), ConfigError> {
                                 }
                                 api_types::Engine::Tgi => {
                                     " (or its engine_url: the TGI router, reached in-process)"
+                                }
+                                api_types::Engine::Vllm => {
+                                    " (or its engine_url: vLLM's OpenAI server, reached in-process)"
                                 }
                                 _ => "",
                             }
@@ -766,6 +773,27 @@ slots = 2
             err.contains("replicas[1].engine_port") && err.contains("8101"),
             "{err}"
         );
+    }
+
+    /// A vLLM replica is reached in-process through `engine_url` too (or a daemon `endpoint`).
+    #[test]
+    fn vllm_replica_engine_url() {
+        let vllm = GOOD.replace("engine = \"mock\"", "engine = \"vllm\"");
+        let err = parse_str(&vllm, "t.toml").unwrap_err().to_string();
+        assert!(err.contains("engine_url") && err.contains("vLLM"), "{err}");
+        let with = vllm.replace(
+            "slots = 2",
+            "slots = 2\nengine_url = \"http://127.0.0.1:8000\"",
+        );
+        let c = parse_str(&with, "t.toml").unwrap();
+        assert_eq!(c.pools[0].engine, api_types::Engine::Vllm);
+        assert_eq!(
+            c.pools[0].replicas[0].engine_url.as_deref(),
+            Some("http://127.0.0.1:8000")
+        );
+        let bad_url = vllm.replace("slots = 2", "slots = 2\nengine_url = \"https://v:8000\"");
+        let err = parse_str(&bad_url, "t.toml").unwrap_err().to_string();
+        assert!(err.contains("http://host:port"), "{err}");
     }
 
     /// A TGI replica is reached in-process through `engine_url` (or a daemon `endpoint`).

@@ -485,7 +485,8 @@ pub struct ReplicaConfig {
     pub endpoint: Option<String>,
     /// Base URL (`http://host:port`) of an engine run outside llama-orch that orchestratord
     /// reaches through its in-process adapter, without an adapter daemon (engine = "tgi": the
-    /// TGI router). Either this or `endpoint`.
+    /// TGI router; engine = "vllm": vLLM's OpenAI-compatible server). Either this or
+    /// `endpoint`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub engine_url: Option<String>,
     /// Loopback port of the llama-server that pool-managerd starts for this replica (pools

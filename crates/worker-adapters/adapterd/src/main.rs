@@ -14,6 +14,7 @@ use llamacpp_adapter::{LlamaCppAdapter, LlamaCppConfig};
 use mock_adapter::{MockAdapter, MockBehaviour};
 use tgi_adapter::{TgiAdapter, TgiConfig};
 use triton_adapter::{InputConvention, TritonAdapter, TritonConfig};
+use vllm_adapter::{VllmAdapter, VllmConfig};
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 enum EngineKind {
@@ -25,6 +26,8 @@ enum EngineKind {
     Tgi,
     /// NVIDIA Triton Inference Server at `--engine-url` (model `--triton-model`).
     Triton,
+    /// vLLM's OpenAI-compatible server at `--engine-url`.
+    Vllm,
 }
 
 /// `--triton-inputs`: the model's input convention.
@@ -47,8 +50,8 @@ struct Args {
     listen: String,
     #[arg(long, default_value = "mock:tiny")]
     model_ref: String,
-    /// Base URL of the engine (llamacpp, tgi, triton), e.g. http://127.0.0.1:8081.
-    #[arg(long, required_if_eq_any([("engine", "llamacpp"), ("engine", "tgi"), ("engine", "triton")]))]
+    /// Base URL of the engine (llamacpp, tgi, triton, vllm), e.g. http://127.0.0.1:8081.
+    #[arg(long, required_if_eq_any([("engine", "llamacpp"), ("engine", "tgi"), ("engine", "triton"), ("engine", "vllm")]))]
     engine_url: Option<String>,
     /// Triton: the model name in Triton's model repository.
     #[arg(long, required_if_eq("engine", "triton"))]
@@ -59,6 +62,9 @@ struct Args {
     /// Triton: the metrics endpoint (default: port 8002 of the engine URL's host).
     #[arg(long)]
     triton_metrics_url: Option<String>,
+    /// vLLM: the name to request (`--served-model-name`; default: the first `/v1/models` id).
+    #[arg(long)]
+    served_model_name: Option<String>,
     #[arg(long, default_value_t = 4)]
     slots: u32,
     #[arg(long, default_value_t = 4096)]
@@ -107,6 +113,15 @@ fn adapter(a: &Args) -> anyhow::Result<Arc<dyn WorkerAdapter>> {
             c.slots = a.slots;
             c.ctx_max = a.ctx_max;
             Arc::new(TritonAdapter::new(c)?)
+        }
+        EngineKind::Vllm => {
+            let mut c = VllmConfig::new(
+                a.engine_url.clone().unwrap_or_default(),
+                a.model_ref.clone(),
+            );
+            c.served_model_name = a.served_model_name.clone();
+            c.slots = a.slots;
+            Arc::new(VllmAdapter::new(c)?)
         }
         EngineKind::Mock => Arc::new(MockAdapter::new(
             a.model_ref.clone(),
