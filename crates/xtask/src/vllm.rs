@@ -164,7 +164,8 @@ fn pip(venv: &Path, args: &[&str], what: &str) -> Result<(), String> {
     let t = Instant::now();
     super::sh(
         Command::new(venv.join("bin/pip"))
-            .args(["install", "--quiet", "--disable-pip-version-check"])
+            // No pip cache: it would keep a second copy of the ~3.4 GB of wheels on CI's disk.
+            .args(["install", "--quiet", "--disable-pip-version-check", "--no-cache-dir"])
             .args(args),
         what,
     )?;
@@ -244,6 +245,9 @@ fn install_venv(cache: &Path, venv: &Path, python: &Path) -> Result<(), String> 
         "xtask:   import vllm: {}",
         String::from_utf8_lossy(&out.stdout).trim()
     );
+    // The venv is the cache; the two downloaded wheels (~660 MB) are not needed again.
+    let _ = std::fs::remove_file(&wheel);
+    let _ = std::fs::remove_file(&torch);
     Ok(())
 }
 
