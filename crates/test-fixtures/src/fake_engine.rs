@@ -83,3 +83,73 @@ pub fn bounded(e: &WorkerError, max_engine_message: usize) {
         e.message.len()
     );
 }
+
+/// The request the adapters' wire unit tests map (job `j`, prompt `p`, seed 7).
+pub fn wire_req(sampling: Option<api_types::Sampling>) -> GenerateRequest {
+    GenerateRequest {
+        job_id: "j".into(),
+        prompt: "p".into(),
+        messages: None,
+        sampling,
+        max_tokens: 8,
+        seed: 7,
+        sampler_profile_version: None,
+        strict_determinism: false,
+    }
+}
+
+/// A full sampler profile with `temperature` and the stop sequence `"\n\n"`.
+pub fn sampling(temperature: f32) -> api_types::Sampling {
+    api_types::Sampling {
+        profile: "v1".into(),
+        temperature,
+        top_p: 0.9,
+        top_k: 40,
+        min_p: 0.05,
+        repeat_penalty: 1.1,
+        stop: vec!["\n\n".into()],
+        grammar: None,
+        json_schema: None,
+    }
+}
+
+/// Each `(scenario, code)` is refused before a stream with `code` and a bounded message.
+pub async fn assert_refused(
+    a: &dyn WorkerAdapter,
+    cases: &[(&str, api_types::ErrorCode)],
+    max_engine_message: usize,
+) {
+    for &(scenario, code) in cases {
+        match run(a, scenario).await {
+            Outcome::Refused(e) => {
+                assert_eq!(e.code, code, "{scenario}: {e:?}");
+                bounded(&e, max_engine_message);
+            }
+            Outcome::Streamed { .. } => panic!("{scenario}: streamed"),
+        }
+    }
+}
+
+/// Each `(scenario, text)` streams `text`, then ends in a bounded WORKER_RESET and no end.
+pub async fn assert_reset_after(
+    a: &dyn WorkerAdapter,
+    cases: &[(&str, &str)],
+    max_engine_message: usize,
+) {
+    for &(scenario, want) in cases {
+        match run(a, scenario).await {
+            Outcome::Streamed { text, end, err } => {
+                assert_eq!(text, want, "{scenario}");
+                assert!(end.is_none(), "{scenario}");
+                let e = err.unwrap_or_else(|| panic!("{scenario}: no error"));
+                assert_eq!(
+                    e.code,
+                    api_types::ErrorCode::WorkerReset,
+                    "{scenario}: {e:?}"
+                );
+                bounded(&e, max_engine_message);
+            }
+            Outcome::Refused(e) => panic!("{scenario}: refused {e:?}"),
+        }
+    }
+}

@@ -129,7 +129,7 @@ async fn misbehaving_engine_gives_typed_bounded_errors() {
     let url = server((StatusCode::OK, ""), INFO).await;
     let a = TgiAdapter::new(TgiConfig::new(&url, "m")).unwrap();
     // Refused before the first token.
-    for (scenario, code) in [
+    let refused = [
         ("garbage", ErrorCode::WorkerReset),
         ("wrong-types", ErrorCode::WorkerReset),
         ("empty", ErrorCode::WorkerReset),
@@ -138,35 +138,17 @@ async fn misbehaving_engine_gives_typed_bounded_errors() {
         ("http-429", ErrorCode::ReplicaExhausted),
         ("http-500-html", ErrorCode::WorkerReset),
         ("http-422-huge", ErrorCode::InvalidParams),
-    ] {
-        match run(&a, scenario).await {
-            Outcome::Refused(e) => {
-                assert_eq!(e.code, code, "{scenario}: {e:?}");
-                bounded(&e);
-            }
-            Outcome::Streamed { .. } => panic!("{scenario}: streamed"),
-        }
-    }
+    ];
+    fake_engine::assert_refused(&a, &refused, MAX_ENGINE_MESSAGE_BYTES).await;
     // Tokens, then a typed error and no end.
-    for scenario in [
-        "garbage-mid",
-        "invalid-utf8",
-        "truncated",
-        "no-final",
-        "huge-error",
-    ] {
-        match run(&a, scenario).await {
-            Outcome::Streamed { text, end, err } => {
-                let want = if scenario == "no-final" { "ab" } else { "a" };
-                assert_eq!(text, want, "{scenario}");
-                assert!(end.is_none(), "{scenario}");
-                let e = err.unwrap_or_else(|| panic!("{scenario}: no error"));
-                assert_eq!(e.code, ErrorCode::WorkerReset, "{scenario}: {e:?}");
-                bounded(&e);
-            }
-            Outcome::Refused(e) => panic!("{scenario}: refused {e:?}"),
-        }
-    }
+    let reset = [
+        ("garbage-mid", "a"),
+        ("invalid-utf8", "a"),
+        ("truncated", "a"),
+        ("no-final", "ab"),
+        ("huge-error", "a"),
+    ];
+    fake_engine::assert_reset_after(&a, &reset, MAX_ENGINE_MESSAGE_BYTES).await;
     // Every job released its slot.
     assert_eq!(a.in_flight(), 0);
 }

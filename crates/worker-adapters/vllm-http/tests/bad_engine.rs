@@ -126,24 +126,17 @@ async fn misbehaving_engine_gives_typed_bounded_errors() {
     let url = server(StatusCode::OK, MODELS).await;
     let a = VllmAdapter::new(VllmConfig::new(&url, "m")).unwrap();
     // HTTP errors before any token, in both error shapes.
-    for (scenario, code) in [
+    let refused = [
         ("http-400-nested", ErrorCode::InvalidParams),
         ("http-400-flat", ErrorCode::InvalidParams),
         ("http-404", ErrorCode::Internal),
         ("http-500-html", ErrorCode::WorkerReset),
         ("http-503-empty", ErrorCode::PoolUnready),
         ("http-400-huge", ErrorCode::InvalidParams),
-    ] {
-        match run(&a, scenario).await {
-            Outcome::Refused(e) => {
-                assert_eq!(e.code, code, "{scenario}: {e:?}");
-                bounded(&e);
-            }
-            Outcome::Streamed { .. } => panic!("{scenario}: streamed"),
-        }
-    }
+    ];
+    fake_engine::assert_refused(&a, &refused, MAX_ENGINE_MESSAGE_BYTES).await;
     // Streams that end in a typed error and no end event.
-    for (scenario, want) in [
+    let reset = [
         ("garbage", ""),
         ("empty", ""),
         ("endless", ""),
@@ -155,18 +148,8 @@ async fn misbehaving_engine_gives_typed_bounded_errors() {
         ("done-no-finish", "a"),
         ("abort", "a"),
         ("huge-error", "a"),
-    ] {
-        match run(&a, scenario).await {
-            Outcome::Streamed { text, end, err } => {
-                assert_eq!(text, want, "{scenario}");
-                assert!(end.is_none(), "{scenario}");
-                let e = err.unwrap_or_else(|| panic!("{scenario}: no error"));
-                assert_eq!(e.code, ErrorCode::WorkerReset, "{scenario}: {e:?}");
-                bounded(&e);
-            }
-            Outcome::Refused(e) => panic!("{scenario}: refused {e:?}"),
-        }
-    }
+    ];
+    fake_engine::assert_reset_after(&a, &reset, MAX_ENGINE_MESSAGE_BYTES).await;
     // Every job released its slot.
     assert_eq!(a.in_flight(), 0);
 }

@@ -1,7 +1,7 @@
 //! Pieces every HTTP engine adapter that streams SSE needs (TGI, vLLM): [`EngineEvents`], the
 //! bounded `data:` payloads of a response body, and [`JobTable`], the slot and job
-//! bookkeeping behind `generate` and `cancel`. Engine-neutral: the engine's name only appears
-//! in error messages.
+//! bookkeeping behind `generate` and `cancel`; [`clip`] bounds engine text that reaches
+//! clients. Engine-neutral: the engine's name only appears in error messages.
 
 mod sse;
 
@@ -16,6 +16,21 @@ use tokio::sync::{Notify, watch};
 pub use sse::{MAX_EVENT_BYTES, SseError, SseParser};
 
 use crate::WorkerError;
+
+/// How much of an engine's error message reaches clients.
+pub const MAX_ENGINE_MESSAGE_BYTES: usize = 512;
+
+/// The longest prefix of `s` of at most `max` bytes that ends on a char boundary.
+pub fn clip(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
 
 /// The SSE data payloads of an engine's streamed response body, bounded in size. A body that
 /// breaks, ends inside an event or sends an event over [`MAX_EVENT_BYTES`] is WORKER_RESET.
