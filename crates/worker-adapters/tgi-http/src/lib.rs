@@ -74,11 +74,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 impl TgiAdapter {
     pub fn new(cfg: TgiConfig) -> Result<Self, WorkerError> {
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(5))
-            .tcp_nodelay(true)
-            .build()
-            .map_err(|e| WorkerError::new(ErrorCode::Internal, format!("http client: {e}")))?;
+        let http = adapter_api::engine_stream::http_client()?;
         Ok(TgiAdapter {
             cfg,
             http,

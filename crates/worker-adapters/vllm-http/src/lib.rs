@@ -93,11 +93,7 @@ const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
 
 impl VllmAdapter {
     pub fn new(cfg: VllmConfig) -> Result<Self, WorkerError> {
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(5))
-            .tcp_nodelay(true)
-            .build()
-            .map_err(|e| WorkerError::new(ErrorCode::Internal, format!("http client: {e}")))?;
+        let http = adapter_api::engine_stream::http_client()?;
         Ok(VllmAdapter {
             cfg,
             http,

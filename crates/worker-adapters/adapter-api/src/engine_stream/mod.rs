@@ -17,6 +17,16 @@ pub use sse::{MAX_EVENT_BYTES, SseError, SseParser};
 
 use crate::WorkerError;
 
+/// The HTTP client of an engine adapter: 5 s connect timeout, no Nagle delay (tokens are
+/// small writes).
+pub fn http_client() -> Result<reqwest::Client, WorkerError> {
+    reqwest::Client::builder()
+        .connect_timeout(std::time::Duration::from_secs(5))
+        .tcp_nodelay(true)
+        .build()
+        .map_err(|e| WorkerError::new(ErrorCode::Internal, format!("http client: {e}")))
+}
+
 /// How much of an engine's error message reaches clients.
 pub const MAX_ENGINE_MESSAGE_BYTES: usize = 512;
 
