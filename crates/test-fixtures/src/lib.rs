@@ -9,6 +9,7 @@
 use std::path::PathBuf;
 
 pub mod api;
+pub mod fake_engine;
 pub mod triton;
 pub mod vllm;
 

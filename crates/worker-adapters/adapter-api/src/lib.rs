@@ -2,11 +2,13 @@
 //! [`WorkerAdapter`] trait, and the worker protocol that carries it across a process boundary
 //! (HTTP + SSE over a unix socket or TCP): [`server::router`] exposes any adapter, and
 //! [`client::HttpWorker`] is an adapter that talks to such a server. [`prom`] parses engines'
-//! Prometheus text.
+//! Prometheus text; [`engine_stream`] holds what HTTP engine adapters share (a bounded SSE
+//! reader of an engine's response body, the job and slot table).
 //!
 //! Must not depend on any engine adapter or on orchestratord; engines depend on this crate.
 
 pub mod client;
+pub mod engine_stream;
 pub mod prom;
 pub mod server;
 

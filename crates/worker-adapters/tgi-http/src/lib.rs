@@ -16,24 +16,21 @@
 //! Depends on adapter-api only; the engine-native API never leaves this crate.
 
 mod metrics;
-mod sse;
 mod wire;
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use adapter_api::engine_stream::{EngineEvents, JobGuard, JobTable};
 use adapter_api::{
     GenerateRequest, WorkerAdapter, WorkerError, WorkerEvent, WorkerHealth, WorkerProperties,
     WorkerState, WorkerStream,
 };
 use api_types::{EndEvent, ErrorCode, FinishReason, TokenEvent};
-use futures::StreamExt;
-use tokio::sync::{Notify, mpsc, watch};
+use tokio::sync::{Notify, mpsc};
 
+pub use adapter_api::engine_stream::MAX_EVENT_BYTES;
 pub use metrics::TgiMetrics;
-pub use sse::MAX_EVENT_BYTES;
 pub use wire::{Info, MAX_ENGINE_MESSAGE_BYTES, Parameters, StreamDetails, StreamResponse};
 
 /// Tunables of the adapter.
@@ -60,19 +57,11 @@ impl TgiConfig {
     }
 }
 
-struct Job {
-    cancel: Arc<Notify>,
-    done: watch::Receiver<bool>,
-}
-
-type Jobs = Arc<Mutex<HashMap<String, Job>>>;
-
 pub struct TgiAdapter {
     cfg: TgiConfig,
     http: reqwest::Client,
     info: Mutex<Option<Info>>,
-    jobs: Jobs,
-    in_flight: Arc<AtomicU32>,
+    jobs: JobTable,
 }
 
 fn transport(e: reqwest::Error) -> WorkerError {
@@ -83,35 +72,14 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// Releases a job's record and in-flight count however its stream ends.
-struct JobGuard {
-    jobs: Jobs,
-    in_flight: Arc<AtomicU32>,
-    job_id: String,
-    done: watch::Sender<bool>,
-}
-
-impl Drop for JobGuard {
-    fn drop(&mut self) {
-        lock(&self.jobs).remove(&self.job_id);
-        self.in_flight.fetch_sub(1, Ordering::AcqRel);
-        let _ = self.done.send(true);
-    }
-}
-
 impl TgiAdapter {
     pub fn new(cfg: TgiConfig) -> Result<Self, WorkerError> {
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(5))
-            .tcp_nodelay(true)
-            .build()
-            .map_err(|e| WorkerError::new(ErrorCode::Internal, format!("http client: {e}")))?;
+        let http = adapter_api::engine_stream::http_client()?;
         Ok(TgiAdapter {
             cfg,
             http,
             info: Mutex::new(None),
-            jobs: Arc::new(Mutex::new(HashMap::new())),
-            in_flight: Arc::new(AtomicU32::new(0)),
+            jobs: JobTable::default(),
         })
     }
 
@@ -205,103 +173,10 @@ impl TgiAdapter {
 
     /// Streams the adapter holds open now.
     pub fn in_flight(&self) -> u32 {
-        self.in_flight.load(Ordering::Acquire)
-    }
-
-    fn claim(&self, job_id: &str, limit: u32) -> Result<JobGuard, WorkerError> {
-        let mut jobs = lock(&self.jobs);
-        if jobs.contains_key(job_id) {
-            return Err(WorkerError::new(
-                ErrorCode::InvalidParams,
-                "job_id already running",
-            ));
-        }
-        if self.in_flight.load(Ordering::Acquire) >= limit {
-            return Err(WorkerError::new(
-                ErrorCode::ReplicaExhausted,
-                format!("all {limit} tgi request slots are busy"),
-            ));
-        }
-        self.in_flight.fetch_add(1, Ordering::AcqRel);
-        let (done_tx, done_rx) = watch::channel(false);
-        jobs.insert(
-            job_id.to_string(),
-            Job {
-                cancel: Arc::new(Notify::new()),
-                done: done_rx,
-            },
-        );
-        Ok(JobGuard {
-            jobs: self.jobs.clone(),
-            in_flight: self.in_flight.clone(),
-            job_id: job_id.to_string(),
-            done: done_tx,
-        })
+        self.jobs.in_flight()
     }
 }
 
-/// The SSE data payloads of a `/generate_stream` body, bounded in size.
-struct Events {
-    body: futures::stream::BoxStream<'static, reqwest::Result<bytes::Bytes>>,
-    parser: sse::SseParser,
-    ready: std::collections::VecDeque<String>,
-    ended: bool,
-}
-
-impl Events {
-    fn new(resp: reqwest::Response) -> Self {
-        Events {
-            body: resp.bytes_stream().boxed(),
-            parser: sse::SseParser::default(),
-            ready: Default::default(),
-            ended: false,
-        }
-    }
-
-    /// The next event's data; `None` at a clean end of the body.
-    async fn next(&mut self) -> Option<Result<String, WorkerError>> {
-        loop {
-            if let Some(d) = self.ready.pop_front() {
-                return Some(Ok(d));
-            }
-            if self.ended {
-                return None;
-            }
-            match self.body.next().await {
-                None => {
-                    self.ended = true;
-                    if self.parser.pending() {
-                        return Some(Err(WorkerError::new(
-                            ErrorCode::WorkerReset,
-                            "tgi stream ended inside an event",
-                        )));
-                    }
-                    return None;
-                }
-                Some(Err(e)) => {
-                    self.ended = true;
-                    return Some(Err(WorkerError::new(
-                        ErrorCode::WorkerReset,
-                        format!("tgi stream broke: {e}"),
-                    )));
-                }
-                Some(Ok(b)) => match self.parser.push(&b) {
-                    Ok(evs) => self.ready.extend(evs),
-                    Err(sse::SseError::TooLarge) => {
-                        self.ended = true;
-                        return Some(Err(WorkerError::new(
-                            ErrorCode::WorkerReset,
-                            format!("tgi sent an event larger than {MAX_EVENT_BYTES} bytes"),
-                        )));
-                    }
-                },
-            }
-        }
-    }
-}
-
-/// Holds back text that may be the start of a stop sequence, so that a matched stop
-/// sequence (which TGI streams and keeps in `generated_text`) never reaches the client.
 #[derive(Debug, Default)]
 struct StopFilter {
     stops: Vec<String>,
@@ -411,11 +286,10 @@ impl WorkerAdapter for TgiAdapter {
     async fn generate(&self, req: GenerateRequest) -> Result<WorkerStream, WorkerError> {
         let params = Parameters::from_request(&req)?;
         let info = self.cached_info().await?;
-        let guard = self.claim(&req.job_id, self.slots_total(&info))?;
-        let cancel = lock(&self.jobs)
-            .get(&req.job_id)
-            .map(|j| j.cancel.clone())
-            .ok_or_else(|| WorkerError::new(ErrorCode::Internal, "job vanished"))?;
+        let guard = self
+            .jobs
+            .claim(&req.job_id, self.slots_total(&info), "tgi request slots")?;
+        let cancel = guard.cancel.clone();
         let stops = StopFilter::new(params.stop);
         let canceled = || WorkerError::new(ErrorCode::Canceled, "canceled before the first token");
         let rendered;
@@ -446,7 +320,7 @@ impl WorkerAdapter for TgiAdapter {
             ));
         }
         // TGI reports overload and validation as the first (and only) SSE event.
-        let mut events = Events::new(resp);
+        let mut events = EngineEvents::new("tgi", resp);
         let first = tokio::select! {
             e = events.next() => e,
             _ = cancel.notified() => return Err(canceled()),
@@ -470,15 +344,8 @@ impl WorkerAdapter for TgiAdapter {
     }
 
     async fn cancel(&self, job_id: &str) -> Result<(), WorkerError> {
-        let job = lock(&self.jobs)
-            .get(job_id)
-            .map(|j| (j.cancel.clone(), j.done.clone()));
-        let Some((cancel, mut done)) = job else {
-            return Ok(());
-        };
-        cancel.notify_one();
-        // The relay drops the response (closing the connection) before `done` is set.
-        let _ = done.wait_for(|d| *d).await;
+        // The relay drops the response (closing the connection) before the slot is free.
+        self.jobs.cancel(job_id).await;
         Ok(())
     }
 }
@@ -489,7 +356,7 @@ type Tx = mpsc::Sender<Result<WorkerEvent, WorkerError>>;
 /// and makes TGI drop the request) on the end, an error, a cancel or a consumer that left.
 async fn relay(
     first: StreamResponse,
-    mut events: Events,
+    mut events: EngineEvents,
     mut stops: StopFilter,
     tx: Tx,
     cancel: Arc<Notify>,

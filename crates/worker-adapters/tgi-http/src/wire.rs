@@ -5,6 +5,8 @@ use adapter_api::{GenerateRequest, WorkerError};
 use api_types::{ErrorCode, FinishReason};
 use serde::{Deserialize, Serialize};
 
+pub use adapter_api::engine_stream::{MAX_ENGINE_MESSAGE_BYTES, clip};
+
 /// `POST /generate_stream` body.
 #[derive(Debug, Serialize)]
 pub struct GenerateStreamRequest<'a> {
@@ -192,20 +194,6 @@ pub struct ErrorResponse {
     pub error_type: String,
 }
 
-/// How much of an engine's error message reaches clients.
-pub const MAX_ENGINE_MESSAGE_BYTES: usize = 512;
-
-pub fn clip(s: &str, max: usize) -> &str {
-    if s.len() <= max {
-        return s;
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
-}
-
 /// TGI's `error_type`s (router/src/infer/mod.rs) → public codes. `overloaded` is backpressure
 /// (REPLICA_EXHAUSTED, retried by the scheduler); validation-like types are the client's
 /// (INVALID_PARAMS); a failed or cut generation is the engine's (WORKER_RESET).
@@ -291,38 +279,12 @@ pub fn parse_event(data: &str) -> Event {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+    use test_fixtures::fake_engine::{sampling, wire_req as req};
 
     // The two events of tgi.md, byte for byte.
     const TOKEN: &str = r#"{"index":1,"token":{"id":1034,"text":" the","logprob":-0.52,"special":false},"generated_text":null,"details":null}"#;
     const LAST: &str = r#"{"index":8,"token":{"id":2,"text":"</s>","logprob":-0.1,"special":true},"generated_text":"full text","details":{"finish_reason":"eos_token","generated_tokens":8,"seed":42,"input_length":5}}"#;
     const OVERLOADED: &str = r#"{"error":"Model is overloaded","error_type":"overloaded"}"#;
-
-    fn req(sampling: Option<api_types::Sampling>) -> GenerateRequest {
-        GenerateRequest {
-            job_id: "j".into(),
-            prompt: "p".into(),
-            messages: None,
-            sampling,
-            max_tokens: 8,
-            seed: 7,
-            sampler_profile_version: None,
-            strict_determinism: false,
-        }
-    }
-
-    fn sampling(temperature: f32) -> api_types::Sampling {
-        api_types::Sampling {
-            profile: "v1".into(),
-            temperature,
-            top_p: 0.9,
-            top_k: 40,
-            min_p: 0.05,
-            repeat_penalty: 1.1,
-            stop: vec!["\n\n".into()],
-            grammar: None,
-            json_schema: None,
-        }
-    }
 
     #[test]
     fn parses_the_documented_events() {

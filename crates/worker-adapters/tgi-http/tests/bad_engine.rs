@@ -2,17 +2,15 @@
 //! without a final event, oversized errors and events, odd framing. The adapter always ends
 //! with a typed, bounded error or a well-formed end — never a panic, never unbounded memory.
 
-use std::time::Duration;
-
-use adapter_api::{GenerateRequest, WorkerAdapter, WorkerError, WorkerEvent, WorkerState};
+use adapter_api::{WorkerAdapter, WorkerError, WorkerState};
 use api_types::{ErrorCode, FinishReason};
 use axum::Router;
-use axum::body::{Body, Bytes};
+use axum::body::Bytes;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use futures::StreamExt;
 use llorch_tgi_adapter::{MAX_ENGINE_MESSAGE_BYTES, TgiAdapter, TgiConfig};
+use test_fixtures::fake_engine::{self, Outcome, req, run};
 
 const INFO: &str = r#"{"model_id":"bad/engine","max_concurrent_requests":4,"max_best_of":2,"max_stop_sequences":4,"max_input_tokens":511,"max_total_tokens":512,"validation_workers":2,"max_client_batch_size":4,"router":"text-generation-router","version":"3.3.6-dev0","sha":null,"docker_label":null}"#;
 
@@ -24,15 +22,7 @@ fn tok(i: u32, text: &str) -> String {
 }
 
 fn sse(parts: Vec<Vec<u8>>) -> Response {
-    let s = futures::stream::iter(
-        parts
-            .into_iter()
-            .map(|p| Ok::<_, std::io::Error>(Bytes::from(p))),
-    );
-    Response::builder()
-        .header("content-type", "text/event-stream")
-        .body(Body::from_stream(s))
-        .unwrap()
+    fake_engine::sse("text/event-stream", parts)
 }
 
 async fn generate_stream(body: Bytes) -> Response {
@@ -127,59 +117,11 @@ async fn server(health: (StatusCode, &'static str), info: &'static str) -> Strin
             get(|| async { "tgi_queue_size {\ntgi_batch_current_size 3\n\u{0}garbage" }),
         )
         .route("/generate_stream", post(generate_stream));
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", l.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(l, app).await });
-    url
-}
-
-fn req(prompt: &str) -> GenerateRequest {
-    GenerateRequest {
-        job_id: prompt.into(),
-        prompt: prompt.into(),
-        messages: None,
-        sampling: None,
-        max_tokens: 8,
-        seed: 1,
-        sampler_profile_version: None,
-        strict_determinism: false,
-    }
-}
-
-enum Outcome {
-    Refused(WorkerError),
-    Streamed {
-        text: String,
-        end: Option<api_types::EndEvent>,
-        err: Option<WorkerError>,
-    },
-}
-
-async fn run(a: &TgiAdapter, prompt: &str) -> Outcome {
-    let mut s = match a.generate(req(prompt)).await {
-        Ok(s) => s,
-        Err(e) => return Outcome::Refused(e),
-    };
-    let (mut text, mut end, mut err) = (String::new(), None, None);
-    while let Some(ev) = tokio::time::timeout(Duration::from_secs(10), s.next())
-        .await
-        .expect("stream stalled")
-    {
-        match ev {
-            Ok(WorkerEvent::Token(t)) => text.push_str(&t.t),
-            Ok(WorkerEvent::End(e)) => end = Some(e),
-            Err(e) => err = Some(e),
-        }
-    }
-    Outcome::Streamed { text, end, err }
+    fake_engine::serve(app).await
 }
 
 fn bounded(e: &WorkerError) {
-    assert!(
-        e.message.len() <= 100 + MAX_ENGINE_MESSAGE_BYTES,
-        "unbounded message: {} bytes",
-        e.message.len()
-    );
+    fake_engine::bounded(e, MAX_ENGINE_MESSAGE_BYTES)
 }
 
 #[tokio::test]
@@ -187,7 +129,7 @@ async fn misbehaving_engine_gives_typed_bounded_errors() {
     let url = server((StatusCode::OK, ""), INFO).await;
     let a = TgiAdapter::new(TgiConfig::new(&url, "m")).unwrap();
     // Refused before the first token.
-    for (scenario, code) in [
+    let refused = [
         ("garbage", ErrorCode::WorkerReset),
         ("wrong-types", ErrorCode::WorkerReset),
         ("empty", ErrorCode::WorkerReset),
@@ -196,35 +138,17 @@ async fn misbehaving_engine_gives_typed_bounded_errors() {
         ("http-429", ErrorCode::ReplicaExhausted),
         ("http-500-html", ErrorCode::WorkerReset),
         ("http-422-huge", ErrorCode::InvalidParams),
-    ] {
-        match run(&a, scenario).await {
-            Outcome::Refused(e) => {
-                assert_eq!(e.code, code, "{scenario}: {e:?}");
-                bounded(&e);
-            }
-            Outcome::Streamed { .. } => panic!("{scenario}: streamed"),
-        }
-    }
+    ];
+    fake_engine::assert_refused(&a, &refused, MAX_ENGINE_MESSAGE_BYTES).await;
     // Tokens, then a typed error and no end.
-    for scenario in [
-        "garbage-mid",
-        "invalid-utf8",
-        "truncated",
-        "no-final",
-        "huge-error",
-    ] {
-        match run(&a, scenario).await {
-            Outcome::Streamed { text, end, err } => {
-                let want = if scenario == "no-final" { "ab" } else { "a" };
-                assert_eq!(text, want, "{scenario}");
-                assert!(end.is_none(), "{scenario}");
-                let e = err.unwrap_or_else(|| panic!("{scenario}: no error"));
-                assert_eq!(e.code, ErrorCode::WorkerReset, "{scenario}: {e:?}");
-                bounded(&e);
-            }
-            Outcome::Refused(e) => panic!("{scenario}: refused {e:?}"),
-        }
-    }
+    let reset = [
+        ("garbage-mid", "a"),
+        ("invalid-utf8", "a"),
+        ("truncated", "a"),
+        ("no-final", "ab"),
+        ("huge-error", "a"),
+    ];
+    fake_engine::assert_reset_after(&a, &reset, MAX_ENGINE_MESSAGE_BYTES).await;
     // Every job released its slot.
     assert_eq!(a.in_flight(), 0);
 }

@@ -18,24 +18,21 @@
 //! Depends on adapter-api only; the engine-native API never leaves this crate.
 
 mod metrics;
-mod sse;
 mod wire;
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use adapter_api::engine_stream::{EngineEvents, JobGuard, JobTable};
 use adapter_api::{
     GenerateRequest, WorkerAdapter, WorkerError, WorkerEvent, WorkerHealth, WorkerProperties,
     WorkerState, WorkerStream,
 };
 use api_types::{EndEvent, ErrorCode, FinishReason, TokenEvent};
-use futures::StreamExt;
-use tokio::sync::{Notify, mpsc, watch};
+use tokio::sync::{Notify, mpsc};
 
+pub use adapter_api::engine_stream::MAX_EVENT_BYTES;
 pub use metrics::VllmMetrics;
-pub use sse::MAX_EVENT_BYTES;
 pub use wire::{
     Chunk, CompletionRequest, MAX_ENGINE_MESSAGE_BYTES, ModelCard, engine_seed, error_from_body,
     parse_event,
@@ -66,19 +63,11 @@ impl VllmConfig {
     }
 }
 
-struct Job {
-    cancel: Arc<Notify>,
-    done: watch::Receiver<bool>,
-}
-
-type Jobs = Arc<Mutex<HashMap<String, Job>>>;
-
 pub struct VllmAdapter {
     cfg: VllmConfig,
     http: reqwest::Client,
     model: Mutex<Option<ModelCard>>,
-    jobs: Jobs,
-    in_flight: Arc<AtomicU32>,
+    jobs: JobTable,
 }
 
 fn transport(e: reqwest::Error) -> WorkerError {
@@ -99,38 +88,17 @@ fn bad_json(what: &str, e: serde_json::Error) -> WorkerError {
     )
 }
 
-/// Releases a job's record and in-flight count however its stream ends.
-struct JobGuard {
-    jobs: Jobs,
-    in_flight: Arc<AtomicU32>,
-    job_id: String,
-    done: watch::Sender<bool>,
-}
-
-impl Drop for JobGuard {
-    fn drop(&mut self) {
-        lock(&self.jobs).remove(&self.job_id);
-        self.in_flight.fetch_sub(1, Ordering::AcqRel);
-        let _ = self.done.send(true);
-    }
-}
-
 /// Bodies the adapter reads whole (`/v1/models`, `/version`, `/metrics`, error answers).
 const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
 
 impl VllmAdapter {
     pub fn new(cfg: VllmConfig) -> Result<Self, WorkerError> {
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(5))
-            .tcp_nodelay(true)
-            .build()
-            .map_err(|e| WorkerError::new(ErrorCode::Internal, format!("http client: {e}")))?;
+        let http = adapter_api::engine_stream::http_client()?;
         Ok(VllmAdapter {
             cfg,
             http,
             model: Mutex::new(None),
-            jobs: Arc::new(Mutex::new(HashMap::new())),
-            in_flight: Arc::new(AtomicU32::new(0)),
+            jobs: JobTable::default(),
         })
     }
 
@@ -229,99 +197,7 @@ impl VllmAdapter {
 
     /// Streams the adapter holds open now.
     pub fn in_flight(&self) -> u32 {
-        self.in_flight.load(Ordering::Acquire)
-    }
-
-    fn claim(&self, job_id: &str) -> Result<JobGuard, WorkerError> {
-        let limit = self.cfg.slots.max(1);
-        let mut jobs = lock(&self.jobs);
-        if jobs.contains_key(job_id) {
-            return Err(WorkerError::new(
-                ErrorCode::InvalidParams,
-                "job_id already running",
-            ));
-        }
-        if self.in_flight.load(Ordering::Acquire) >= limit {
-            return Err(WorkerError::new(
-                ErrorCode::ReplicaExhausted,
-                format!("all {limit} vllm slots are busy"),
-            ));
-        }
-        self.in_flight.fetch_add(1, Ordering::AcqRel);
-        let (done_tx, done_rx) = watch::channel(false);
-        jobs.insert(
-            job_id.to_string(),
-            Job {
-                cancel: Arc::new(Notify::new()),
-                done: done_rx,
-            },
-        );
-        Ok(JobGuard {
-            jobs: self.jobs.clone(),
-            in_flight: self.in_flight.clone(),
-            job_id: job_id.to_string(),
-            done: done_tx,
-        })
-    }
-}
-
-/// The SSE data payloads of a completion stream, bounded in size.
-struct Events {
-    body: futures::stream::BoxStream<'static, reqwest::Result<bytes::Bytes>>,
-    parser: sse::SseParser,
-    ready: std::collections::VecDeque<String>,
-    ended: bool,
-}
-
-impl Events {
-    fn new(resp: reqwest::Response) -> Self {
-        Events {
-            body: resp.bytes_stream().boxed(),
-            parser: sse::SseParser::default(),
-            ready: Default::default(),
-            ended: false,
-        }
-    }
-
-    /// The next event's data; `None` at a clean end of the body.
-    async fn next(&mut self) -> Option<Result<String, WorkerError>> {
-        loop {
-            if let Some(d) = self.ready.pop_front() {
-                return Some(Ok(d));
-            }
-            if self.ended {
-                return None;
-            }
-            match self.body.next().await {
-                None => {
-                    self.ended = true;
-                    if self.parser.pending() {
-                        return Some(Err(WorkerError::new(
-                            ErrorCode::WorkerReset,
-                            "vllm stream ended inside an event",
-                        )));
-                    }
-                    return None;
-                }
-                Some(Err(e)) => {
-                    self.ended = true;
-                    return Some(Err(WorkerError::new(
-                        ErrorCode::WorkerReset,
-                        format!("vllm stream broke: {e}"),
-                    )));
-                }
-                Some(Ok(b)) => match self.parser.push(&b) {
-                    Ok(evs) => self.ready.extend(evs),
-                    Err(sse::SseError::TooLarge) => {
-                        self.ended = true;
-                        return Some(Err(WorkerError::new(
-                            ErrorCode::WorkerReset,
-                            format!("vllm sent an event larger than {MAX_EVENT_BYTES} bytes"),
-                        )));
-                    }
-                },
-            }
-        }
+        self.jobs.in_flight()
     }
 }
 
@@ -384,11 +260,10 @@ impl WorkerAdapter for VllmAdapter {
     async fn generate(&self, req: GenerateRequest) -> Result<WorkerStream, WorkerError> {
         let card = self.cached_model().await?;
         let body = CompletionRequest::from_request(&req, &card.id)?;
-        let guard = self.claim(&req.job_id)?;
-        let cancel = lock(&self.jobs)
-            .get(&req.job_id)
-            .map(|j| j.cancel.clone())
-            .ok_or_else(|| WorkerError::new(ErrorCode::Internal, "job vanished"))?;
+        let guard = self
+            .jobs
+            .claim(&req.job_id, self.cfg.slots.max(1), "vllm slots")?;
+        let cancel = guard.cancel.clone();
         let path = if req.messages.is_some() {
             "/v1/chat/completions"
         } else {
@@ -411,20 +286,13 @@ impl WorkerAdapter for VllmAdapter {
             ));
         }
         let (tx, rx) = mpsc::channel(64);
-        tokio::spawn(relay(Events::new(resp), tx, cancel, guard));
+        tokio::spawn(relay(EngineEvents::new("vllm", resp), tx, cancel, guard));
         Ok(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx)))
     }
 
     async fn cancel(&self, job_id: &str) -> Result<(), WorkerError> {
-        let job = lock(&self.jobs)
-            .get(job_id)
-            .map(|j| (j.cancel.clone(), j.done.clone()));
-        let Some((cancel, mut done)) = job else {
-            return Ok(());
-        };
-        cancel.notify_one();
-        // The relay drops the response (closing the connection) before `done` is set.
-        let _ = done.wait_for(|d| *d).await;
+        // The relay drops the response (closing the connection) before the slot is free.
+        self.jobs.cancel(job_id).await;
         Ok(())
     }
 }
@@ -435,7 +303,7 @@ type Tx = mpsc::Sender<Result<WorkerEvent, WorkerError>>;
 /// connection and makes vLLM abort the request) on the end, an error, a cancel or a consumer
 /// that left. The end is sent at `[DONE]` (or a clean close) after a finish reason; a stream
 /// that ends without one is WORKER_RESET.
-async fn relay(mut events: Events, tx: Tx, cancel: Arc<Notify>, _guard: JobGuard) {
+async fn relay(mut events: EngineEvents, tx: Tx, cancel: Arc<Notify>, _guard: JobGuard) {
     let started = Instant::now();
     let mut i: u32 = 0;
     let mut finish: Option<FinishReason> = None;

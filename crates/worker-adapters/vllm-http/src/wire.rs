@@ -6,6 +6,8 @@ use adapter_api::{GenerateRequest, WorkerError};
 use api_types::{ErrorCode, FinishReason};
 use serde::{Deserialize, Serialize};
 
+pub use adapter_api::engine_stream::{MAX_ENGINE_MESSAGE_BYTES, clip};
+
 /// `stream_options`: the usage chunk (`choices: []`) before `[DONE]` carries the token counts.
 #[derive(Debug, Serialize, PartialEq)]
 pub struct StreamOptions {
@@ -243,20 +245,6 @@ struct Flat {
 #[derive(Debug, Clone, Deserialize)]
 struct Detail {
     detail: serde_json::Value,
-}
-
-/// How much of an engine's error message reaches clients.
-pub const MAX_ENGINE_MESSAGE_BYTES: usize = 512;
-
-pub fn clip(s: &str, max: usize) -> &str {
-    if s.len() <= max {
-        return s;
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
 }
 
 /// Parses either error shape.

@@ -3,17 +3,15 @@
 //! adapter always ends with a typed, bounded error or a well-formed end — never a panic, never
 //! unbounded memory.
 
-use std::time::Duration;
-
-use adapter_api::{GenerateRequest, WorkerAdapter, WorkerError, WorkerEvent, WorkerState};
+use adapter_api::{WorkerAdapter, WorkerError, WorkerState};
 use api_types::{ErrorCode, FinishReason};
 use axum::Router;
-use axum::body::{Body, Bytes};
+use axum::body::Bytes;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use futures::StreamExt;
 use llorch_vllm_adapter::{MAX_ENGINE_MESSAGE_BYTES, VllmAdapter, VllmConfig};
+use test_fixtures::fake_engine::{self, Outcome, req, run};
 
 const MODELS: &str = r#"{"object":"list","data":[{"id":"smollm2-135m","object":"model","created":1796229275,"owned_by":"vllm","root":"models/smollm2-135m-instruct-hf","parent":null,"max_model_len":2048,"permission":[]}]}"#;
 
@@ -28,15 +26,7 @@ fn tok(text: &str, finish: Option<&str>) -> String {
 const USAGE: &str = "data: {\"id\":\"cmpl-1\",\"object\":\"text_completion\",\"created\":1,\"model\":\"smollm2-135m\",\"choices\":[],\"usage\":{\"prompt_tokens\":5,\"total_tokens\":8,\"completion_tokens\":3},\"system_fingerprint\":\"vllm-0.32.0-94b7464a\"}\n\n";
 
 fn sse(parts: Vec<Vec<u8>>) -> Response {
-    let s = futures::stream::iter(
-        parts
-            .into_iter()
-            .map(|p| Ok::<_, std::io::Error>(Bytes::from(p))),
-    );
-    Response::builder()
-        .header("content-type", "text/event-stream; charset=utf-8")
-        .body(Body::from_stream(s))
-        .unwrap()
+    fake_engine::sse("text/event-stream; charset=utf-8", parts)
 }
 
 async fn completions(body: Bytes) -> Response {
@@ -124,59 +114,11 @@ async fn server(health: StatusCode, models: &'static str) -> String {
             }),
         )
         .route("/v1/completions", post(completions));
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", l.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(l, app).await });
-    url
-}
-
-fn req(prompt: &str) -> GenerateRequest {
-    GenerateRequest {
-        job_id: prompt.into(),
-        prompt: prompt.into(),
-        messages: None,
-        sampling: None,
-        max_tokens: 8,
-        seed: 1,
-        sampler_profile_version: None,
-        strict_determinism: false,
-    }
-}
-
-enum Outcome {
-    Refused(WorkerError),
-    Streamed {
-        text: String,
-        end: Option<api_types::EndEvent>,
-        err: Option<WorkerError>,
-    },
-}
-
-async fn run(a: &VllmAdapter, prompt: &str) -> Outcome {
-    let mut s = match a.generate(req(prompt)).await {
-        Ok(s) => s,
-        Err(e) => return Outcome::Refused(e),
-    };
-    let (mut text, mut end, mut err) = (String::new(), None, None);
-    while let Some(ev) = tokio::time::timeout(Duration::from_secs(10), s.next())
-        .await
-        .expect("stream stalled")
-    {
-        match ev {
-            Ok(WorkerEvent::Token(t)) => text.push_str(&t.t),
-            Ok(WorkerEvent::End(e)) => end = Some(e),
-            Err(e) => err = Some(e),
-        }
-    }
-    Outcome::Streamed { text, end, err }
+    fake_engine::serve(app).await
 }
 
 fn bounded(e: &WorkerError) {
-    assert!(
-        e.message.len() <= 100 + MAX_ENGINE_MESSAGE_BYTES,
-        "unbounded message: {} bytes",
-        e.message.len()
-    );
+    fake_engine::bounded(e, MAX_ENGINE_MESSAGE_BYTES)
 }
 
 #[tokio::test]
@@ -184,24 +126,17 @@ async fn misbehaving_engine_gives_typed_bounded_errors() {
     let url = server(StatusCode::OK, MODELS).await;
     let a = VllmAdapter::new(VllmConfig::new(&url, "m")).unwrap();
     // HTTP errors before any token, in both error shapes.
-    for (scenario, code) in [
+    let refused = [
         ("http-400-nested", ErrorCode::InvalidParams),
         ("http-400-flat", ErrorCode::InvalidParams),
         ("http-404", ErrorCode::Internal),
         ("http-500-html", ErrorCode::WorkerReset),
         ("http-503-empty", ErrorCode::PoolUnready),
         ("http-400-huge", ErrorCode::InvalidParams),
-    ] {
-        match run(&a, scenario).await {
-            Outcome::Refused(e) => {
-                assert_eq!(e.code, code, "{scenario}: {e:?}");
-                bounded(&e);
-            }
-            Outcome::Streamed { .. } => panic!("{scenario}: streamed"),
-        }
-    }
+    ];
+    fake_engine::assert_refused(&a, &refused, MAX_ENGINE_MESSAGE_BYTES).await;
     // Streams that end in a typed error and no end event.
-    for (scenario, want) in [
+    let reset = [
         ("garbage", ""),
         ("empty", ""),
         ("endless", ""),
@@ -213,18 +148,8 @@ async fn misbehaving_engine_gives_typed_bounded_errors() {
         ("done-no-finish", "a"),
         ("abort", "a"),
         ("huge-error", "a"),
-    ] {
-        match run(&a, scenario).await {
-            Outcome::Streamed { text, end, err } => {
-                assert_eq!(text, want, "{scenario}");
-                assert!(end.is_none(), "{scenario}");
-                let e = err.unwrap_or_else(|| panic!("{scenario}: no error"));
-                assert_eq!(e.code, ErrorCode::WorkerReset, "{scenario}: {e:?}");
-                bounded(&e);
-            }
-            Outcome::Refused(e) => panic!("{scenario}: refused {e:?}"),
-        }
-    }
+    ];
+    fake_engine::assert_reset_after(&a, &reset, MAX_ENGINE_MESSAGE_BYTES).await;
     // Every job released its slot.
     assert_eq!(a.in_flight(), 0);
 }

@@ -1,5 +1,6 @@
 use super::*;
 use proptest::prelude::*;
+use test_fixtures::fake_engine::{sampling, wire_req as req};
 
 // Real captures from vLLM 0.32.0 (shared/engines/vllm-here.md), byte for byte.
 const TOKEN: &str = r#"{"id":"cmpl-8d7bc85d791b8b85","object":"text_completion","created":1796229276,"model":"smollm2-135m","choices":[{"index":0,"text":" Paris","logprobs":null,"finish_reason":null,"stop_reason":null,"prompt_token_ids":null,"token_ids":null}]}"#;
@@ -9,33 +10,6 @@ const STOPPED: &str = r#"{"id":"cmpl-9a5adb376627c489","object":"text_completion
 const TOO_MANY: &str = r#"{"error":{"message":"max_tokens=100000 cannot be greater than max_model_len=2048. Please request fewer output tokens. (parameter=max_tokens, value=100000)","type":"BadRequestError","param":"max_tokens","code":400}}"#;
 const NO_MODEL: &str = r#"{"error":{"message":"The model `nope` does not exist. Valid aliases: smollm2-135m.","type":"NotFoundError","param":"model","code":404}}"#;
 const MODELS: &str = r#"{"object":"list","data":[{"id":"smollm2-135m","object":"model","created":1796229275,"owned_by":"vllm","root":"models/smollm2-135m-instruct-hf","parent":null,"max_model_len":2048,"permission":[{"id":"modelperm-8a83b4a6a45740e3","object":"model_permission"}]}]}"#;
-
-fn req(sampling: Option<api_types::Sampling>) -> GenerateRequest {
-    GenerateRequest {
-        job_id: "j".into(),
-        prompt: "p".into(),
-        messages: None,
-        sampling,
-        max_tokens: 8,
-        seed: 7,
-        sampler_profile_version: None,
-        strict_determinism: false,
-    }
-}
-
-fn sampling(temperature: f32) -> api_types::Sampling {
-    api_types::Sampling {
-        profile: "v1".into(),
-        temperature,
-        top_p: 0.9,
-        top_k: 40,
-        min_p: 0.05,
-        repeat_penalty: 1.1,
-        stop: vec!["\n\n".into()],
-        grammar: None,
-        json_schema: None,
-    }
-}
 
 #[test]
 fn parses_the_captured_chunks() {

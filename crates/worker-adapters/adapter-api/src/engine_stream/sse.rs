@@ -1,12 +1,14 @@
-//! A bounded SSE reader for vLLM's OpenAI streams: `data: {json}` events, `:` comments skipped,
-//! LF or CRLF line ends. Unlike a general SSE client it refuses an event larger than
+//! A bounded SSE reader for engines' token streams (TGI's `/generate_stream`, vLLM's OpenAI
+//! streams): `data: {json}` and the older `data:{json}` framing, `:` keep-alive comments
+//! skipped, LF or CRLF line ends. Unlike a general SSE client it refuses an event larger than
 //! [`MAX_EVENT_BYTES`], so an engine that never ends a line cannot grow the adapter's memory
 //! without bound.
 
 use bytes::BytesMut;
 
-/// The largest event the adapter accepts (a token chunk is well under 1 KiB; with a stop
-/// string the last chunk carries the held-back text, so allow long ones).
+/// The largest event an adapter accepts (a token event is well under 1 KiB; TGI's final event
+/// carries the whole `generated_text` and vLLM's last chunk with a stop string the held-back
+/// text, so allow long outputs).
 pub const MAX_EVENT_BYTES: usize = 4 * 1024 * 1024;
 
 #[derive(Debug, Default)]
@@ -70,7 +72,7 @@ impl SseParser {
                     return Err(SseError::TooLarge);
                 }
             }
-            // `event`, `id`, `retry`: vLLM sends none; ignored.
+            // `event`, `id`, `retry`: TGI and vLLM send none; ignored.
         }
         self.scanned = self.buf.len();
         if self.buf.len() + self.data.len() > MAX_EVENT_BYTES {
