@@ -165,7 +165,12 @@ fn pip(venv: &Path, args: &[&str], what: &str) -> Result<(), String> {
     super::sh(
         Command::new(venv.join("bin/pip"))
             // No pip cache: it would keep a second copy of the ~3.4 GB of wheels on CI's disk.
-            .args(["install", "--quiet", "--disable-pip-version-check", "--no-cache-dir"])
+            .args([
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                "--no-cache-dir",
+            ])
             .args(args),
         what,
     )?;
