@@ -42,13 +42,7 @@ struct Outcome {
 
 /// `POST /v1/tasks` with `Accept: text/event-stream` (admission and stream in one response);
 /// reads the stream to its end, timing the first token and the whole task.
-async fn run_task(
-    s: &Server,
-    id: &str,
-    model_ref: &str,
-    engine: &str,
-    max_tokens: u32,
-) -> Outcome {
+async fn run_task(s: &Server, id: &str, model_ref: &str, engine: &str, max_tokens: u32) -> Outcome {
     let body = serde_json::json!({
         "task_id": id, "workload": "completion", "model_ref": model_ref, "engine": engine,
         "ctx": 512, "prompt": "The capital of France is", "max_tokens": max_tokens, "seed": 5
@@ -261,18 +255,29 @@ engine_url = "{tgi}"
         versions.push(r["engine_version"].as_str().unwrap_or("?").to_string());
     }
 
-    // One task per pool, same prompt and seed.
+    // Two tasks per pool (the first one on a cold engine, then warm), same prompt and seed.
     let mut rows = Vec::new();
-    for (pool, engine, model_ref) in POOLS {
-        let id = format!("mixed-{pool}");
-        let o = run_task(&s, &id, model_ref, engine, 12).await;
-        let tokens = o.events.iter().filter(|(n, _)| n == "token").count();
-        assert!(tokens >= 1, "{pool}: no token: {:?}", o.events);
-        let (last, data) = o.events.last().unwrap();
-        assert_eq!(last, "end", "{pool}: {:?}", o.events);
-        assert!(data.contains("\"tokens_out\":"), "{pool}: {data}");
-        eprintln!("{pool}: {:?}", text(&o.events));
-        rows.push((pool, engine, tokens, o.first_token.unwrap(), o.total));
+    for run in ["cold", "warm"] {
+        for (i, (pool, engine, model_ref)) in POOLS.into_iter().enumerate() {
+            let id = format!("mixed-{pool}-{run}");
+            let o = run_task(&s, &id, model_ref, engine, 12).await;
+            let tokens = o.events.iter().filter(|(n, _)| n == "token").count();
+            assert!(tokens >= 1, "{id}: no token: {:?}", o.events);
+            let (last, data) = o.events.last().unwrap();
+            assert_eq!(last, "end", "{id}: {:?}", o.events);
+            assert!(data.contains("\"tokens_out\":"), "{id}: {data}");
+            eprintln!("{id}: {:?}", text(&o.events));
+            let row = (
+                pool,
+                engine,
+                run,
+                tokens,
+                o.first_token.unwrap(),
+                o.total,
+                i,
+            );
+            rows.push(row);
+        }
     }
 
     // Completed tasks counted per pool, with the pool's engine label.
@@ -296,7 +301,11 @@ engine_url = "{tgi}"
         "ctx": 512, "prompt": "Once upon a time,", "max_tokens": 400, "seed": 5
     });
     assert_eq!(s.submit(DATA_KEY, body).await.status(), 202);
-    let mut open = s.stream(DATA_KEY, "mixed-cancel").await.bytes_stream().eventsource();
+    let mut open = s
+        .stream(DATA_KEY, "mixed-cancel")
+        .await
+        .bytes_stream()
+        .eventsource();
     loop {
         let ev = tokio::time::timeout(Duration::from_secs(60), open.next())
             .await
@@ -318,7 +327,10 @@ engine_url = "{tgi}"
     drop(open);
     let evs = common::read_events(s.stream(DATA_KEY, "mixed-cancel").await).await;
     let (last, data) = evs.last().unwrap();
-    assert_eq!((last.as_str(), &data["code"]), ("error", &serde_json::json!("CANCELED")));
+    assert_eq!(
+        (last.as_str(), &data["code"]),
+        ("error", &serde_json::json!("CANCELED"))
+    );
     let h: serde_json::Value = s
         .get(CONTROL_KEY, "/v1/pools/llamacpp/health")
         .await
@@ -327,11 +339,12 @@ engine_url = "{tgi}"
         .unwrap();
     assert_eq!(h["replicas"][0]["slots_busy"], 0, "{h}");
 
-    eprintln!("\n| pool | engine | engine_version | tokens | first token ms | total ms |");
-    eprintln!("|---|---|---|---|---|---|");
-    for ((pool, engine, tokens, first, total), version) in rows.iter().zip(&versions) {
+    eprintln!("\n| pool | engine | engine_version | run | tokens | first token ms | total ms |");
+    eprintln!("|---|---|---|---|---|---|---|");
+    for (pool, engine, run, tokens, first, total, i) in rows {
         eprintln!(
-            "| {pool} | {engine} | {version} | {tokens} | {} | {} |",
+            "| {pool} | {engine} | {} | {run} | {tokens} | {} | {} |",
+            versions[i],
             first.as_millis(),
             total.as_millis()
         );
