@@ -17,6 +17,15 @@ use triton_adapter::{TritonAdapter, TritonMetrics};
 use vllm_adapter::{VllmAdapter, VllmMetrics};
 
 use crate::catalog::Catalog;
+
+/// What every engine's scrape contributes to the engine families.
+struct EngineFigures {
+    kv_cache_usage_ratio: Option<f64>,
+    requests_processing: Option<f64>,
+    requests_deferred: Option<f64>,
+    prompt_tokens_total: Option<f64>,
+    generated_tokens_total: Option<f64>,
+}
 use crate::engines::{Engines, ReplicaView};
 use crate::gpu::Gpus;
 use crate::supervisor::Phase;
@@ -284,30 +293,16 @@ impl PmMetrics {
                 continue;
             };
             let labels = [pool.as_str(), replica.as_str(), "vllm", version.as_str()];
-            if let Some(r) = m.kv_cache_usage_ratio {
-                self.kv_cache_usage.with_label_values(&labels).set(r);
-            }
-            if let Some(n) = m.requests_processing {
-                self.engine_requests_processing
-                    .with_label_values(&labels)
-                    .set(n as i64);
-            }
-            if let Some(n) = m.requests_deferred {
-                self.engine_requests_deferred
-                    .with_label_values(&labels)
-                    .set(n as i64);
-            }
-            if let Some(n) = m.prompt_tokens_total {
-                self.advance(&self.engine_prompt_tokens, "prompt", &labels, n as u64);
-            }
-            if let Some(n) = m.tokens_predicted_total {
-                self.advance(
-                    &self.engine_generated_tokens,
-                    "generated",
-                    &labels,
-                    n as u64,
-                );
-            }
+            self.engine_figures(
+                &labels,
+                EngineFigures {
+                    kv_cache_usage_ratio: m.kv_cache_usage_ratio,
+                    requests_processing: m.requests_processing,
+                    requests_deferred: m.requests_deferred,
+                    prompt_tokens_total: m.prompt_tokens_total,
+                    generated_tokens_total: m.tokens_predicted_total,
+                },
+            );
         }
     }
 
@@ -380,6 +375,30 @@ impl PmMetrics {
 
     /// Advances `c` by how much `value` grew since the last scrape (a drop means the source
     /// restarted from zero).
+    /// One engine's figures into the engine families (labels: pool, replica, engine,
+    /// engine_version): llama.cpp and vLLM report the same five, under their own names.
+    fn engine_figures(&self, labels: &[&str; 4], f: EngineFigures) {
+        if let Some(r) = f.kv_cache_usage_ratio {
+            self.kv_cache_usage.with_label_values(labels).set(r);
+        }
+        if let Some(n) = f.requests_processing {
+            self.engine_requests_processing
+                .with_label_values(labels)
+                .set(n as i64);
+        }
+        if let Some(n) = f.requests_deferred {
+            self.engine_requests_deferred
+                .with_label_values(labels)
+                .set(n as i64);
+        }
+        if let Some(n) = f.prompt_tokens_total {
+            self.advance(&self.engine_prompt_tokens, "prompt", labels, n as u64);
+        }
+        if let Some(n) = f.generated_tokens_total {
+            self.advance(&self.engine_generated_tokens, "generated", labels, n as u64);
+        }
+    }
+
     fn advance(&self, c: &IntCounterVec, family: &str, labels: &[&str], value: u64) {
         let mut key = vec![family.to_string()];
         key.extend(labels.iter().map(|s| s.to_string()));
@@ -528,29 +547,15 @@ impl PmMetrics {
             return;
         };
         let labels = [ids[0], ids[1], ids[2], version.as_str()];
-        if let Some(r) = m.kv_cache_usage_ratio {
-            self.kv_cache_usage.with_label_values(&labels).set(r);
-        }
-        if let Some(n) = m.requests_processing {
-            self.engine_requests_processing
-                .with_label_values(&labels)
-                .set(n as i64);
-        }
-        if let Some(n) = m.requests_deferred {
-            self.engine_requests_deferred
-                .with_label_values(&labels)
-                .set(n as i64);
-        }
-        if let Some(n) = m.prompt_tokens_total {
-            self.advance(&self.engine_prompt_tokens, "prompt", &labels, n as u64);
-        }
-        if let Some(n) = m.tokens_predicted_total {
-            self.advance(
-                &self.engine_generated_tokens,
-                "generated",
-                &labels,
-                n as u64,
-            );
-        }
+        self.engine_figures(
+            &labels,
+            EngineFigures {
+                kv_cache_usage_ratio: m.kv_cache_usage_ratio,
+                requests_processing: m.requests_processing,
+                requests_deferred: m.requests_deferred,
+                prompt_tokens_total: m.prompt_tokens_total,
+                generated_tokens_total: m.tokens_predicted_total,
+            },
+        );
     }
 }
