@@ -256,31 +256,12 @@ impl PmMetrics {
     /// vLLM's version (`GET /version`, once per server) and metrics for one replica; None
     /// when it does not answer in time.
     async fn scrape_vllm(&self, a: &VllmAdapter) -> Option<(String, VllmMetrics)> {
-        let url = a.config().base_url.clone();
-        let known = self
-            .versions
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&url)
-            .cloned();
-        let work = async {
-            let version = match known {
-                Some(k) => k,
-                None => {
-                    let k = a.engine_version().await.ok()?;
-                    self.versions
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .insert(url.clone(), k.clone());
-                    k
-                }
-            };
-            Some((version, a.metrics().await.ok()?))
-        };
-        tokio::time::timeout(ENGINE_SCRAPE_TIMEOUT, work)
-            .await
-            .ok()
-            .flatten()
+        self.scrape_engine(
+            &a.config().base_url,
+            async { a.engine_version().await.ok() },
+            async { a.metrics().await.ok() },
+        )
+        .await
     }
 
     /// Folds vLLM's metrics into the engine families: running and waiting requests, KV cache
@@ -309,26 +290,47 @@ impl PmMetrics {
     /// Triton's version (`GET /v2`, once per server) and metrics for one replica; None when it
     /// does not answer in time.
     async fn scrape_triton(&self, a: &TritonAdapter) -> Option<(String, TritonMetrics)> {
-        let url = a.config().base_url.clone();
+        self.scrape_engine(
+            &a.config().base_url,
+            async {
+                Some(format!(
+                    "triton-{}",
+                    a.server_metadata().await.ok()?.version
+                ))
+            },
+            async { a.metrics().await.ok() },
+        )
+        .await
+    }
+
+    /// One engine's version (asked once per server URL, then remembered) and metrics, within
+    /// [`ENGINE_SCRAPE_TIMEOUT`]; None when either does not answer in time. `version` is only
+    /// awaited when the URL's version is not known yet.
+    async fn scrape_engine<M>(
+        &self,
+        url: &str,
+        version: impl Future<Output = Option<String>>,
+        metrics: impl Future<Output = Option<M>>,
+    ) -> Option<(String, M)> {
         let known = self
             .versions
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .get(&url)
+            .get(url)
             .cloned();
         let work = async {
             let version = match known {
                 Some(k) => k,
                 None => {
-                    let k = format!("triton-{}", a.server_metadata().await.ok()?.version);
+                    let k = version.await?;
                     self.versions
                         .lock()
                         .unwrap_or_else(|p| p.into_inner())
-                        .insert(url.clone(), k.clone());
+                        .insert(url.to_owned(), k.clone());
                     k
                 }
             };
-            Some((version, a.metrics().await.ok()?))
+            Some((version, metrics.await?))
         };
         tokio::time::timeout(ENGINE_SCRAPE_TIMEOUT, work)
             .await
@@ -470,37 +472,23 @@ impl PmMetrics {
             return None;
         }
         let adapter = LlamaCppAdapter::new(LlamaCppConfig::new(&v.engine_url, "")).ok()?;
-        let known = self
-            .versions
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&v.engine_url)
-            .cloned();
-        let work = async {
-            let version = match known {
-                Some(k) => k,
-                None => {
-                    let p = adapter.props().await.ok()?;
-                    let k = format!("llamacpp-{}", p.build_info);
-                    self.versions
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .insert(v.engine_url.clone(), k.clone());
-                    k
+        self.scrape_engine(
+            &v.engine_url,
+            async {
+                let p = adapter.props().await.ok()?;
+                Some(format!("llamacpp-{}", p.build_info))
+            },
+            async {
+                match adapter.metrics().await {
+                    Ok(m) => Some(m),
+                    Err(e) => {
+                        tracing::debug!(pool_id = %v.pool_id, replica_id = %v.replica_id, error = %e.message, "engine /metrics scrape failed");
+                        None
+                    }
                 }
-            };
-            match adapter.metrics().await {
-                Ok(m) => Some((version, m)),
-                Err(e) => {
-                    tracing::debug!(pool_id = %v.pool_id, replica_id = %v.replica_id, error = %e.message, "engine /metrics scrape failed");
-                    None
-                }
-            }
-        };
-        tokio::time::timeout(ENGINE_SCRAPE_TIMEOUT, work)
-            .await
-            .ok()
-            .flatten()
+            },
+        )
+        .await
     }
 
     fn replica(&self, v: &ReplicaView, scraped: Option<(String, EngineMetrics)>) {
