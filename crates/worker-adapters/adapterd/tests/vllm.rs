@@ -5,68 +5,24 @@
 //! the daemon (`endpoint` = the daemon's unix socket), one in-process (`engine_url`); a task
 //! on each through the public API. Missing vLLM fails loudly unless `LLORCH_SKIP_VLLM=1`.
 
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use adapter_api::client::{Endpoint, HttpWorker};
-use adapter_api::{WorkerAdapter, WorkerState};
 use test_fixtures::vllm::{VllmServer, install};
 
-struct Kill(std::process::Child);
+mod common;
 
-impl Drop for Kill {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn adapterd(sock: &std::path::Path, engine_url: &str, extra: &[&str]) -> Kill {
-    Kill(
-        Command::new(env!("CARGO_BIN_EXE_llorch-adapterd"))
-            .args(["--engine", "vllm", "--model-ref", "smollm2-vllm"])
-            .args(["--engine-url", engine_url])
-            .args(extra)
-            .arg("--listen")
-            .arg(format!("unix:{}", sock.display()))
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    )
+fn adapterd(sock: &std::path::Path, engine_url: &str, extra: &[&str]) -> common::Kill {
+    common::adapterd("vllm", "smollm2-vllm", engine_url, sock, extra)
 }
 
 #[tokio::test]
 async fn vllm_engine_not_listening_is_loading() {
-    let dir = tempfile::tempdir().unwrap();
-    let sock = dir.path().join("vllm.sock");
-    let port = test_fixtures::free_port();
-    let _d = adapterd(&sock, &format!("http://127.0.0.1:{port}"), &[]);
-    let client = HttpWorker::new(&Endpoint::Unix(sock.clone())).unwrap();
-    let mut health = None;
-    for _ in 0..400 {
-        if let Ok(h) = client.health().await {
-            health = Some(h);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    let h = health.expect("adapterd --engine vllm did not come up");
-    assert_eq!(h.state, WorkerState::Loading, "{h:?}");
-    assert!(
-        h.last_error
-            .unwrap_or_default()
-            .contains("not accepting connections")
-    );
+    common::engine_not_listening_is_loading("vllm").await;
 }
 
 #[test]
 fn vllm_engine_needs_an_engine_url() {
-    let out = Command::new(env!("CARGO_BIN_EXE_llorch-adapterd"))
-        .args(["--engine", "vllm"])
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("--engine-url"));
+    common::engine_needs_an_engine_url("vllm");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
