@@ -105,7 +105,7 @@ impl AppState {
         };
         let outcome = self.admit_and_enqueue(caller, &req, pool_idx, &v, task.clone(), seed);
         match outcome {
-            Ok((accepted, evicted, on_time)) => {
+            Ok((accepted, evicted)) => {
                 if let Some(ev) = evicted {
                     // Soft preemption (shed-low-priority) or drop-lru: never silent.
                     let (code, why) = match pool.full_policy {
@@ -131,11 +131,6 @@ impl AppState {
                         .inc();
                     self.retire(&ev, Usage::default());
                 }
-                task.push(StreamEvent::Started(StartedEvent {
-                    queue_position: accepted.queue_position,
-                    predicted_start_ms: accepted.predicted_start_ms,
-                    on_time_probability: on_time,
-                }));
                 self.metrics
                     .tasks_enqueued
                     .with_label_values(&[&pool.id, pool.engine.as_str(), priority.as_str()])
@@ -283,7 +278,7 @@ impl AppState {
         v: &Validated,
         task: Arc<Task>,
         seed: u64,
-    ) -> Result<(TaskAccepted, Option<Arc<Task>>, f64), ApiError> {
+    ) -> Result<(TaskAccepted, Option<Arc<Task>>), ApiError> {
         let prompt = v.estimate_text.as_str();
         let now = self.now_ms();
         let pool = &self.pools[pool_idx];
@@ -427,6 +422,14 @@ impl AppState {
                 let expected = predicted_start_ms as f64
                     + predicted_service_ms.map_or(ps.estimator.mean_ms(), |s| s as f64);
                 let on_time = on_time_probability(0, req.deadline_ms, expected);
+                // Pushed while this pool's scheduler is still locked: a dispatcher on another
+                // thread can take the task only after the lock drops, so `started` is always
+                // the stream's first event, ahead of the runner's `metrics` (ORCH-2002).
+                task.push(StreamEvent::Started(StartedEvent {
+                    queue_position: position,
+                    predicted_start_ms,
+                    on_time_probability: on_time,
+                }));
                 Ok((
                     TaskAccepted {
                         task_id: task.id.clone(),
@@ -438,7 +441,6 @@ impl AppState {
                         time_budget_remaining_ms: turn.as_ref().and_then(|t| t.time_remaining_ms),
                     },
                     evicted.map(|(_, q)| q.task),
-                    on_time,
                 ))
             }
         }
