@@ -122,7 +122,8 @@ async fn reload_switches_atomically_and_running_work_finishes_on_the_old_engine(
     assert_eq!(health["ready"], true);
     assert_eq!(s.model_ref().await, new_ref);
     // The task that ran across the switch finished normally (on the old engine).
-    assert_eq!(s.last_event("during").await.0, "end");
+    let (event, data) = s.last_event("during").await;
+    assert_eq!(event, "end", "{data}");
     assert_eq!(s.submit("new", &new_ref, 4).await, 202);
     assert_eq!(s.last_event("new").await.0, "end");
     assert_eq!(
