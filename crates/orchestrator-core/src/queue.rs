@@ -572,6 +572,17 @@ impl<T> PoolQueue<T> {
         phantom: Option<Phantom>,
         now_ms: u64,
     ) -> Option<u32> {
+        // One backlogged flow (a single tenant and priority; the deep-queue case): only its
+        // head is ever a candidate, so it runs FIFO and `index` entries start first. The
+        // step-by-step run below would cost O(queue depth) per admission under the lock.
+        if self
+            .flows
+            .iter()
+            .enumerate()
+            .all(|(i, f)| i == target || f.entries.is_empty())
+        {
+            return Some(index as u32);
+        }
         let n = self.flows.len() + usize::from(phantom.is_some_and(|p| p.flow == self.flows.len()));
         let mut cursor = vec![0usize; n];
         let mut pass: Vec<u128> = self.flows.iter().map(|f| f.pass).collect();

@@ -106,6 +106,12 @@ proptest! {
             }
             prop_assert!(q.len() <= cap as usize);
             prop_assert_eq!(q.len(), q.depth(Priority::Interactive) + q.depth(Priority::Batch));
+            // Every position the queue reports is the real one: its whole dispatch order is
+            // what popping a copy of it yields.
+            let order: Vec<String> = q.dispatch_order(0).into_iter().map(String::from).collect();
+            let mut copy = q.clone();
+            let real: Vec<String> = std::iter::from_fn(|| copy.pop_next(0).map(|d| d.id)).collect();
+            prop_assert_eq!(order, real, "reported positions are the dispatch order");
         }
         let queued: HashSet<String> = q.ids().into_iter().map(String::from).collect();
         prop_assert!(queued.is_disjoint(&gone));
