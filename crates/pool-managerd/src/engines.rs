@@ -10,7 +10,6 @@ use std::time::Duration;
 use adapter_api::WorkerAdapter;
 use api_types::ErrorCode;
 use config_schema::Config;
-use llamacpp_adapter::{LlamaCppAdapter, LlamaCppConfig};
 
 use crate::artifacts::{Artifacts, ModelRef};
 use crate::gated::GatedAdapter;
@@ -19,6 +18,7 @@ use crate::gated::GatedAdapter;
 /// orchestratord takes as `AdapterOverrides`.
 pub type ReplicaAdapters = HashMap<(String, String), Arc<dyn WorkerAdapter>>;
 use crate::policy::RestartConfig;
+use crate::engine_kind::{EngineAdapter, EngineKind};
 use crate::supervisor::{EngineSpec, ModelSource, Phase, ReplicaStatus, Supervisor};
 
 /// One supervised replica as the metrics and registry see it.
@@ -28,6 +28,8 @@ pub struct ReplicaView {
     pub replica_id: String,
     pub engine: String,
     pub engine_url: String,
+    /// The engine's own adapter (version and telemetry for the metrics).
+    pub adapter: EngineAdapter,
     pub status: ReplicaStatus,
 }
 
@@ -53,14 +55,72 @@ fn free_port() -> anyhow::Result<u16> {
         .port())
 }
 
+/// The engine a supervised pool runs, with its per-replica ports (Triton: a metrics port).
+fn engine_kind(pool: &config_schema::PoolConfig) -> anyhow::Result<EngineKind> {
+    Ok(match pool.engine {
+        api_types::Engine::Llamacpp => EngineKind::LlamaCpp,
+        api_types::Engine::Vllm => EngineKind::Vllm,
+        api_types::Engine::Tgi => EngineKind::Tgi,
+        api_types::Engine::Triton => {
+            let t = pool
+                .triton
+                .as_ref()
+                .ok_or_else(|| anyhow::anyhow!("pool {}: no [pools.triton]", pool.id))?;
+            EngineKind::Triton {
+                model: t.model.clone(),
+                inputs: match t.inputs {
+                    config_schema::TritonInputs::Vllm => triton_adapter::InputConvention::Vllm,
+                    config_schema::TritonInputs::TensorrtLlm => {
+                        triton_adapter::InputConvention::TensorrtLlm
+                    }
+                },
+                metrics_port: free_port()?,
+            }
+        }
+        e => anyhow::bail!("pool {}: engine {} is not supervised", pool.id, e.as_str()),
+    })
+}
+
+/// What the engine is given as its model: the GGUF file of `model_ref` (llama.cpp; URLs and
+/// catalog refs resolved before each start), the model directory (vLLM: `model_dir` at
+/// start, the reloaded model_ref after a reload), the model id (TGI), or the model
+/// repository (Triton).
+fn engine_model(
+    pool: &config_schema::PoolConfig,
+    model_ref: &str,
+    reloaded: bool,
+    artifacts: &Arc<Artifacts>,
+) -> (PathBuf, Option<ModelSource>) {
+    let local = |s: &str| PathBuf::from(s.strip_prefix("file:").unwrap_or(s));
+    match pool.engine {
+        api_types::Engine::Vllm => match pool.vllm.as_ref().and_then(|v| v.model_dir.as_deref()) {
+            Some(dir) if !reloaded => (local(dir), None),
+            _ => (local(model_ref), None),
+        },
+        api_types::Engine::Tgi => (local(model_ref), None),
+        api_types::Engine::Triton => (
+            pool.triton
+                .as_ref()
+                .and_then(|t| t.model_repository.as_deref())
+                .map(local)
+                .unwrap_or_default(),
+            None,
+        ),
+        _ => model_source(model_ref, artifacts),
+    }
+}
+
 fn engine_spec(
     pool: &config_schema::PoolConfig,
-    proc_cfg: &config_schema::LlamaCppProcessConfig,
     replica: &config_schema::ReplicaConfig,
     model_ref: &str,
     model_sha256: Option<String>,
+    reloaded: bool,
     artifacts: &Arc<Artifacts>,
 ) -> anyhow::Result<EngineSpec> {
+    let Some(proc_cfg) = pool.process() else {
+        anyhow::bail!("pool {}: its engines are not supervised here", pool.id);
+    };
     // Defence in depth: config validation already refuses this.
     if replica.devices.is_empty() && !pool.allow_cpu_inference {
         anyhow::bail!(
@@ -69,11 +129,12 @@ fn engine_spec(
             replica.id
         );
     }
-    let (model, source) = model_source(model_ref, artifacts);
+    let (model, source) = engine_model(pool, model_ref, reloaded, artifacts);
     Ok(EngineSpec {
         pool_id: pool.id.clone(),
         replica_id: replica.id.clone(),
-        binary: proc_cfg.server_binary.clone().into(),
+        kind: engine_kind(pool)?,
+        binary: proc_cfg.server_binary.into(),
         model,
         model_sha256,
         source,
@@ -84,21 +145,45 @@ fn engine_spec(
         slots: replica.slots,
         ctx_per_slot: pool.ctx_max,
         devices: replica.devices.clone(),
-        extra_args: proc_cfg.extra_args.clone(),
+        extra_args: proc_cfg.extra_args.to_vec(),
+        env: proc_cfg.env.cloned().unwrap_or_default(),
         restart: RestartConfig::default(),
         ready_timeout: Duration::from_millis(proc_cfg.ready_timeout_ms),
     })
 }
 
+/// One started replica: its supervisor, the readiness-gated adapter that serves traffic, and
+/// the engine's own adapter (version, telemetry).
+struct Started {
+    sup: Supervisor,
+    gated: Arc<dyn WorkerAdapter>,
+    endpoint: ReplicaEndpoint,
+}
+
 /// Spawns the engine and wraps its adapter in the readiness gate.
-fn start_replica(
-    spec: EngineSpec,
-    model_ref: &str,
-) -> anyhow::Result<(Supervisor, Arc<dyn WorkerAdapter>)> {
-    let engine = LlamaCppAdapter::new(LlamaCppConfig::new(spec.base_url(), model_ref))?;
+fn start_replica(spec: EngineSpec, model_ref: &str) -> anyhow::Result<Started> {
+    let engine = spec.kind.adapter(&spec, model_ref)?;
+    let endpoint = ReplicaEndpoint {
+        replica_id: spec.replica_id.clone(),
+        url: spec.base_url(),
+        engine: engine.clone(),
+    };
     let sup = Supervisor::spawn(spec);
-    let gated = GatedAdapter::new(Arc::new(engine), sup.subscribe());
-    Ok((sup, Arc::new(gated)))
+    let gated = GatedAdapter::new(engine.worker(), sup.subscribe());
+    Ok(Started {
+        sup,
+        gated: Arc::new(gated),
+        endpoint,
+    })
+}
+
+/// Where a live replica's engine answers, and its typed adapter.
+#[derive(Debug, Clone)]
+pub struct ReplicaEndpoint {
+    pub replica_id: String,
+    /// The engine's base URL.
+    pub url: String,
+    pub engine: EngineAdapter,
 }
 
 /// How often followers of the registry look again although nothing rang: a slow safety net
@@ -110,16 +195,16 @@ pub struct Engines {
     cfg: Config,
     artifacts: Arc<Artifacts>,
     live: tokio::sync::Mutex<HashMap<String, Vec<Supervisor>>>,
-    /// Per pool, aligned with `live`: (replica id, engine base URL).
-    endpoints: std::sync::Mutex<HashMap<String, Vec<(String, String)>>>,
+    /// Per pool, aligned with `live`: each replica's engine URL and adapter.
+    endpoints: std::sync::Mutex<HashMap<String, Vec<ReplicaEndpoint>>>,
     retiring: tokio::sync::Mutex<HashMap<String, Vec<Supervisor>>>,
     last_error: std::sync::Mutex<HashMap<String, String>>,
     /// Per pool: the model it serves now (model_ref, required SHA-256), switched by a reload.
     models: std::sync::Mutex<HashMap<String, (String, Option<String>)>>,
     /// Engine build per (pool, replica), with the pid it was read from: read once per engine
-    /// process from llama-server's `/props`, so a restart (new pid) reads it again.
+    /// process from the engine (llama-server `/props`, vLLM `/version`, TGI `/info`, Triton
+    /// `/v2`), so a restart (new pid) reads it again.
     versions: std::sync::Mutex<HashMap<(String, String), (u32, String)>>,
-    http: reqwest::Client,
     /// Rung (its generation bumped) whenever something the registry shows may have changed:
     /// a supervisor's status, a reload, a catalog write. Followers wait on it instead of
     /// polling, so an idle host does no periodic work.
@@ -180,34 +265,30 @@ impl Engines {
         artifacts: Arc<Artifacts>,
     ) -> anyhow::Result<(Arc<Engines>, ReplicaAdapters)> {
         let mut live: HashMap<String, Vec<Supervisor>> = HashMap::new();
-        let mut endpoints: HashMap<String, Vec<(String, String)>> = HashMap::new();
+        let mut endpoints: HashMap<String, Vec<ReplicaEndpoint>> = HashMap::new();
         let mut overrides = ReplicaAdapters::new();
         let bell = Arc::new(tokio::sync::watch::Sender::new(0u64));
         if let Some(c) = artifacts.catalog() {
             forward_changes(c.subscribe(), &bell);
         }
-        for pool in &cfg.pools {
-            let Some(proc_cfg) = &pool.llamacpp else {
-                continue;
-            };
+        for pool in cfg.pools.iter().filter(|p| p.supervised()) {
             for r in pool.replicas.iter().filter(|r| r.endpoint.is_none()) {
                 let spec = engine_spec(
                     pool,
-                    proc_cfg,
                     r,
                     &pool.model_ref,
                     pool.model_sha256.clone(),
+                    false,
                     &artifacts,
                 )?;
-                let url = spec.base_url();
-                let (sup, adapter) = start_replica(spec, &pool.model_ref)?;
-                forward_changes(sup.subscribe(), &bell);
-                overrides.insert((pool.id.clone(), r.id.clone()), adapter);
-                live.entry(pool.id.clone()).or_default().push(sup);
+                let started = start_replica(spec, &pool.model_ref)?;
+                forward_changes(started.sup.subscribe(), &bell);
+                overrides.insert((pool.id.clone(), r.id.clone()), started.gated);
+                live.entry(pool.id.clone()).or_default().push(started.sup);
                 endpoints
                     .entry(pool.id.clone())
                     .or_default()
-                    .push((r.id.clone(), url));
+                    .push(started.endpoint);
             }
         }
         let engines = Engines {
@@ -224,9 +305,6 @@ impl Engines {
                     .collect(),
             ),
             versions: std::sync::Mutex::new(HashMap::new()),
-            http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(2))
-                .build()?,
             bell,
         };
         Ok((Arc::new(engines), overrides))
@@ -257,12 +335,13 @@ impl Engines {
             let (Some(sups), Some(eps)) = (live.get(&pool.id), endpoints.get(&pool.id)) else {
                 continue;
             };
-            for (sup, (replica_id, url)) in sups.iter().zip(eps) {
+            for (sup, ep) in sups.iter().zip(eps) {
                 out.push(ReplicaView {
                     pool_id: pool.id.clone(),
-                    replica_id: replica_id.clone(),
+                    replica_id: ep.replica_id.clone(),
                     engine: pool.engine.as_str().into(),
-                    engine_url: url.clone(),
+                    engine_url: ep.url.clone(),
+                    adapter: ep.engine.clone(),
                     status: sup.status(),
                 });
             }
@@ -322,22 +401,19 @@ impl Engines {
         if !r.ready {
             return None;
         }
-        #[derive(serde::Deserialize)]
-        struct Props {
-            #[serde(default)]
-            build_info: String,
-        }
-        let props: Props = self
-            .http
-            .get(format!("{}/props", r.engine_url))
-            .send()
+        let engine = self
+            .endpoints
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&r.pool_id)?
+            .iter()
+            .find(|e| e.replica_id == r.replica_id && e.url == r.engine_url)?
+            .engine
+            .clone();
+        // The same form the engine's adapter reports, so both views agree.
+        let v = tokio::time::timeout(Duration::from_secs(2), engine.version())
             .await
-            .ok()?
-            .json()
-            .await
-            .ok()?;
-        // The same form the llama.cpp adapter reports, so both views agree.
-        let v = format!("llamacpp-{}", props.build_info);
+            .ok()??;
         self.versions
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -357,13 +433,13 @@ impl Engines {
             let (Some(sups), Some(eps)) = (live.get(&pool.id), endpoints.get(&pool.id)) else {
                 continue;
             };
-            for (sup, (replica_id, url)) in sups.iter().zip(eps) {
+            for (sup, ep) in sups.iter().zip(eps) {
                 let st = sup.status();
                 out.push(api_types::ReplicaRecord {
                     pool_id: pool.id.clone(),
-                    replica_id: replica_id.clone(),
+                    replica_id: ep.replica_id.clone(),
                     engine: pool.engine.as_str().into(),
-                    engine_url: url.clone(),
+                    engine_url: ep.url.clone(),
                     phase: st.phase.name().into(),
                     ready: st.phase == Phase::Ready,
                     restarts: st.restarts,
@@ -504,7 +580,7 @@ impl Engines {
         let Some(pool) = self.cfg.pool(pool_id) else {
             return Err(ErrorCode::NotFound);
         };
-        let Some(proc_cfg) = &pool.llamacpp else {
+        let Some(proc_cfg) = pool.process() else {
             self.set_error(pool_id, "pool's engines are not supervised here".into());
             return Err(ErrorCode::PoolUnavailable);
         };
@@ -514,19 +590,18 @@ impl Engines {
         for r in pool.replicas.iter().filter(|r| r.endpoint.is_none()) {
             let spec = engine_spec(
                 pool,
-                proc_cfg,
                 r,
                 new_model_ref,
                 new_model_sha256.map(String::from),
+                true,
                 &self.artifacts,
             )
             .map_err(|_| ErrorCode::Internal)?;
-            urls.push((r.id.clone(), spec.base_url()));
-            let (sup, adapter) =
-                start_replica(spec, new_model_ref).map_err(|_| ErrorCode::Internal)?;
-            forward_changes(sup.subscribe(), &self.bell);
-            started.push(sup);
-            adapters.push((r.id.clone(), adapter));
+            let s = start_replica(spec, new_model_ref).map_err(|_| ErrorCode::Internal)?;
+            forward_changes(s.sup.subscribe(), &self.bell);
+            started.push(s.sup);
+            urls.push(s.endpoint);
+            adapters.push((r.id.clone(), s.gated));
         }
         // The first failure of any new engine rolls the whole reload back: never half.
         let limit = Duration::from_millis(proc_cfg.ready_timeout_ms);
