@@ -291,7 +291,11 @@ impl EngineAdapter {
                     requests_deferred: m.pending_requests,
                     prompt_tokens_total: m.prompt_tokens_total,
                     generated_tokens_total: m.generation_tokens_total,
-                    decodes_counted: m.request_success_total,
+                    // Finished requests (decoupled models) or inferences, whichever counts.
+                    decodes_counted: match (m.request_success_total, m.inference_count_total) {
+                        (Some(a), Some(b)) => Some(a.max(b)),
+                        (a, b) => a.or(b),
+                    },
                 }
             }
         })

@@ -7,7 +7,7 @@
 //! labelled {pool_id, replica_id, engine, engine_version}.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use api_types::VerificationResult;

@@ -41,7 +41,11 @@ pub(crate) async fn wait_ready(spec: &EngineSpec, child: &mut Child) -> Result<(
     let mut last = String::new();
     loop {
         if let Ok(Some(st)) = child.try_wait() {
-            return Err(format!("engine exited during load ({st})"));
+            return Err(format!(
+                "{} engine exited during load ({st}): {}",
+                spec.kind.name(),
+                spec.binary.display()
+            ));
         }
         if Instant::now() >= deadline {
             return Err(format!(

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 use tokio::sync::watch;
 
 use crate::artifacts::{ArtifactError, Artifacts};
@@ -253,24 +253,30 @@ fn forward_logs(child: &mut Child, spec: &EngineSpec) {
     }
 }
 
-fn kill_group(child: &Child, sig: libc::c_int) {
-    if let Some(pid) = child.id() {
-        // SAFETY: signalling the engine's own process group (pgid = its pid, set at spawn).
+/// Signals the engine's process group (pgid = the engine's pid, set at spawn).
+fn kill_group(pgid: Option<u32>, sig: libc::c_int) {
+    if let Some(pid) = pgid {
+        // SAFETY: signalling the engine's own process group.
         unsafe {
             libc::kill(-(pid as libc::pid_t), sig);
         }
     }
 }
 
+/// SIGTERM to the engine's group, SIGKILL after 5 s; then SIGKILL whatever of the group is
+/// left (vLLM's engine-core and worker processes, Triton's Python stubs), so a stop leaves no
+/// process behind.
 async fn stop_engine(child: &mut Child) {
-    kill_group(child, libc::SIGTERM);
+    let pgid = child.id();
+    kill_group(pgid, libc::SIGTERM);
     if tokio::time::timeout(Duration::from_secs(5), child.wait())
         .await
         .is_err()
     {
-        kill_group(child, libc::SIGKILL);
+        kill_group(pgid, libc::SIGKILL);
         let _ = child.wait().await;
     }
+    kill_group(pgid, libc::SIGKILL);
 }
 
 async fn supervise(
@@ -356,7 +362,10 @@ async fn supervise(
                 match ready {
                     Err(e) => {
                         stop_engine(&mut child).await;
-                        set(&tx, |s| s.starts_failed += 1);
+                        set(&tx, |s| {
+                            s.starts_failed += 1;
+                            s.pid = None;
+                        });
                         e
                     }
                     Ok(()) => {
@@ -374,6 +383,9 @@ async fn supervise(
                         );
                         tokio::select! {
                             st = child.wait() => {
+                                // The engine died: its helpers (same group) go too, before a
+                                // restart needs their memory and ports.
+                                kill_group(pid, libc::SIGKILL);
                                 set(&tx, |s| s.pid = None);
                                 match st {
                                     Ok(st) => format!("engine exited ({st})"),
