@@ -102,14 +102,16 @@ impl EngineKind {
     }
 
     /// The adapter of this engine at `spec`'s port (slots and context from `spec`).
-    pub fn adapter(&self, spec: &EngineSpec, model_ref: &str) -> Result<EngineAdapter, WorkerError> {
+    pub fn adapter(
+        &self,
+        spec: &EngineSpec,
+        model_ref: &str,
+    ) -> Result<EngineAdapter, WorkerError> {
         let url = spec.base_url();
         Ok(match self {
-            EngineKind::LlamaCpp => {
-                EngineAdapter::LlamaCpp(Arc::new(LlamaCppAdapter::new(LlamaCppConfig::new(
-                    url, model_ref,
-                ))?))
-            }
+            EngineKind::LlamaCpp => EngineAdapter::LlamaCpp(Arc::new(LlamaCppAdapter::new(
+                LlamaCppConfig::new(url, model_ref),
+            )?)),
             EngineKind::Vllm => {
                 let mut c = VllmConfig::new(url, model_ref);
                 c.slots = spec.slots;
@@ -239,9 +241,10 @@ impl EngineAdapter {
             }
             EngineAdapter::Vllm(a) => a.engine_version().await.ok(),
             EngineAdapter::Tgi(a) => Some(a.info().await.ok()?.engine_version()),
-            EngineAdapter::Triton(a) => {
-                Some(format!("triton-{}", a.server_metadata().await.ok()?.version))
-            }
+            EngineAdapter::Triton(a) => Some(format!(
+                "triton-{}",
+                a.server_metadata().await.ok()?.version
+            )),
         }
     }
 

@@ -2,24 +2,25 @@
 //! config, preloaded, reloaded with a new model beside the old one (switch or roll back), and
 //! stopped. The all-in-one `llorch serve` and (next) the pool-managerd daemon both use it.
 
+mod reload;
+mod spawn;
+
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use adapter_api::WorkerAdapter;
-use api_types::ErrorCode;
 use config_schema::Config;
 
-use crate::artifacts::{Artifacts, ModelRef};
-use crate::gated::GatedAdapter;
+use crate::artifacts::Artifacts;
 
 /// Each supervised replica's readiness-gated adapter, by (pool id, replica id) — the shape
 /// orchestratord takes as `AdapterOverrides`.
 pub type ReplicaAdapters = HashMap<(String, String), Arc<dyn WorkerAdapter>>;
-use crate::policy::RestartConfig;
-use crate::engine_kind::{EngineAdapter, EngineKind};
-use crate::supervisor::{EngineSpec, ModelSource, Phase, ReplicaStatus, Supervisor};
+use crate::engine_kind::EngineAdapter;
+use crate::supervisor::{Phase, ReplicaStatus, Supervisor};
+pub use spawn::ReplicaEndpoint;
+use spawn::{engine_spec, start_replica};
 
 /// One supervised replica as the metrics and registry see it.
 #[derive(Debug, Clone)]
@@ -31,159 +32,6 @@ pub struct ReplicaView {
     /// The engine's own adapter (version and telemetry for the metrics).
     pub adapter: EngineAdapter,
     pub status: ReplicaStatus,
-}
-
-/// Model file and source of a supervised pool: a local path (`file:` prefix optional) is
-/// used as is; URLs and `sha256:` catalog refs are resolved by the supervisor before each
-/// start.
-fn model_source(model_ref: &str, artifacts: &Arc<Artifacts>) -> (PathBuf, Option<ModelSource>) {
-    match ModelRef::parse(model_ref) {
-        Ok(ModelRef::Local(p)) => (p, None),
-        _ => (
-            PathBuf::new(),
-            Some(ModelSource {
-                model_ref: model_ref.to_string(),
-                artifacts: artifacts.clone(),
-            }),
-        ),
-    }
-}
-
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
-
-/// The engine a supervised pool runs, with its per-replica ports (Triton: a metrics port).
-fn engine_kind(pool: &config_schema::PoolConfig) -> anyhow::Result<EngineKind> {
-    Ok(match pool.engine {
-        api_types::Engine::Llamacpp => EngineKind::LlamaCpp,
-        api_types::Engine::Vllm => EngineKind::Vllm,
-        api_types::Engine::Tgi => EngineKind::Tgi,
-        api_types::Engine::Triton => {
-            let t = pool
-                .triton
-                .as_ref()
-                .ok_or_else(|| anyhow::anyhow!("pool {}: no [pools.triton]", pool.id))?;
-            EngineKind::Triton {
-                model: t.model.clone(),
-                inputs: match t.inputs {
-                    config_schema::TritonInputs::Vllm => triton_adapter::InputConvention::Vllm,
-                    config_schema::TritonInputs::TensorrtLlm => {
-                        triton_adapter::InputConvention::TensorrtLlm
-                    }
-                },
-                metrics_port: free_port()?,
-            }
-        }
-        e => anyhow::bail!("pool {}: engine {} is not supervised", pool.id, e.as_str()),
-    })
-}
-
-/// What the engine is given as its model: the GGUF file of `model_ref` (llama.cpp; URLs and
-/// catalog refs resolved before each start), the model directory (vLLM: `model_dir` at
-/// start, the reloaded model_ref after a reload), the model id (TGI), or the model
-/// repository (Triton).
-fn engine_model(
-    pool: &config_schema::PoolConfig,
-    model_ref: &str,
-    reloaded: bool,
-    artifacts: &Arc<Artifacts>,
-) -> (PathBuf, Option<ModelSource>) {
-    let local = |s: &str| PathBuf::from(s.strip_prefix("file:").unwrap_or(s));
-    match pool.engine {
-        api_types::Engine::Vllm => match pool.vllm.as_ref().and_then(|v| v.model_dir.as_deref()) {
-            Some(dir) if !reloaded => (local(dir), None),
-            _ => (local(model_ref), None),
-        },
-        api_types::Engine::Tgi => (local(model_ref), None),
-        api_types::Engine::Triton => (
-            pool.triton
-                .as_ref()
-                .and_then(|t| t.model_repository.as_deref())
-                .map(local)
-                .unwrap_or_default(),
-            None,
-        ),
-        _ => model_source(model_ref, artifacts),
-    }
-}
-
-fn engine_spec(
-    pool: &config_schema::PoolConfig,
-    replica: &config_schema::ReplicaConfig,
-    model_ref: &str,
-    model_sha256: Option<String>,
-    reloaded: bool,
-    artifacts: &Arc<Artifacts>,
-) -> anyhow::Result<EngineSpec> {
-    let Some(proc_cfg) = pool.process() else {
-        anyhow::bail!("pool {}: its engines are not supervised here", pool.id);
-    };
-    // Defence in depth: config validation already refuses this.
-    if replica.devices.is_empty() && !pool.allow_cpu_inference {
-        anyhow::bail!(
-            "pool {} replica {}: no GPU devices and allow_cpu_inference is not set",
-            pool.id,
-            replica.id
-        );
-    }
-    let (model, source) = engine_model(pool, model_ref, reloaded, artifacts);
-    Ok(EngineSpec {
-        pool_id: pool.id.clone(),
-        replica_id: replica.id.clone(),
-        kind: engine_kind(pool)?,
-        binary: proc_cfg.server_binary.into(),
-        model,
-        model_sha256,
-        source,
-        port: match replica.engine_port {
-            Some(port) => port,
-            None => free_port()?,
-        },
-        slots: replica.slots,
-        ctx_per_slot: pool.ctx_max,
-        devices: replica.devices.clone(),
-        extra_args: proc_cfg.extra_args.to_vec(),
-        env: proc_cfg.env.cloned().unwrap_or_default(),
-        restart: RestartConfig::default(),
-        ready_timeout: Duration::from_millis(proc_cfg.ready_timeout_ms),
-    })
-}
-
-/// One started replica: its supervisor, the readiness-gated adapter that serves traffic, and
-/// the engine's own adapter (version, telemetry).
-struct Started {
-    sup: Supervisor,
-    gated: Arc<dyn WorkerAdapter>,
-    endpoint: ReplicaEndpoint,
-}
-
-/// Spawns the engine and wraps its adapter in the readiness gate.
-fn start_replica(spec: EngineSpec, model_ref: &str) -> anyhow::Result<Started> {
-    let engine = spec.kind.adapter(&spec, model_ref)?;
-    let endpoint = ReplicaEndpoint {
-        replica_id: spec.replica_id.clone(),
-        url: spec.base_url(),
-        engine: engine.clone(),
-    };
-    let sup = Supervisor::spawn(spec);
-    let gated = GatedAdapter::new(engine.worker(), sup.subscribe());
-    Ok(Started {
-        sup,
-        gated: Arc::new(gated),
-        endpoint,
-    })
-}
-
-/// Where a live replica's engine answers, and its typed adapter.
-#[derive(Debug, Clone)]
-pub struct ReplicaEndpoint {
-    pub replica_id: String,
-    /// The engine's base URL.
-    pub url: String,
-    pub engine: EngineAdapter,
 }
 
 /// How often followers of the registry look again although nothing rang: a slow safety net
@@ -564,130 +412,5 @@ impl Engines {
     /// (`borrow_and_update`) before reading the records, so no change slips in between.
     pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
         self.bell.subscribe()
-    }
-}
-
-impl Engines {
-    /// Starts the new model beside the old one on every supervised replica of the pool;
-    /// returns the new Ready adapters, or rolls back (stops every new engine) on the first
-    /// failure. The old engines keep running until [`Engines::retire_old`].
-    pub async fn reload(
-        &self,
-        pool_id: &str,
-        new_model_ref: &str,
-        new_model_sha256: Option<&str>,
-    ) -> Result<Vec<(String, Arc<dyn WorkerAdapter>)>, ErrorCode> {
-        let Some(pool) = self.cfg.pool(pool_id) else {
-            return Err(ErrorCode::NotFound);
-        };
-        let Some(proc_cfg) = pool.process() else {
-            self.set_error(pool_id, "pool's engines are not supervised here".into());
-            return Err(ErrorCode::PoolUnavailable);
-        };
-        let mut started = Vec::new();
-        let mut adapters = Vec::new();
-        let mut urls = Vec::new();
-        for r in pool.replicas.iter().filter(|r| r.endpoint.is_none()) {
-            let spec = engine_spec(
-                pool,
-                r,
-                new_model_ref,
-                new_model_sha256.map(String::from),
-                true,
-                &self.artifacts,
-            )
-            .map_err(|_| ErrorCode::Internal)?;
-            let s = start_replica(spec, new_model_ref).map_err(|_| ErrorCode::Internal)?;
-            forward_changes(s.sup.subscribe(), &self.bell);
-            started.push(s.sup);
-            urls.push(s.endpoint);
-            adapters.push((r.id.clone(), s.gated));
-        }
-        // The first failure of any new engine rolls the whole reload back: never half.
-        let limit = Duration::from_millis(proc_cfg.ready_timeout_ms);
-        let mut failure = None;
-        for s in &started {
-            let st = s
-                .wait_for(limit, |st| {
-                    st.phase == Phase::Ready || st.last_error.is_some()
-                })
-                .await;
-            match st {
-                Some(st) if st.phase == Phase::Ready => {}
-                Some(st) => {
-                    let why = st.last_error.unwrap_or_default();
-                    let code = if why.starts_with("UNTRUSTED_ARTIFACT") {
-                        ErrorCode::UntrustedArtifact
-                    } else if why.starts_with("MODEL_DEPRECATED") {
-                        ErrorCode::ModelDeprecated
-                    } else {
-                        ErrorCode::PoolUnready
-                    };
-                    failure = Some((code, why));
-                    break;
-                }
-                None => {
-                    failure = Some((
-                        ErrorCode::PoolUnready,
-                        format!("not ready within {} ms", limit.as_millis()),
-                    ));
-                    break;
-                }
-            }
-        }
-        if let Some((code, why)) = failure {
-            for s in started {
-                s.shutdown().await;
-            }
-            self.set_error(pool_id, why);
-            return Err(code);
-        }
-        let old = self.live.lock().await.insert(pool_id.to_string(), started);
-        self.models
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(
-                pool_id.to_string(),
-                (
-                    new_model_ref.to_string(),
-                    new_model_sha256.map(String::from),
-                ),
-            );
-        self.endpoints
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(pool_id.to_string(), urls);
-        ring(&self.bell);
-        if let Some(old) = old {
-            self.retiring
-                .lock()
-                .await
-                .entry(pool_id.to_string())
-                .or_default()
-                .extend(old);
-        }
-        Ok(adapters)
-    }
-
-    /// Stops the engines a reload replaced.
-    pub async fn retire_old(&self, pool_id: &str) {
-        let old = self
-            .retiring
-            .lock()
-            .await
-            .remove(pool_id)
-            .unwrap_or_default();
-        for s in old {
-            s.shutdown().await;
-        }
-    }
-
-    /// Why the pool's last reload failed.
-    pub fn last_error(&self, pool_id: &str) -> Option<String> {
-        self.last_error
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(pool_id)
-            .cloned()
     }
 }

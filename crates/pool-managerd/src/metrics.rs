@@ -204,7 +204,9 @@ impl PmMetrics {
         for pool in cfg.pools.iter().filter(|p| !p.supervised()) {
             for r in &pool.replicas {
                 match external_adapter(pool, r) {
-                    Some((url, Ok(a))) => self.external.push((pool.id.clone(), r.id.clone(), url, a)),
+                    Some((url, Ok(a))) => {
+                        self.external.push((pool.id.clone(), r.id.clone(), url, a))
+                    }
                     Some((_, Err(e))) => {
                         tracing::warn!(pool_id = %pool.id, error = %e.message, "metrics: no scraper")
                     }
@@ -225,7 +227,12 @@ impl PmMetrics {
             let Some((version, m)) = scraped else {
                 continue;
             };
-            let labels = [pool.as_str(), replica.as_str(), a.engine(), version.as_str()];
+            let labels = [
+                pool.as_str(),
+                replica.as_str(),
+                a.engine(),
+                version.as_str(),
+            ];
             self.engine_figures(&labels, m);
         }
     }

@@ -148,7 +148,9 @@ pub(crate) async fn self_test(engine: &EngineAdapter, deadline: Instant) -> Resu
             .map_err(|e| format!("self-test: telemetry: {}", e.message))?
             .requests_processing;
         match busy {
-            Some(n) if n > 0.0 && matches!(engine, EngineAdapter::Vllm(_) | EngineAdapter::Tgi(_)) => {
+            Some(n)
+                if n > 0.0 && matches!(engine, EngineAdapter::Vllm(_) | EngineAdapter::Tgi(_)) =>
+            {
                 if Instant::now() >= settle {
                     return Err(format!(
                         "self-test: cancel: the engine still reports {n} request(s) processing {} s after the cancel",

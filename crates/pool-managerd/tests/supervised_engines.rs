@@ -17,7 +17,8 @@ use pool_managerd::policy::RestartConfig;
 use pool_managerd::supervisor::{EngineSpec, Phase, Supervisor};
 use test_fixtures::triton::{self as tt, Children};
 
-const KEYS: &str = "\n[[auth.api_keys]]\nkey = \"pm-sup-data-key\"\ntenant = \"t\"\nrole = \"data\"\n";
+const KEYS: &str =
+    "\n[[auth.api_keys]]\nkey = \"pm-sup-data-key\"\ntenant = \"t\"\nrole = \"data\"\n";
 
 /// `llorch-tgi-sim`, built next to this test binary (`cargo build -p llorch-tgi-sim` when it
 /// is not there yet).
@@ -26,7 +27,14 @@ fn tgi_sim() -> PathBuf {
     let profile_dir = exe.parent().and_then(|d| d.parent()).unwrap().to_path_buf();
     let bin = profile_dir.join("llorch-tgi-sim");
     let mut cmd = std::process::Command::new(env!("CARGO"));
-    cmd.args(["build", "-q", "-p", "llorch-tgi-sim", "--bin", "llorch-tgi-sim"]);
+    cmd.args([
+        "build",
+        "-q",
+        "-p",
+        "llorch-tgi-sim",
+        "--bin",
+        "llorch-tgi-sim",
+    ]);
     if profile_dir.file_name().is_some_and(|n| n == "release") {
         cmd.arg("--release");
     }

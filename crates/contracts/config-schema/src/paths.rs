@@ -54,7 +54,10 @@ pub(crate) fn expand_home(cfg: &mut Config, home: Option<&str>) -> Result<(), (S
             }
         }
         if let Some(t) = p.tgi.as_mut() {
-            fields.push((format!("pools[{i}].tgi.server_binary"), &mut t.server_binary));
+            fields.push((
+                format!("pools[{i}].tgi.server_binary"),
+                &mut t.server_binary,
+            ));
         }
         if let Some(t) = p.triton.as_mut() {
             if let Some(b) = t.server_binary.as_mut() {
@@ -189,7 +192,9 @@ pub fn check_files(cfg: &Config) -> Result<(), (String, String)> {
             ),
             (
                 "triton.model_repository",
-                p.triton.as_ref().and_then(|t| t.model_repository.as_deref()),
+                p.triton
+                    .as_ref()
+                    .and_then(|t| t.model_repository.as_deref()),
             ),
         ];
         for (key, dir) in dirs {

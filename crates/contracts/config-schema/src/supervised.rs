@@ -90,7 +90,9 @@ pub(crate) fn validate(pool: &PoolConfig, p: &str) -> Result<(), (String, String
         let mr = pool.model_ref.trim();
         if mr.starts_with("http://")
             || mr.starts_with("https://")
-            || mr.get(..7).is_some_and(|s| s.eq_ignore_ascii_case("sha256:"))
+            || mr
+                .get(..7)
+                .is_some_and(|s| s.eq_ignore_ascii_case("sha256:"))
         {
             return Err((
                 format!("{p}.model_ref"),
@@ -194,7 +196,10 @@ slots = 2
         let v = c.pools[0].vllm.as_ref().unwrap();
         assert_eq!(v.ready_timeout_ms, 600_000);
         assert!(c.pools[0].supervised());
-        assert_eq!(c.pools[0].process().unwrap().server_binary, "/venv/bin/vllm");
+        assert_eq!(
+            c.pools[0].process().unwrap().server_binary,
+            "/venv/bin/vllm"
+        );
 
         let c = parse_str(
             &pool(
@@ -260,12 +265,7 @@ slots = 2
                 "below 1000",
             ),
             (
-                pool(
-                    "tgi",
-                    "m",
-                    "[pools.tgi]\nserver_binary = \"\"\n",
-                    "",
-                ),
+                pool("tgi", "m", "[pools.tgi]\nserver_binary = \"\"\n", ""),
                 "pools[0].tgi.server_binary",
                 "executable",
             ),
@@ -322,7 +322,10 @@ slots = 2
         ];
         for (text, path, msg) in cases {
             let e = err(&text);
-            assert!(e.contains(path) && e.contains(msg), "want {path} / {msg}: {e}");
+            assert!(
+                e.contains(path) && e.contains(msg),
+                "want {path} / {msg}: {e}"
+            );
         }
     }
 }

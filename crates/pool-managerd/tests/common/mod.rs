@@ -130,7 +130,11 @@ pub async fn lifecycle(
     })
     .await;
     let first_ready = t0.elapsed();
-    assert_eq!(seen.first().map(String::as_str), Some("starting"), "{seen:?}");
+    assert_eq!(
+        seen.first().map(String::as_str),
+        Some("starting"),
+        "{seen:?}"
+    );
     assert_eq!(v.engine, engine);
     assert_eq!(v.status.starts_ready, 1, "{:?}", v.status);
     let pid = v.status.pid.expect("a Ready engine has a pid");
