@@ -4,7 +4,7 @@
 //! simulator `llorch-tgi-sim` given as the server binary; Triton is the real tritonserver of
 //! `cargo xtask fetch-engine` with a decoupled Python model; both generate real tokens with a
 //! real llama-server. An engine binary that exits at once ends with the breaker open and a
-//! clear error, for every engine kind.
+//! clear error, for every engine kind. ORCH-3001, ORCH-3002, ORCH-3038, ORCH-3049, ORCH-3053.
 
 mod common;
 
@@ -166,8 +166,8 @@ fn failing_spec(kind: EngineKind, binary: &str) -> EngineSpec {
     }
 }
 
-/// A server binary that exits at once: the breaker opens after `max_crashes` starts, the
-/// replica is not Ready and says why, for every engine kind; nothing panics.
+/// ORCH-3053: a server binary that exits at once opens the breaker after `max_crashes`
+/// starts; the replica is not Ready and says why, for every engine kind; nothing panics.
 #[tokio::test]
 async fn engine_that_exits_at_once_opens_the_breaker() {
     let kinds = [

@@ -3,7 +3,8 @@
 //! (warm-up decode, `vllm:generation_tokens_total` counts it, a canceled stream leaves
 //! `vllm:num_requests_running` at 0), restarted after `kill -9`, nothing of its process group
 //! (API server, engine core) left after stop. One test: vLLM loads for about a minute.
-//! Missing vLLM fails the test; only `LLORCH_SKIP_VLLM=1` skips it.
+//! Missing vLLM fails the test; only `LLORCH_SKIP_VLLM=1` skips it. ORCH-3001, ORCH-3002,
+//! ORCH-3038, ORCH-3049.
 
 mod common;
 
