@@ -47,12 +47,8 @@ fn tgi_sim() -> PathBuf {
     bin
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tgi_under_supervision() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut procs = Children::default();
-    let llama = tt::spawn_llama_server(&dir.path().join("llama.log"), 2, &mut procs);
-    let cfg = format!(
+fn tgi_config(dir: &std::path::Path, llama: &str) -> String {
+    format!(
         r#"
 [pool_manager]
 state_dir = "{state}"
@@ -73,12 +69,78 @@ ready_timeout_ms = 60000
 id = "r0"
 slots = 2
 "#,
-        state = dir.path().join("state").display(),
+        state = dir.join("state").display(),
         sim = tgi_sim().display(),
-    );
-    let (pm, adapters) = common::start(&cfg);
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tgi_under_supervision() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut procs = Children::default();
+    let llama = tt::spawn_llama_server(&dir.path().join("llama.log"), 2, &mut procs);
+    let (pm, adapters) = common::start(&tgi_config(dir.path(), &llama));
     let t = common::lifecycle(&pm, &adapters, "tgi", "tgi", Duration::from_secs(60)).await;
     eprintln!("tgi-sim timings: {t:?}");
+}
+
+/// A reload of a supervised TGI pool (the llama.cpp reload logic, shared): the new model
+/// starts beside the old engine, the switch happens once it passed its self-test, the old
+/// engine is stopped by `retire_old`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tgi_reload_starts_beside_and_switches() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut procs = Children::default();
+    let llama = tt::spawn_llama_server(&dir.path().join("llama.log"), 2, &mut procs);
+    let (pm, _adapters) = common::start(&tgi_config(dir.path(), &llama));
+    let (old, _) = common::wait_view(&pm, "tgi", Duration::from_secs(60), "Ready", |v| {
+        v.status.phase == Phase::Ready
+    })
+    .await;
+    let old_pid = old.status.pid.unwrap();
+    let new = pm
+        .engines
+        .reload("tgi", "HuggingFaceTB/SmolLM2-360M-Instruct", None)
+        .await
+        .expect("reload");
+    assert_eq!(new.len(), 1);
+    assert_eq!(
+        new[0].1.health().await.unwrap().state,
+        WorkerState::Ready,
+        "the new engine serves at once"
+    );
+    let props = new[0].1.properties().await.unwrap();
+    assert_eq!(props.engine, "tgi");
+    let rec = pm.engines.records().await;
+    assert_eq!(
+        rec[0].model_ref.as_deref(),
+        Some("HuggingFaceTB/SmolLM2-360M-Instruct")
+    );
+    assert_ne!(
+        rec[0].engine_url, old.engine_url,
+        "started beside, on a new port"
+    );
+    assert_ne!(rec[0].pid, Some(old_pid));
+    assert!(
+        !common::group_gone(old_pid),
+        "the old engine runs until retired"
+    );
+    pm.engines.retire_old("tgi").await;
+    let t = Instant::now();
+    while !common::group_gone(old_pid) {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "retire_old stops the old engine"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let new_pid = rec[0].pid.unwrap();
+    pm.engines.shutdown().await;
+    let t = Instant::now();
+    while !common::group_gone(new_pid) {
+        assert!(t.elapsed() < Duration::from_secs(10));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
