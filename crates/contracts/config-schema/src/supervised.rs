@@ -121,6 +121,11 @@ pub(crate) fn validate(pool: &PoolConfig, p: &str) -> Result<(), (String, String
             "must not be empty (leave it out to serve model_ref)".into(),
         ));
     }
+    if pool.engine == Engine::Llamacpp {
+        // llama.cpp keeps its split form: a replica with an `endpoint` is reached through an
+        // adapter daemon, one without it is supervised here.
+        return Ok(());
+    }
     for (j, r) in pool.replicas.iter().enumerate() {
         let rp = format!("{p}.replicas[{j}]");
         if r.endpoint.is_some() {
