@@ -52,11 +52,13 @@ pub fn adapter_for(
                 },
             )))
         }
-        Engine::Llamacpp if pool.llamacpp.is_some() => anyhow::bail!(
-            "pool {} replica {}: supervised llama.cpp replicas run under `llorch serve`; \
-             with orchestratord alone, run pool-managerd + llorch-adapterd and set the replica's endpoint",
+        e if pool.supervised() => anyhow::bail!(
+            "pool {} replica {}: supervised {} replicas run under `llorch serve`; \
+             with orchestratord alone, run pool-managerd and reach the engine through the \
+             replica's endpoint (llama.cpp: llorch-adapterd) or engine_url (vLLM, TGI)",
             pool.id,
-            replica.id
+            replica.id,
+            e.as_str()
         ),
         e => anyhow::bail!(
             "pool {} replica {}: engine {} needs an adapter endpoint",

@@ -47,7 +47,7 @@ impl PoolManager {
                 engines,
                 catalog,
                 artifacts,
-                metrics: Arc::new(PmMetrics::new().with_triton(cfg).with_vllm(cfg)),
+                metrics: Arc::new(PmMetrics::new().with_external(cfg)),
                 keys: KeyRing::new(&cfg.auth),
             },
             adapters,

@@ -2,24 +2,25 @@
 //! config, preloaded, reloaded with a new model beside the old one (switch or roll back), and
 //! stopped. The all-in-one `llorch serve` and (next) the pool-managerd daemon both use it.
 
+mod reload;
+mod spawn;
+
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use adapter_api::WorkerAdapter;
-use api_types::ErrorCode;
 use config_schema::Config;
-use llamacpp_adapter::{LlamaCppAdapter, LlamaCppConfig};
 
-use crate::artifacts::{Artifacts, ModelRef};
-use crate::gated::GatedAdapter;
+use crate::artifacts::Artifacts;
 
 /// Each supervised replica's readiness-gated adapter, by (pool id, replica id) — the shape
 /// orchestratord takes as `AdapterOverrides`.
 pub type ReplicaAdapters = HashMap<(String, String), Arc<dyn WorkerAdapter>>;
-use crate::policy::RestartConfig;
-use crate::supervisor::{EngineSpec, ModelSource, Phase, ReplicaStatus, Supervisor};
+use crate::engine_kind::EngineAdapter;
+use crate::supervisor::{Phase, ReplicaStatus, Supervisor};
+pub use spawn::ReplicaEndpoint;
+use spawn::{engine_spec, start_replica};
 
 /// One supervised replica as the metrics and registry see it.
 #[derive(Debug, Clone)]
@@ -28,77 +29,9 @@ pub struct ReplicaView {
     pub replica_id: String,
     pub engine: String,
     pub engine_url: String,
+    /// The engine's own adapter (version and telemetry for the metrics).
+    pub adapter: EngineAdapter,
     pub status: ReplicaStatus,
-}
-
-/// Model file and source of a supervised pool: a local path (`file:` prefix optional) is
-/// used as is; URLs and `sha256:` catalog refs are resolved by the supervisor before each
-/// start.
-fn model_source(model_ref: &str, artifacts: &Arc<Artifacts>) -> (PathBuf, Option<ModelSource>) {
-    match ModelRef::parse(model_ref) {
-        Ok(ModelRef::Local(p)) => (p, None),
-        _ => (
-            PathBuf::new(),
-            Some(ModelSource {
-                model_ref: model_ref.to_string(),
-                artifacts: artifacts.clone(),
-            }),
-        ),
-    }
-}
-
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
-
-fn engine_spec(
-    pool: &config_schema::PoolConfig,
-    proc_cfg: &config_schema::LlamaCppProcessConfig,
-    replica: &config_schema::ReplicaConfig,
-    model_ref: &str,
-    model_sha256: Option<String>,
-    artifacts: &Arc<Artifacts>,
-) -> anyhow::Result<EngineSpec> {
-    // Defence in depth: config validation already refuses this.
-    if replica.devices.is_empty() && !pool.allow_cpu_inference {
-        anyhow::bail!(
-            "pool {} replica {}: no GPU devices and allow_cpu_inference is not set",
-            pool.id,
-            replica.id
-        );
-    }
-    let (model, source) = model_source(model_ref, artifacts);
-    Ok(EngineSpec {
-        pool_id: pool.id.clone(),
-        replica_id: replica.id.clone(),
-        binary: proc_cfg.server_binary.clone().into(),
-        model,
-        model_sha256,
-        source,
-        port: match replica.engine_port {
-            Some(port) => port,
-            None => free_port()?,
-        },
-        slots: replica.slots,
-        ctx_per_slot: pool.ctx_max,
-        devices: replica.devices.clone(),
-        extra_args: proc_cfg.extra_args.clone(),
-        restart: RestartConfig::default(),
-        ready_timeout: Duration::from_millis(proc_cfg.ready_timeout_ms),
-    })
-}
-
-/// Spawns the engine and wraps its adapter in the readiness gate.
-fn start_replica(
-    spec: EngineSpec,
-    model_ref: &str,
-) -> anyhow::Result<(Supervisor, Arc<dyn WorkerAdapter>)> {
-    let engine = LlamaCppAdapter::new(LlamaCppConfig::new(spec.base_url(), model_ref))?;
-    let sup = Supervisor::spawn(spec);
-    let gated = GatedAdapter::new(Arc::new(engine), sup.subscribe());
-    Ok((sup, Arc::new(gated)))
 }
 
 /// How often followers of the registry look again although nothing rang: a slow safety net
@@ -110,16 +43,16 @@ pub struct Engines {
     cfg: Config,
     artifacts: Arc<Artifacts>,
     live: tokio::sync::Mutex<HashMap<String, Vec<Supervisor>>>,
-    /// Per pool, aligned with `live`: (replica id, engine base URL).
-    endpoints: std::sync::Mutex<HashMap<String, Vec<(String, String)>>>,
+    /// Per pool, aligned with `live`: each replica's engine URL and adapter.
+    endpoints: std::sync::Mutex<HashMap<String, Vec<ReplicaEndpoint>>>,
     retiring: tokio::sync::Mutex<HashMap<String, Vec<Supervisor>>>,
     last_error: std::sync::Mutex<HashMap<String, String>>,
     /// Per pool: the model it serves now (model_ref, required SHA-256), switched by a reload.
     models: std::sync::Mutex<HashMap<String, (String, Option<String>)>>,
     /// Engine build per (pool, replica), with the pid it was read from: read once per engine
-    /// process from llama-server's `/props`, so a restart (new pid) reads it again.
+    /// process from the engine (llama-server `/props`, vLLM `/version`, TGI `/info`, Triton
+    /// `/v2`), so a restart (new pid) reads it again.
     versions: std::sync::Mutex<HashMap<(String, String), (u32, String)>>,
-    http: reqwest::Client,
     /// Rung (its generation bumped) whenever something the registry shows may have changed:
     /// a supervisor's status, a reload, a catalog write. Followers wait on it instead of
     /// polling, so an idle host does no periodic work.
@@ -180,34 +113,30 @@ impl Engines {
         artifacts: Arc<Artifacts>,
     ) -> anyhow::Result<(Arc<Engines>, ReplicaAdapters)> {
         let mut live: HashMap<String, Vec<Supervisor>> = HashMap::new();
-        let mut endpoints: HashMap<String, Vec<(String, String)>> = HashMap::new();
+        let mut endpoints: HashMap<String, Vec<ReplicaEndpoint>> = HashMap::new();
         let mut overrides = ReplicaAdapters::new();
         let bell = Arc::new(tokio::sync::watch::Sender::new(0u64));
         if let Some(c) = artifacts.catalog() {
             forward_changes(c.subscribe(), &bell);
         }
-        for pool in &cfg.pools {
-            let Some(proc_cfg) = &pool.llamacpp else {
-                continue;
-            };
+        for pool in cfg.pools.iter().filter(|p| p.supervised()) {
             for r in pool.replicas.iter().filter(|r| r.endpoint.is_none()) {
                 let spec = engine_spec(
                     pool,
-                    proc_cfg,
                     r,
                     &pool.model_ref,
                     pool.model_sha256.clone(),
+                    false,
                     &artifacts,
                 )?;
-                let url = spec.base_url();
-                let (sup, adapter) = start_replica(spec, &pool.model_ref)?;
-                forward_changes(sup.subscribe(), &bell);
-                overrides.insert((pool.id.clone(), r.id.clone()), adapter);
-                live.entry(pool.id.clone()).or_default().push(sup);
+                let started = start_replica(spec, &pool.model_ref)?;
+                forward_changes(started.sup.subscribe(), &bell);
+                overrides.insert((pool.id.clone(), r.id.clone()), started.gated);
+                live.entry(pool.id.clone()).or_default().push(started.sup);
                 endpoints
                     .entry(pool.id.clone())
                     .or_default()
-                    .push((r.id.clone(), url));
+                    .push(started.endpoint);
             }
         }
         let engines = Engines {
@@ -224,9 +153,6 @@ impl Engines {
                     .collect(),
             ),
             versions: std::sync::Mutex::new(HashMap::new()),
-            http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(2))
-                .build()?,
             bell,
         };
         Ok((Arc::new(engines), overrides))
@@ -257,12 +183,13 @@ impl Engines {
             let (Some(sups), Some(eps)) = (live.get(&pool.id), endpoints.get(&pool.id)) else {
                 continue;
             };
-            for (sup, (replica_id, url)) in sups.iter().zip(eps) {
+            for (sup, ep) in sups.iter().zip(eps) {
                 out.push(ReplicaView {
                     pool_id: pool.id.clone(),
-                    replica_id: replica_id.clone(),
+                    replica_id: ep.replica_id.clone(),
                     engine: pool.engine.as_str().into(),
-                    engine_url: url.clone(),
+                    engine_url: ep.url.clone(),
+                    adapter: ep.engine.clone(),
                     status: sup.status(),
                 });
             }
@@ -322,22 +249,19 @@ impl Engines {
         if !r.ready {
             return None;
         }
-        #[derive(serde::Deserialize)]
-        struct Props {
-            #[serde(default)]
-            build_info: String,
-        }
-        let props: Props = self
-            .http
-            .get(format!("{}/props", r.engine_url))
-            .send()
+        let engine = self
+            .endpoints
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&r.pool_id)?
+            .iter()
+            .find(|e| e.replica_id == r.replica_id && e.url == r.engine_url)?
+            .engine
+            .clone();
+        // The same form the engine's adapter reports, so both views agree.
+        let v = tokio::time::timeout(Duration::from_secs(2), engine.version())
             .await
-            .ok()?
-            .json()
-            .await
-            .ok()?;
-        // The same form the llama.cpp adapter reports, so both views agree.
-        let v = format!("llamacpp-{}", props.build_info);
+            .ok()??;
         self.versions
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -357,13 +281,13 @@ impl Engines {
             let (Some(sups), Some(eps)) = (live.get(&pool.id), endpoints.get(&pool.id)) else {
                 continue;
             };
-            for (sup, (replica_id, url)) in sups.iter().zip(eps) {
+            for (sup, ep) in sups.iter().zip(eps) {
                 let st = sup.status();
                 out.push(api_types::ReplicaRecord {
                     pool_id: pool.id.clone(),
-                    replica_id: replica_id.clone(),
+                    replica_id: ep.replica_id.clone(),
                     engine: pool.engine.as_str().into(),
-                    engine_url: url.clone(),
+                    engine_url: ep.url.clone(),
                     phase: st.phase.name().into(),
                     ready: st.phase == Phase::Ready,
                     restarts: st.restarts,
@@ -488,131 +412,5 @@ impl Engines {
     /// (`borrow_and_update`) before reading the records, so no change slips in between.
     pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
         self.bell.subscribe()
-    }
-}
-
-impl Engines {
-    /// Starts the new model beside the old one on every supervised replica of the pool;
-    /// returns the new Ready adapters, or rolls back (stops every new engine) on the first
-    /// failure. The old engines keep running until [`Engines::retire_old`].
-    pub async fn reload(
-        &self,
-        pool_id: &str,
-        new_model_ref: &str,
-        new_model_sha256: Option<&str>,
-    ) -> Result<Vec<(String, Arc<dyn WorkerAdapter>)>, ErrorCode> {
-        let Some(pool) = self.cfg.pool(pool_id) else {
-            return Err(ErrorCode::NotFound);
-        };
-        let Some(proc_cfg) = &pool.llamacpp else {
-            self.set_error(pool_id, "pool's engines are not supervised here".into());
-            return Err(ErrorCode::PoolUnavailable);
-        };
-        let mut started = Vec::new();
-        let mut adapters = Vec::new();
-        let mut urls = Vec::new();
-        for r in pool.replicas.iter().filter(|r| r.endpoint.is_none()) {
-            let spec = engine_spec(
-                pool,
-                proc_cfg,
-                r,
-                new_model_ref,
-                new_model_sha256.map(String::from),
-                &self.artifacts,
-            )
-            .map_err(|_| ErrorCode::Internal)?;
-            urls.push((r.id.clone(), spec.base_url()));
-            let (sup, adapter) =
-                start_replica(spec, new_model_ref).map_err(|_| ErrorCode::Internal)?;
-            forward_changes(sup.subscribe(), &self.bell);
-            started.push(sup);
-            adapters.push((r.id.clone(), adapter));
-        }
-        // The first failure of any new engine rolls the whole reload back: never half.
-        let limit = Duration::from_millis(proc_cfg.ready_timeout_ms);
-        let mut failure = None;
-        for s in &started {
-            let st = s
-                .wait_for(limit, |st| {
-                    st.phase == Phase::Ready || st.last_error.is_some()
-                })
-                .await;
-            match st {
-                Some(st) if st.phase == Phase::Ready => {}
-                Some(st) => {
-                    let why = st.last_error.unwrap_or_default();
-                    let code = if why.starts_with("UNTRUSTED_ARTIFACT") {
-                        ErrorCode::UntrustedArtifact
-                    } else if why.starts_with("MODEL_DEPRECATED") {
-                        ErrorCode::ModelDeprecated
-                    } else {
-                        ErrorCode::PoolUnready
-                    };
-                    failure = Some((code, why));
-                    break;
-                }
-                None => {
-                    failure = Some((
-                        ErrorCode::PoolUnready,
-                        format!("not ready within {} ms", limit.as_millis()),
-                    ));
-                    break;
-                }
-            }
-        }
-        if let Some((code, why)) = failure {
-            for s in started {
-                s.shutdown().await;
-            }
-            self.set_error(pool_id, why);
-            return Err(code);
-        }
-        let old = self.live.lock().await.insert(pool_id.to_string(), started);
-        self.models
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(
-                pool_id.to_string(),
-                (
-                    new_model_ref.to_string(),
-                    new_model_sha256.map(String::from),
-                ),
-            );
-        self.endpoints
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(pool_id.to_string(), urls);
-        ring(&self.bell);
-        if let Some(old) = old {
-            self.retiring
-                .lock()
-                .await
-                .entry(pool_id.to_string())
-                .or_default()
-                .extend(old);
-        }
-        Ok(adapters)
-    }
-
-    /// Stops the engines a reload replaced.
-    pub async fn retire_old(&self, pool_id: &str) {
-        let old = self
-            .retiring
-            .lock()
-            .await
-            .remove(pool_id)
-            .unwrap_or_default();
-        for s in old {
-            s.shutdown().await;
-        }
-    }
-
-    /// Why the pool's last reload failed.
-    pub fn last_error(&self, pool_id: &str) -> Option<String> {
-        self.last_error
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(pool_id)
-            .cloned()
     }
 }

@@ -1,5 +1,6 @@
-//! `pool-managerd`: the pool manager daemon. `serve` supervises every `[pools.llamacpp]`
-//! replica of the config and serves the replica registry, the model catalog and `/metrics`
+//! `pool-managerd`: the pool manager daemon. `serve` supervises every replica of the config's
+//! supervised pools (`[pools.llamacpp]`, `[pools.vllm]`, `[pools.tgi]`, `[pools.triton]` with
+//! `server_binary`) and serves the replica registry, the model catalog and `/metrics`
 //! (socket-activated, sd_notify);
 //! `provision-engine` builds llama-server; `digest` prints a file's SHA-256.
 

@@ -7,25 +7,15 @@
 //! labelled {pool_id, replica_id, engine, engine_version}.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use api_types::VerificationResult;
-use llamacpp_adapter::{EngineMetrics, LlamaCppAdapter, LlamaCppConfig};
 use prometheus::{Encoder, GaugeVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
-use triton_adapter::{TritonAdapter, TritonMetrics};
-use vllm_adapter::{VllmAdapter, VllmMetrics};
 
 use crate::catalog::Catalog;
+use crate::engine_kind::{EngineAdapter, EngineFigures, external_adapter};
 
-/// What every engine's scrape contributes to the engine families.
-struct EngineFigures {
-    kv_cache_usage_ratio: Option<f64>,
-    requests_processing: Option<f64>,
-    requests_deferred: Option<f64>,
-    prompt_tokens_total: Option<f64>,
-    generated_tokens_total: Option<f64>,
-}
 use crate::engines::{Engines, ReplicaView};
 use crate::gpu::Gpus;
 use crate::supervisor::Phase;
@@ -66,12 +56,9 @@ pub struct PmMetrics {
     seen: Mutex<HashMap<Vec<String>, u64>>,
     /// engine_version by engine URL (`/props` once per engine process).
     versions: Mutex<HashMap<String, String>>,
-    /// Replicas of `[pools.triton]` pools: (pool_id, replica_id, adapter). Triton runs outside
-    /// our supervision; its `nv_` metrics are folded into the same engine families.
-    triton: Vec<(String, String, Arc<TritonAdapter>)>,
-    /// Replicas of `engine = "vllm"` pools reached by `engine_url`: (pool_id, replica_id,
-    /// adapter). vLLM runs outside our supervision; its `vllm:` metrics are folded likewise.
-    vllm: Vec<(String, String, Arc<VllmAdapter>)>,
+    /// Replicas whose engine runs outside our supervision but is scraped directly
+    /// ([`PmMetrics::with_external`]): (pool_id, replica_id, engine URL, adapter).
+    external: Vec<(String, String, String, EngineAdapter)>,
 }
 
 fn reg<T: prometheus::core::Collector + Clone + 'static>(r: &Registry, c: T) -> T {
@@ -204,103 +191,50 @@ impl PmMetrics {
             registry: r,
             seen: Mutex::new(HashMap::new()),
             versions: Mutex::new(HashMap::new()),
-            triton: Vec::new(),
-            vllm: Vec::new(),
+            external: Vec::new(),
         }
     }
 
-    /// Also scrapes the Triton servers of `cfg`'s `[pools.triton]` replicas.
-    pub fn with_triton(mut self, cfg: &config_schema::Config) -> Self {
-        for pool in &cfg.pools {
-            let Some(t) = &pool.triton else { continue };
+    /// Also scrapes the engines of `cfg`'s replicas that run outside our supervision and
+    /// that this process reaches directly: Triton servers of `[pools.triton]` replicas (their
+    /// HTTP `endpoint`), and vLLM and TGI servers named by a replica's `engine_url` (behind an
+    /// adapter daemon's `endpoint` the URL is the daemon's). Their `nv_`, `vllm:` and `tgi_`
+    /// metrics are folded into the same engine families as the supervised engines'.
+    pub fn with_external(mut self, cfg: &config_schema::Config) -> Self {
+        for pool in cfg.pools.iter().filter(|p| !p.supervised()) {
             for r in &pool.replicas {
-                let Some(ep) = &r.endpoint else { continue };
-                let inputs = match t.inputs {
-                    config_schema::TritonInputs::Vllm => triton_adapter::InputConvention::Vllm,
-                    config_schema::TritonInputs::TensorrtLlm => {
-                        triton_adapter::InputConvention::TensorrtLlm
+                match external_adapter(pool, r) {
+                    Some((url, Ok(a))) => {
+                        self.external.push((pool.id.clone(), r.id.clone(), url, a))
                     }
-                };
-                let mut c = triton_adapter::TritonConfig::new(ep, t.model.clone(), inputs);
-                c.metrics_url = t.metrics_url.clone();
-                match TritonAdapter::new(c) {
-                    Ok(a) => self
-                        .triton
-                        .push((pool.id.clone(), r.id.clone(), Arc::new(a))),
-                    Err(e) => tracing::warn!(error = %e.message, "metrics: no Triton scraper"),
+                    Some((_, Err(e))) => {
+                        tracing::warn!(pool_id = %pool.id, error = %e.message, "metrics: no scraper")
+                    }
+                    None => {}
                 }
             }
         }
         self
     }
 
-    /// Also scrapes the vLLM servers of `cfg`'s `engine = "vllm"` replicas that name their
-    /// server with `engine_url` (behind an adapter daemon's `endpoint` the URL is the daemon's).
-    pub fn with_vllm(mut self, cfg: &config_schema::Config) -> Self {
-        for pool in cfg
-            .pools
-            .iter()
-            .filter(|p| p.engine == api_types::Engine::Vllm)
-        {
-            for r in &pool.replicas {
-                let Some(url) = &r.engine_url else { continue };
-                match VllmAdapter::new(vllm_adapter::VllmConfig::new(url, pool.model_ref.clone())) {
-                    Ok(a) => self.vllm.push((pool.id.clone(), r.id.clone(), Arc::new(a))),
-                    Err(e) => tracing::warn!(error = %e.message, "metrics: no vLLM scraper"),
-                }
-            }
-        }
-        self
-    }
-
-    /// vLLM's version (`GET /version`, once per server) and metrics for one replica; None
-    /// when it does not answer in time.
-    async fn scrape_vllm(&self, a: &VllmAdapter) -> Option<(String, VllmMetrics)> {
-        self.scrape_engine(
-            &a.config().base_url,
-            async { a.engine_version().await.ok() },
-            async { a.metrics().await.ok() },
-        )
-        .await
-    }
-
-    /// Folds vLLM's metrics into the engine families: running and waiting requests, KV cache
-    /// usage, prompt and generated token counters (the same meanings as llama.cpp's).
-    async fn vllm_replicas(&self) {
-        let scrapes =
-            futures::future::join_all(self.vllm.iter().map(|(_, _, a)| self.scrape_vllm(a))).await;
-        for ((pool, replica, _), scraped) in self.vllm.iter().zip(scrapes) {
+    /// Folds the external engines' metrics into the engine families.
+    async fn external_replicas(&self) {
+        let scrapes = futures::future::join_all(self.external.iter().map(|(_, _, url, a)| {
+            self.scrape_engine(url, a.version(), async { a.figures().await.ok() })
+        }))
+        .await;
+        for ((pool, replica, _, a), scraped) in self.external.iter().zip(scrapes) {
             let Some((version, m)) = scraped else {
                 continue;
             };
-            let labels = [pool.as_str(), replica.as_str(), "vllm", version.as_str()];
-            self.engine_figures(
-                &labels,
-                EngineFigures {
-                    kv_cache_usage_ratio: m.kv_cache_usage_ratio,
-                    requests_processing: m.requests_processing,
-                    requests_deferred: m.requests_deferred,
-                    prompt_tokens_total: m.prompt_tokens_total,
-                    generated_tokens_total: m.tokens_predicted_total,
-                },
-            );
+            let labels = [
+                pool.as_str(),
+                replica.as_str(),
+                a.engine(),
+                version.as_str(),
+            ];
+            self.engine_figures(&labels, m);
         }
-    }
-
-    /// Triton's version (`GET /v2`, once per server) and metrics for one replica; None when it
-    /// does not answer in time.
-    async fn scrape_triton(&self, a: &TritonAdapter) -> Option<(String, TritonMetrics)> {
-        self.scrape_engine(
-            &a.config().base_url,
-            async {
-                Some(format!(
-                    "triton-{}",
-                    a.server_metadata().await.ok()?.version
-                ))
-            },
-            async { a.metrics().await.ok() },
-        )
-        .await
     }
 
     /// One engine's version (asked once per server URL, then remembered) and metrics, within
@@ -336,37 +270,6 @@ impl PmMetrics {
             .await
             .ok()
             .flatten()
-    }
-
-    /// Folds Triton's per-model metrics into the engine families: pending requests are the
-    /// requests waiting inside the engine; the vLLM backend's token counters, when exported,
-    /// feed the token families. Triton exports no "processing now" count.
-    async fn triton_replicas(&self) {
-        let scrapes =
-            futures::future::join_all(self.triton.iter().map(|(_, _, a)| self.scrape_triton(a)))
-                .await;
-        for ((pool, replica, _), scraped) in self.triton.iter().zip(scrapes) {
-            let Some((version, m)) = scraped else {
-                continue;
-            };
-            let labels = [pool.as_str(), replica.as_str(), "triton", version.as_str()];
-            if let Some(n) = m.pending_requests {
-                self.engine_requests_deferred
-                    .with_label_values(&labels)
-                    .set(n as i64);
-            }
-            if let Some(n) = m.prompt_tokens_total {
-                self.advance(&self.engine_prompt_tokens, "prompt", &labels, n as u64);
-            }
-            if let Some(n) = m.generation_tokens_total {
-                self.advance(
-                    &self.engine_generated_tokens,
-                    "generated",
-                    &labels,
-                    n as u64,
-                );
-            }
-        }
     }
 
     pub fn catalog_verification(&self, result: VerificationResult) {
@@ -431,8 +334,7 @@ impl PmMetrics {
                 self.replica(v, scraped);
             }
         }
-        self.triton_replicas().await;
-        self.vllm_replicas().await;
+        self.external_replicas().await;
         if let Some(cat) = catalog {
             self.model_state.reset();
             match cat.list() {
@@ -465,33 +367,26 @@ impl PmMetrics {
         String::from_utf8(buf).unwrap_or_default()
     }
 
-    /// The engine's version and metrics, for Ready llama.cpp replicas; None when it does not
+    /// The engine's version and metrics, for Ready supervised replicas of every engine
+    /// (llama.cpp `llamacpp:`, vLLM `vllm:`, TGI `tgi_`, Triton `nv_`); None when it does not
     /// answer in time (its engine families are then left out of this scrape).
-    async fn scrape(&self, v: &ReplicaView) -> Option<(String, EngineMetrics)> {
-        if v.status.phase != Phase::Ready || v.engine != "llamacpp" {
+    async fn scrape(&self, v: &ReplicaView) -> Option<(String, EngineFigures)> {
+        if v.status.phase != Phase::Ready {
             return None;
         }
-        let adapter = LlamaCppAdapter::new(LlamaCppConfig::new(&v.engine_url, "")).ok()?;
-        self.scrape_engine(
-            &v.engine_url,
-            async {
-                let p = adapter.props().await.ok()?;
-                Some(format!("llamacpp-{}", p.build_info))
-            },
-            async {
-                match adapter.metrics().await {
-                    Ok(m) => Some(m),
-                    Err(e) => {
-                        tracing::debug!(pool_id = %v.pool_id, replica_id = %v.replica_id, error = %e.message, "engine /metrics scrape failed");
-                        None
-                    }
+        self.scrape_engine(&v.engine_url, v.adapter.version(), async {
+            match v.adapter.figures().await {
+                Ok(m) => Some(m),
+                Err(e) => {
+                    tracing::debug!(pool_id = %v.pool_id, replica_id = %v.replica_id, error = %e.message, "engine /metrics scrape failed");
+                    None
                 }
-            },
-        )
+            }
+        })
         .await
     }
 
-    fn replica(&self, v: &ReplicaView, scraped: Option<(String, EngineMetrics)>) {
+    fn replica(&self, v: &ReplicaView, scraped: Option<(String, EngineFigures)>) {
         let st = &v.status;
         let cpu = if st.cpu { "true" } else { "false" };
         let ids = [v.pool_id.as_str(), v.replica_id.as_str(), v.engine.as_str()];
@@ -535,15 +430,6 @@ impl PmMetrics {
             return;
         };
         let labels = [ids[0], ids[1], ids[2], version.as_str()];
-        self.engine_figures(
-            &labels,
-            EngineFigures {
-                kv_cache_usage_ratio: m.kv_cache_usage_ratio,
-                requests_processing: m.requests_processing,
-                requests_deferred: m.requests_deferred,
-                prompt_tokens_total: m.prompt_tokens_total,
-                generated_tokens_total: m.tokens_predicted_total,
-            },
-        );
+        self.engine_figures(&labels, m);
     }
 }

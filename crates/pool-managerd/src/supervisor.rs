@@ -1,8 +1,9 @@
-//! Supervises one engine process for one replica (ORCH-3001, 3002, 3038, 3053): spawns
-//! llama-server with the replica's device mask in its own process group (killed with us via
-//! PDEATHSIG), streams its output into our logs, declares the replica Ready only after the
-//! model answered a one-token decode and passed the startup self-test (ORCH-3049: telemetry
-//! counts that decode, a canceled stream frees its slot), and restarts it after a crash with
+//! Supervises one engine process for one replica (ORCH-3001, 3002, 3038, 3053): spawns the
+//! engine (llama-server, vLLM, TGI or Triton: [`EngineKind`] makes its command line) with the
+//! replica's device mask in its own process group (killed with us via PDEATHSIG), streams its
+//! output into our logs, declares the replica Ready only after the model answered a one-token
+//! decode and passed the startup self-test ([`crate::readiness`], ORCH-3049: telemetry counts
+//! that decode, a canceled stream frees its slot), and restarts it after a crash with
 //! exponential backoff behind a circuit breaker.
 
 use std::path::PathBuf;
@@ -11,10 +12,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 use tokio::sync::watch;
 
 use crate::artifacts::{ArtifactError, Artifacts};
+pub use crate::engine_kind::EngineKind;
 use crate::policy::{RestartConfig, RestartDecision, RestartPolicy};
 use crate::provision::verify_artifact;
 
@@ -39,8 +41,11 @@ impl std::fmt::Debug for ModelSource {
 pub struct EngineSpec {
     pub pool_id: String,
     pub replica_id: String,
+    /// Which engine `binary` is: its command line, readiness probe and self-test adapter.
+    pub kind: EngineKind,
     pub binary: PathBuf,
-    /// The model file (when `source` is None).
+    /// The model file (when `source` is None); a model directory (vLLM), a model id (TGI),
+    /// the model repository (Triton).
     pub model: PathBuf,
     /// Required digest of the model file; checked before every (re)start.
     pub model_sha256: Option<String>,
@@ -54,6 +59,8 @@ pub struct EngineSpec {
     /// GPU ordinals → CUDA_VISIBLE_DEVICES; empty = CPU.
     pub devices: Vec<u32>,
     pub extra_args: Vec<String>,
+    /// Extra environment of the engine process.
+    pub env: std::collections::BTreeMap<String, String>,
     pub restart: RestartConfig,
     /// Longest time from spawn to Ready before the start counts as failed.
     pub ready_timeout: Duration,
@@ -188,18 +195,8 @@ fn set(tx: &watch::Sender<ReplicaStatus>, f: impl FnOnce(&mut ReplicaStatus)) {
 }
 
 fn spawn_engine(spec: &EngineSpec, model: &std::path::Path) -> std::io::Result<Child> {
-    let mut cmd = Command::new(&spec.binary);
-    cmd.arg("-m")
-        .arg(model)
-        // Prometheus /metrics, folded into pool-managerd's replica metrics.
-        .arg("--metrics")
-        .args(["--host", "127.0.0.1", "--port", &spec.port.to_string()])
-        .args(["-np", &spec.slots.to_string()])
-        .args([
-            "-c",
-            &(spec.ctx_per_slot.saturating_mul(spec.slots)).to_string(),
-        ])
-        .args(&spec.extra_args)
+    let mut cmd = spec.kind.command(spec, model);
+    cmd
         // Number GPUs like NVML does (PCI bus order), so that device ordinals mean the same
         // GPU to the headroom check and to the engine.
         .env("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
@@ -256,122 +253,30 @@ fn forward_logs(child: &mut Child, spec: &EngineSpec) {
     }
 }
 
-/// Ready = `/health` says ok and a one-token decode succeeds (ORCH-3002).
-async fn wait_ready(spec: &EngineSpec, child: &mut Child) -> Result<(), String> {
-    let http = reqwest::Client::new();
-    let deadline = Instant::now() + spec.ready_timeout;
-    loop {
-        if let Ok(Some(st)) = child.try_wait() {
-            return Err(format!("engine exited during load ({st})"));
-        }
-        if Instant::now() >= deadline {
-            return Err(format!(
-                "engine not ready within {} ms",
-                spec.ready_timeout.as_millis()
-            ));
-        }
-        let ok = http
-            .get(format!("{}/health", spec.base_url()))
-            .timeout(Duration::from_secs(2))
-            .send()
-            .await
-            .map(|r| r.status().is_success())
-            .unwrap_or(false);
-        if ok {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let body = serde_json::json!({"prompt": "Hello", "n_predict": 1, "cache_prompt": false});
-    let resp = http
-        .post(format!("{}/completion", spec.base_url()))
-        .json(&body)
-        .timeout(
-            deadline
-                .saturating_duration_since(Instant::now())
-                .max(Duration::from_secs(1)),
-        )
-        .send()
-        .await
-        .map_err(|e| format!("warm-up decode failed: {e}"))?;
-    let status = resp.status();
-    let v: serde_json::Value = resp
-        .json()
-        .await
-        .map_err(|e| format!("warm-up decode: bad response: {e}"))?;
-    if !status.is_success() || v["tokens_predicted"].as_u64().unwrap_or(0) < 1 {
-        return Err(format!("warm-up decode failed: HTTP {status}: {v}"));
-    }
-    self_test(spec).await
-}
-
-/// The rest of the startup self-test (ORCH-3049), through the same adapter code that will
-/// serve traffic: the engine's telemetry counts the warm-up decode (so its metrics can be
-/// trusted), and a streaming job canceled after its first token gives its slot back (so a
-/// cancel can never leak engine capacity). A replica failing either is not Ready.
-async fn self_test(spec: &EngineSpec) -> Result<(), String> {
-    use adapter_api::{WorkerAdapter, WorkerEvent};
-    use futures::StreamExt;
-    use llamacpp_adapter::{LlamaCppAdapter, LlamaCppConfig};
-
-    let adapter = LlamaCppAdapter::new(LlamaCppConfig::new(spec.base_url(), ""))
-        .map_err(|e| format!("self-test: {}", e.message))?;
-    let m = adapter
-        .metrics()
-        .await
-        .map_err(|e| format!("self-test: telemetry: {}", e.message))?;
-    if m.tokens_predicted_total.unwrap_or(0.0) < 1.0 {
-        return Err(
-            "self-test: telemetry: /metrics does not count the warm-up decode (llamacpp:tokens_predicted_total)"
-                .into(),
-        );
-    }
-    let job_id = "llorch-self-test";
-    let mut stream = adapter
-        .generate(api_types::worker::GenerateRequest {
-            job_id: job_id.into(),
-            prompt: "Hello".into(),
-            max_tokens: 64,
-            seed: 0,
-            sampler_profile_version: None,
-            strict_determinism: false,
-            ..Default::default()
-        })
-        .await
-        .map_err(|e| format!("self-test: streaming decode: {}", e.message))?;
-    match tokio::time::timeout(Duration::from_secs(30), stream.next()).await {
-        Ok(Some(Ok(WorkerEvent::Token(_) | WorkerEvent::End(_)))) => {}
-        Ok(Some(Err(e))) => return Err(format!("self-test: streaming decode: {}", e.message)),
-        Ok(None) => return Err("self-test: streaming decode ended without a token".into()),
-        Err(_) => return Err("self-test: no token within 30 s".into()),
-    }
-    // Returns once /slots shows the slot idle again (or fails after the adapter's timeout).
-    adapter
-        .cancel(job_id)
-        .await
-        .map_err(|e| format!("self-test: cancel: {}", e.message))?;
-    drop(stream);
-    Ok(())
-}
-
-fn kill_group(child: &Child, sig: libc::c_int) {
-    if let Some(pid) = child.id() {
-        // SAFETY: signalling the engine's own process group (pgid = its pid, set at spawn).
+/// Signals the engine's process group (pgid = the engine's pid, set at spawn).
+fn kill_group(pgid: Option<u32>, sig: libc::c_int) {
+    if let Some(pid) = pgid {
+        // SAFETY: signalling the engine's own process group.
         unsafe {
             libc::kill(-(pid as libc::pid_t), sig);
         }
     }
 }
 
+/// SIGTERM to the engine's group, SIGKILL after 5 s; then SIGKILL whatever of the group is
+/// left (vLLM's engine-core and worker processes, Triton's Python stubs), so a stop leaves no
+/// process behind.
 async fn stop_engine(child: &mut Child) {
-    kill_group(child, libc::SIGTERM);
+    let pgid = child.id();
+    kill_group(pgid, libc::SIGTERM);
     if tokio::time::timeout(Duration::from_secs(5), child.wait())
         .await
         .is_err()
     {
-        kill_group(child, libc::SIGKILL);
+        kill_group(pgid, libc::SIGKILL);
         let _ = child.wait().await;
     }
+    kill_group(pgid, libc::SIGKILL);
 }
 
 async fn supervise(
@@ -451,13 +356,16 @@ async fn supervise(
                     "engine started"
                 );
                 let ready = tokio::select! {
-                    r = wait_ready(&spec, &mut child) => r,
+                    r = crate::readiness::wait_ready(&spec, &mut child) => r,
                     _ = &mut stop => { stop_engine(&mut child).await; set(&tx, |s| { s.phase = Phase::Stopped; s.pid = None; }); return; }
                 };
                 match ready {
                     Err(e) => {
                         stop_engine(&mut child).await;
-                        set(&tx, |s| s.starts_failed += 1);
+                        set(&tx, |s| {
+                            s.starts_failed += 1;
+                            s.pid = None;
+                        });
                         e
                     }
                     Ok(()) => {
@@ -475,6 +383,9 @@ async fn supervise(
                         );
                         tokio::select! {
                             st = child.wait() => {
+                                // The engine died: its helpers (same group) go too, before a
+                                // restart needs their memory and ports.
+                                kill_group(pid, libc::SIGKILL);
                                 set(&tx, |s| s.pid = None);
                                 match st {
                                     Ok(st) => format!("engine exited ({st})"),

@@ -17,6 +17,7 @@ fn spec(slots: u32) -> EngineSpec {
     EngineSpec {
         pool_id: "p".into(),
         replica_id: "r0".into(),
+        kind: pool_managerd::engine_kind::EngineKind::LlamaCpp,
         binary: e.llama_server,
         model: e.model,
         model_sha256: Some(e.model_sha256),
@@ -26,6 +27,7 @@ fn spec(slots: u32) -> EngineSpec {
         ctx_per_slot: 512,
         devices: vec![],
         extra_args: vec![],
+        env: Default::default(),
         restart: RestartConfig {
             initial_backoff_ms: 200,
             max_backoff_ms: 1000,

@@ -20,6 +20,7 @@ fn spec(fault: &str, model: PathBuf) -> EngineSpec {
     EngineSpec {
         pool_id: "p".into(),
         replica_id: "r0".into(),
+        kind: pool_managerd::engine_kind::EngineKind::LlamaCpp,
         binary: PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/faulty_engine.py"),
         model,
         model_sha256: None,
@@ -29,6 +30,7 @@ fn spec(fault: &str, model: PathBuf) -> EngineSpec {
         ctx_per_slot: 128,
         devices: vec![],
         extra_args: vec!["--fault".into(), fault.into()],
+        env: Default::default(),
         restart: RestartConfig {
             initial_backoff_ms: 50,
             max_backoff_ms: 200,

@@ -9,6 +9,7 @@ fn spec(binary: &str, model: std::path::PathBuf, sha: Option<String>) -> EngineS
     EngineSpec {
         pool_id: "p".into(),
         replica_id: "r0".into(),
+        kind: pool_managerd::engine_kind::EngineKind::LlamaCpp,
         binary: binary.into(),
         model,
         model_sha256: sha,
@@ -18,6 +19,7 @@ fn spec(binary: &str, model: std::path::PathBuf, sha: Option<String>) -> EngineS
         ctx_per_slot: 128,
         devices: vec![],
         extra_args: vec![],
+        env: Default::default(),
         restart: RestartConfig {
             initial_backoff_ms: 10,
             max_backoff_ms: 40,

@@ -9,6 +9,7 @@
 mod load;
 mod paths;
 mod retention;
+mod supervised;
 mod types;
 
 pub use load::{

@@ -230,7 +230,7 @@ fn validate_triton(
             ));
         }
     }
-    for (j, r) in pool.replicas.iter().enumerate() {
+    for (j, r) in pool.replicas.iter().enumerate().filter(|_| !t.supervised()) {
         if !r
             .endpoint
             .as_deref()
@@ -439,12 +439,7 @@ fn validate(cfg: &Config, file: &str) -> Result<(), ConfigError> {
                 ));
             }
         }
-        if pool.llamacpp.is_some() && pool.engine != api_types::Engine::Llamacpp {
-            return Err(bad(
-                format!("{p}.llamacpp"),
-                "only for engine = \"llamacpp\"".into(),
-            ));
-        }
+        crate::supervised::validate(pool, &p).map_err(|(path, m)| bad(path, m))?;
         if let Some(t) = &pool.triton {
             validate_triton(t, pool, &p).map_err(|(path, m)| bad(path, m))?;
         }
@@ -515,10 +510,11 @@ fn validate(cfg: &Config, file: &str) -> Result<(), ConfigError> {
             }
             if let Some(port) = r.engine_port {
                 let field = format!("{rp}.engine_port");
-                if pool.llamacpp.is_none() {
+                if !pool.supervised() {
                     return Err(bad(
                         field,
-                        "only for pools whose engine pool-managerd supervises ([pools.llamacpp])"
+                        "only for pools whose engine pool-managerd supervises ([pools.llamacpp], \
+                         [pools.vllm], [pools.tgi], or [pools.triton] with server_binary)"
                             .into(),
                     ));
                 }
@@ -547,7 +543,7 @@ fn validate(cfg: &Config, file: &str) -> Result<(), ConfigError> {
                     }
                 }
                 (None, api_types::Engine::Mock) => {}
-                (None, api_types::Engine::Llamacpp) if pool.llamacpp.is_some() => {}
+                (None, _) if pool.supervised() => {}
                 (None, api_types::Engine::Tgi | api_types::Engine::Vllm)
                     if r.engine_url.is_some() => {}
                 (None, e) => {

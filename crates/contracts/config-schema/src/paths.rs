@@ -44,6 +44,29 @@ pub(crate) fn expand_home(cfg: &mut Config, home: Option<&str>) -> Result<(), (S
                 &mut l.server_binary,
             ));
         }
+        if let Some(v) = p.vllm.as_mut() {
+            fields.push((
+                format!("pools[{i}].vllm.server_binary"),
+                &mut v.server_binary,
+            ));
+            if let Some(d) = v.model_dir.as_mut() {
+                fields.push((format!("pools[{i}].vllm.model_dir"), d));
+            }
+        }
+        if let Some(t) = p.tgi.as_mut() {
+            fields.push((
+                format!("pools[{i}].tgi.server_binary"),
+                &mut t.server_binary,
+            ));
+        }
+        if let Some(t) = p.triton.as_mut() {
+            if let Some(b) = t.server_binary.as_mut() {
+                fields.push((format!("pools[{i}].triton.server_binary"), b));
+            }
+            if let Some(d) = t.model_repository.as_mut() {
+                fields.push((format!("pools[{i}].triton.model_repository"), d));
+            }
+        }
     }
     for (key, value) in fields {
         let (prefix, rest) = match value.strip_prefix("file:") {
@@ -137,9 +160,12 @@ pub fn check_files(cfg: &Config) -> Result<(), (String, String)> {
         }
     }
     for (i, p) in cfg.pools.iter().enumerate() {
-        // A Triton pool's model lives in Triton's model repository: model_ref is a name.
-        if p.engine != api_types::Engine::Triton
-            && let Some(m) = local_model_path(&p.model_ref)
+        // A Triton pool's model lives in Triton's model repository: model_ref is a name; a
+        // vLLM or TGI pool's model is a directory or hub id.
+        if !matches!(
+            p.engine,
+            api_types::Engine::Triton | api_types::Engine::Vllm | api_types::Engine::Tgi
+        ) && let Some(m) = local_model_path(&p.model_ref)
         {
             readable_file(Path::new(m)).map_err(|e| (format!("pools[{i}].model_ref"), e))?;
         }
@@ -147,9 +173,40 @@ pub fn check_files(cfg: &Config) -> Result<(), (String, String)> {
             readable_file(&base.join(&pol.module))
                 .map_err(|e| (format!("pools[{i}].policy.module"), e))?;
         }
-        if let Some(l) = &p.llamacpp {
-            executable_file(Path::new(&l.server_binary))
-                .map_err(|e| (format!("pools[{i}].llamacpp.server_binary"), e))?;
+        if let Some(proc_cfg) = p.process() {
+            let section = match p.engine {
+                api_types::Engine::Llamacpp => "llamacpp",
+                api_types::Engine::Vllm => "vllm",
+                api_types::Engine::Tgi => "tgi",
+                _ => "triton",
+            };
+            executable_file(Path::new(proc_cfg.server_binary))
+                .map_err(|e| (format!("pools[{i}].{section}.server_binary"), e))?;
+        }
+        let dirs = [
+            (
+                "vllm.model_dir",
+                p.vllm
+                    .as_ref()
+                    .map(|v| v.model_dir.as_deref().unwrap_or(&p.model_ref)),
+            ),
+            (
+                "triton.model_repository",
+                p.triton
+                    .as_ref()
+                    .and_then(|t| t.model_repository.as_deref()),
+            ),
+        ];
+        for (key, dir) in dirs {
+            if let Some(d) = dir {
+                let d = d.strip_prefix("file:").unwrap_or(d);
+                if !Path::new(d).is_dir() {
+                    return Err((
+                        format!("pools[{i}].{key}"),
+                        format!("`{d}` is not a directory"),
+                    ));
+                }
+            }
         }
     }
     Ok(())

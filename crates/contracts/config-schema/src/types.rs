@@ -374,6 +374,14 @@ pub struct PoolConfig {
     /// `endpoint` is then Triton's HTTP endpoint and the adapter runs in-process.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub triton: Option<TritonConfig>,
+    /// Run the replicas' vLLM servers (`vllm serve`) under pool-managerd's supervision
+    /// (engine = "vllm"); the replicas then set no `endpoint`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vllm: Option<VllmProcessConfig>,
+    /// Run the replicas' TGI launchers (`text-generation-launcher`) under pool-managerd's
+    /// supervision (engine = "tgi"); the replicas then set no `endpoint`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tgi: Option<TgiProcessConfig>,
     /// A WebAssembly policy plugin for this pool's admission and placement (ORCH-3048,
     /// docs/plugins.md). Absent: the built-in policies only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -440,6 +448,45 @@ pub struct LlamaCppProcessConfig {
     pub ready_timeout_ms: u64,
 }
 
+/// How a supervised vLLM server is started: `<server_binary> serve <model_dir> --host
+/// 127.0.0.1 --port <port> --max-num-seqs <slots> --max-model-len <ctx_max> --seed 0
+/// <extra_args…>`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VllmProcessConfig {
+    /// Path of the `vllm` executable (the venv's `bin/vllm`).
+    pub server_binary: String,
+    /// The model directory (Hugging Face layout: `config.json`, safetensors, tokenizer).
+    /// Absent: the pool's `model_ref`, a local directory. A reload serves the new model_ref.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_dir: Option<String>,
+    /// Extra command-line arguments (e.g. `--dtype`, `--enforce-eager`).
+    #[serde(default)]
+    pub extra_args: Vec<String>,
+    /// Extra environment of the server (e.g. `VLLM_BATCH_INVARIANT = "1"`).
+    #[serde(default)]
+    pub env: std::collections::BTreeMap<String, String>,
+    /// Longest time from start to Ready (vLLM imports and loads for a minute or more).
+    #[serde(default = "default_long_ready_timeout_ms")]
+    pub ready_timeout_ms: u64,
+}
+
+/// How a supervised TGI is started: `<server_binary> --model-id <model_ref> --hostname
+/// 127.0.0.1 --port <port> --max-concurrent-requests <slots> <extra_args…>`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TgiProcessConfig {
+    /// Path of `text-generation-launcher` (or a stand-in with its flags).
+    pub server_binary: String,
+    #[serde(default)]
+    pub extra_args: Vec<String>,
+    #[serde(default)]
+    pub env: std::collections::BTreeMap<String, String>,
+    /// Longest time from start to Ready (TGI downloads and shards the model first).
+    #[serde(default = "default_long_ready_timeout_ms")]
+    pub ready_timeout_ms: u64,
+}
+
 /// How a Triton Inference Server serves the pool's model (generate extension, SSE).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -452,6 +499,30 @@ pub struct TritonConfig {
     /// of each replica endpoint's host. Only for single-replica pools.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metrics_url: Option<String>,
+    /// Path of `tritonserver`: with `model_repository`, pool-managerd starts and supervises
+    /// one Triton per replica (`--model-repository <dir> --http-port <port> --metrics-port
+    /// <port> --allow-grpc=false …`) and the replicas set no `endpoint`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_binary: Option<String>,
+    /// The model repository directory of a supervised Triton (holds `<model>/config.pbtxt`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_repository: Option<String>,
+    /// Extra command-line arguments of a supervised Triton (e.g. `--backend-directory=…`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub extra_args: Vec<String>,
+    /// Extra environment of a supervised Triton.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub env: std::collections::BTreeMap<String, String>,
+    /// Longest time from start to Ready of a supervised Triton.
+    #[serde(default = "default_ready_timeout_ms")]
+    pub ready_timeout_ms: u64,
+}
+
+impl TritonConfig {
+    /// Whether pool-managerd starts this pool's Triton servers.
+    pub fn supervised(&self) -> bool {
+        self.server_binary.is_some() && self.model_repository.is_some()
+    }
 }
 
 /// The input convention of a Triton LLM model.
@@ -466,6 +537,65 @@ pub enum TritonInputs {
 
 fn default_ready_timeout_ms() -> u64 {
     300_000
+}
+
+fn default_long_ready_timeout_ms() -> u64 {
+    600_000
+}
+
+/// What pool-managerd needs to start one engine process of a supervised pool.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProcessSettings<'a> {
+    pub server_binary: &'a str,
+    pub extra_args: &'a [String],
+    pub env: Option<&'a std::collections::BTreeMap<String, String>>,
+    pub ready_timeout_ms: u64,
+}
+
+impl PoolConfig {
+    /// The process settings of a pool whose engines pool-managerd supervises
+    /// (`[pools.llamacpp]`, `[pools.vllm]`, `[pools.tgi]`, or `[pools.triton]` with
+    /// `server_binary` and `model_repository`); None when they run elsewhere.
+    pub fn process(&self) -> Option<ProcessSettings<'_>> {
+        if let Some(l) = &self.llamacpp {
+            return Some(ProcessSettings {
+                server_binary: &l.server_binary,
+                extra_args: &l.extra_args,
+                env: None,
+                ready_timeout_ms: l.ready_timeout_ms,
+            });
+        }
+        if let Some(v) = &self.vllm {
+            return Some(ProcessSettings {
+                server_binary: &v.server_binary,
+                extra_args: &v.extra_args,
+                env: Some(&v.env),
+                ready_timeout_ms: v.ready_timeout_ms,
+            });
+        }
+        if let Some(t) = &self.tgi {
+            return Some(ProcessSettings {
+                server_binary: &t.server_binary,
+                extra_args: &t.extra_args,
+                env: Some(&t.env),
+                ready_timeout_ms: t.ready_timeout_ms,
+            });
+        }
+        match &self.triton {
+            Some(t) if t.supervised() => Some(ProcessSettings {
+                server_binary: t.server_binary.as_deref().unwrap_or_default(),
+                extra_args: &t.extra_args,
+                env: Some(&t.env),
+                ready_timeout_ms: t.ready_timeout_ms,
+            }),
+            _ => None,
+        }
+    }
+
+    /// Whether pool-managerd starts and supervises this pool's engines.
+    pub fn supervised(&self) -> bool {
+        self.process().is_some()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]

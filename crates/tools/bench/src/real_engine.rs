@@ -123,6 +123,7 @@ impl Stack {
         let spec = EngineSpec {
             pool_id: pool.id.clone(),
             replica_id: replica.id.clone(),
+            kind: pool_managerd::engine_kind::EngineKind::LlamaCpp,
             binary: proc_cfg.server_binary.clone().into(),
             model: Path::new(
                 pool.model_ref
@@ -139,6 +140,7 @@ impl Stack {
             ctx_per_slot: pool.ctx_max,
             devices: replica.devices.clone(),
             extra_args: proc_cfg.extra_args.clone(),
+            env: Default::default(),
             restart: RestartConfig::default(),
             ready_timeout: Duration::from_millis(proc_cfg.ready_timeout_ms),
         };

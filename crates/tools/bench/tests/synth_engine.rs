@@ -119,6 +119,7 @@ async fn supervisor_declares_the_synthetic_engine_ready() {
     let sup = Supervisor::spawn(EngineSpec {
         pool_id: "p".into(),
         replica_id: "r0".into(),
+        kind: pool_managerd::engine_kind::EngineKind::LlamaCpp,
         binary: BIN.into(),
         model,
         model_sha256: None,
@@ -128,6 +129,7 @@ async fn supervisor_declares_the_synthetic_engine_ready() {
         ctx_per_slot: 256,
         devices: vec![],
         extra_args: vec![],
+        env: Default::default(),
         restart: RestartConfig::default(),
         ready_timeout: Duration::from_secs(20),
     });

@@ -13,6 +13,7 @@ async fn orchestratord_to_adapterd_to_llama_server() {
     let spec = EngineSpec {
         pool_id: "llm".into(),
         replica_id: "r0".into(),
+        kind: pool_managerd::engine_kind::EngineKind::LlamaCpp,
         binary: e.llama_server.clone(),
         model: e.model.clone(),
         model_sha256: Some(e.model_sha256.clone()),
@@ -22,6 +23,7 @@ async fn orchestratord_to_adapterd_to_llama_server() {
         ctx_per_slot: 512,
         devices: vec![],
         extra_args: vec![],
+        env: Default::default(),
         restart: RestartConfig::default(),
         ready_timeout: Duration::from_secs(120),
     };
