@@ -260,8 +260,9 @@ pub(crate) async fn engines(a: EnginesArgs) -> anyhow::Result<()> {
         }
     }
 
-    // Wait for each and record what it came to.
-    for eng in Eng::ALL {
+    // Wait for each and record what it came to; vLLM last, so that the others' ready times
+    // are their own (it loads for a minute).
+    for eng in [Eng::LlamaCpp, Eng::Triton, Eng::Tgi, Eng::Vllm] {
         if !selected.contains(&eng) {
             continue;
         }
