@@ -256,7 +256,9 @@ pub(crate) async fn engines(a: EnginesArgs) -> anyhow::Result<()> {
             .ok();
         }
         if selected.contains(&Eng::Tgi) {
-            tgi = Some(start_tgi_sim(shared).await);
+            tgi = Some(tokio::task::block_in_place(|| {
+                tgi_sim::start_on_thread(shared, Duration::from_secs(120))
+            }));
         }
     }
 
@@ -388,39 +390,6 @@ fn spawn_llama(
         tt::spawn_llama_server(log, SLOTS, children)
     }))
     .map(|url| (url, t0.elapsed()))
-}
-
-/// Starts `llorch-tgi-sim` over `llama_url` on its own thread (own current-thread runtime,
-/// so that it does not share the bench's workers); its URL once `/info` answers.
-async fn start_tgi_sim(llama_url: &str) -> Result<String, String> {
-    use tgi_sim::Parser;
-    let port = test_fixtures::free_port();
-    let args = tgi_sim::Args::try_parse_from([
-        "llorch-tgi-sim",
-        "--llama-server-url",
-        llama_url,
-        "--port",
-        &port.to_string(),
-    ])
-    .map_err(|e| e.to_string())?;
-    std::thread::Builder::new()
-        .name("tgi-sim".into())
-        .spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("tgi-sim runtime");
-            rt.block_on(tgi_sim::run(args));
-        })
-        .map_err(|e| e.to_string())?;
-    let t = Instant::now();
-    while tt::http_status(port, "/info") != Some(200) {
-        if t.elapsed() > Duration::from_secs(120) {
-            return Err("llorch-tgi-sim not answering /info within 120 s".into());
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    Ok(format!("http://127.0.0.1:{port}"))
 }
 
 /// The orchestratord config: one pool per engine that is up (shapes as in
