@@ -336,11 +336,6 @@ pub(crate) async fn engines(a: EnginesArgs) -> anyhow::Result<()> {
             Err(o) => outcomes.push((eng, o)),
         }
     }
-    if let Some(t) = &triton {
-        if up.iter().any(|u| u.eng == Eng::Triton) {
-            println!("  (tritonserver metrics at {})", t.metrics_url());
-        }
-    }
 
     let result = if up.is_empty() {
         Ok(())
@@ -721,13 +716,7 @@ struct Clients {
     orch: reqwest::Client,
 }
 
-async fn one(
-    c: &Clients,
-    base: &str,
-    u: &Up,
-    side: Side,
-    job: &Job,
-) -> anyhow::Result<Sample> {
+async fn one(c: &Clients, base: &str, u: &Up, side: Side, job: &Job) -> anyhow::Result<Sample> {
     let f = async {
         match side {
             Side::Direct => direct(&c.direct, u, job).await,
@@ -766,7 +755,11 @@ impl Measured {
     fn rate(blocks: &[Block]) -> f64 {
         let tokens: u64 = blocks.iter().map(|b| b.tokens).sum();
         let wall: f64 = blocks.iter().map(|b| b.wall.as_secs_f64()).sum();
-        if wall > 0.0 { tokens as f64 / wall } else { 0.0 }
+        if wall > 0.0 {
+            tokens as f64 / wall
+        } else {
+            0.0
+        }
     }
 }
 

@@ -124,7 +124,8 @@ struct Args {
 }
 
 fn parse_engine(s: &str) -> Result<engines::Eng, String> {
-    engines::Eng::parse(s).ok_or_else(|| format!("unknown engine {s:?} (llamacpp, vllm, triton, tgi)"))
+    engines::Eng::parse(s)
+        .ok_or_else(|| format!("unknown engine {s:?} (llamacpp, vllm, triton, tgi)"))
 }
 
 /// Sample sizes of one run.
