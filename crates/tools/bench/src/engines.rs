@@ -342,6 +342,15 @@ pub(crate) async fn engines(a: EnginesArgs) -> anyhow::Result<()> {
     } else {
         measure_all(&up, triton.as_ref(), &plan, &mut outcomes).await
     };
+    if let Err(e) = &result {
+        // Engines that were up but never measured (orchestratord did not start, or stopping
+        // it failed after the last one).
+        for u in &up {
+            if !outcomes.iter().any(|(e, _)| *e == u.eng) {
+                outcomes.push((u.eng, Outcome::Failed(format!("{e:#}"))));
+            }
+        }
+    }
     outcomes.sort_by_key(|(e, _)| Eng::ALL.iter().position(|x| x == e));
     summary(&outcomes, &plan);
     tokio::task::block_in_place(|| drop(procs));
@@ -354,6 +363,11 @@ pub(crate) async fn engines(a: EnginesArgs) -> anyhow::Result<()> {
                 e.id(),
                 m.direct.len() - m.text_equal,
                 m.direct.len()
+            )),
+            Outcome::Measured(m) if m.block_failures() > 0 => Some(format!(
+                "{}: {} requests failed at {CONCURRENCY} streams (see its table)",
+                e.id(),
+                m.block_failures()
             )),
             _ => None,
         })
@@ -750,6 +764,14 @@ impl Measured {
         let mut v: Vec<Duration> = s.iter().map(|x| x.first).collect();
         v.sort_unstable();
         v
+    }
+
+    fn block_failures(&self) -> usize {
+        self.direct_blocks
+            .iter()
+            .chain(&self.orch_blocks)
+            .map(|b| b.failures)
+            .sum()
     }
 
     fn rate(blocks: &[Block]) -> f64 {
