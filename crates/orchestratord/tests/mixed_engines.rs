@@ -105,31 +105,6 @@ async fn serve_llamacpp_worker(llama_url: &str, model_ref: &str, sock: &std::pat
     tokio::spawn(listener.serve(router, std::future::pending()));
 }
 
-/// Starts the TGI simulator over `llama_url`; returns its base URL once `/info` answers.
-async fn start_tgi_sim(llama_url: &str) -> String {
-    use tgi_sim::Parser;
-    let port = test_fixtures::free_port();
-    let args = tgi_sim::Args::try_parse_from([
-        "llorch-tgi-sim",
-        "--llama-server-url",
-        llama_url,
-        "--port",
-        &port.to_string(),
-    ])
-    .unwrap();
-    tokio::spawn(tgi_sim::run(args));
-    let url = format!("http://127.0.0.1:{port}");
-    let t = Instant::now();
-    while tt::http_status(port, "/info") != Some(200) {
-        assert!(
-            t.elapsed() < Duration::from_secs(120),
-            "tgi simulator not up in 120 s"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    url
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_server_four_engines() {
     let Some(vi) = install("one_server_four_engines") else {
@@ -155,7 +130,10 @@ async fn one_server_four_engines() {
         &params,
     );
     let triton = Triton::spawn(&repo, &dir.path().join("triton.log"), &mut procs);
-    let tgi = start_tgi_sim(&llama_shared).await;
+    let tgi = tokio::task::block_in_place(|| {
+        tgi_sim::start_on_thread(&llama_shared, Duration::from_secs(120))
+    })
+    .expect("tgi simulator");
     let sock = dir.path().join("llamacpp.sock");
     serve_llamacpp_worker(&llama_pool, POOLS[0].2, &sock).await;
     let (t_ready, v_ready) = tokio::task::block_in_place(|| {

