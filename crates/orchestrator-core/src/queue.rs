@@ -105,7 +105,10 @@ struct Flow<T> {
     key: FlowKey,
     stride: u128,
     pass: u128,
-    entries: VecDeque<Entry<T>>,
+    /// Boxed: a deep queue grows this ring by doubling, and with the items inline (an
+    /// orchestrator's queued request is ~400 bytes) half-empty capacity and the freed older
+    /// rings cost more than the items themselves (issue 16: memory per queued task).
+    entries: VecDeque<Box<Entry<T>>>,
 }
 
 /// Result of [`PoolQueue::enqueue`].
@@ -348,12 +351,12 @@ impl<T> PoolQueue<T> {
         }
         let seq = self.next_seq;
         self.next_seq += 1;
-        fl.entries.push_back(Entry {
+        fl.entries.push_back(Box::new(Entry {
             id: id.clone(),
             seq,
             deadline_at_ms,
             item,
-        });
+        }));
         self.depth[flow.priority.index()] += 1;
         self.where_is.insert(id.clone(), f);
         let position = self.position_of(&id, now_ms).unwrap_or(0);
@@ -497,12 +500,12 @@ impl<T> PoolQueue<T> {
         let f = self.flow_index(&d.flow);
         let fl = &mut self.flows[f];
         fl.pass = fl.pass.saturating_sub(fl.stride).max(self.vtime);
-        fl.entries.push_front(Entry {
+        fl.entries.push_front(Box::new(Entry {
             id: d.id.clone(),
             seq: d.seq,
             deadline_at_ms: d.deadline_at_ms,
             item: d.item,
-        });
+        }));
         self.depth[d.flow.priority.index()] += 1;
         self.where_is.insert(d.id, f);
     }
