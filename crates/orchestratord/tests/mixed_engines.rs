@@ -120,15 +120,7 @@ async fn one_server_four_engines() {
     let llama_pool = tt::spawn_llama_server(&dir.path().join("llama-pool.log"), 1, &mut procs);
     let llama_shared = tt::spawn_llama_server(&dir.path().join("llama-shared.log"), 2, &mut procs);
     let repo = dir.path().join("models");
-    let params = tt::llm_params(&llama_shared, dir.path());
-    tt::write_model(
-        &repo,
-        "llm",
-        "llm.py",
-        tt::VLLM_INPUTS,
-        tt::VLLM_OUTPUTS,
-        &params,
-    );
+    tt::write_llm_model(&repo, &llama_shared, dir.path());
     let triton = Triton::spawn(&repo, &dir.path().join("triton.log"), &mut procs);
     let tgi = tokio::task::block_in_place(|| {
         tgi_sim::start_on_thread(&llama_shared, Duration::from_secs(120))

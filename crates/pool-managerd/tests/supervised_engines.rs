@@ -152,14 +152,7 @@ async fn triton_under_supervision() {
     let repo = dir.path().join("models");
     let markers = dir.path().join("markers");
     std::fs::create_dir_all(&markers).unwrap();
-    tt::write_model(
-        &repo,
-        "llm",
-        "llm.py",
-        tt::VLLM_INPUTS,
-        tt::VLLM_OUTPUTS,
-        &tt::llm_params(&llama, &markers),
-    );
+    tt::write_llm_model(&repo, &llama, &markers);
     // The Python backend's stub takes its interpreter (and numpy) from the first python3 on
     // PATH: the venv's.
     let path = format!(

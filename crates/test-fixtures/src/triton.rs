@@ -129,6 +129,19 @@ parameters {{ key: "marker_dir" value: {{ string_value: "{}" }} }}"#,
     )
 }
 
+/// Writes the `llm` model: `llm.py` with the vLLM-backend inputs, streaming from the
+/// llama-server at `llama_url` and marking cancelled requests in `marker_dir`.
+pub fn write_llm_model(repo: &Path, llama_url: &str, marker_dir: &Path) {
+    write_model(
+        repo,
+        "llm",
+        "llm.py",
+        VLLM_INPUTS,
+        VLLM_OUTPUTS,
+        &llm_params(llama_url, marker_dir),
+    );
+}
+
 /// Writes `repo/<name>/config.pbtxt` (decoupled Python backend, CPU) and
 /// `repo/<name>/1/model.py` (a copy of `models_dir()/<py>`).
 pub fn write_model(repo: &Path, name: &str, py: &str, inputs: &str, outputs: &str, params: &str) {

@@ -426,6 +426,30 @@ fn generate_request(max_tokens: u32) -> GenerateRequest {
 // Statistics and output
 
 /// Nearest-rank percentile (`p` in 0..=100) of an ascending slice.
+/// `POST /v1/tasks` asking for the one-request flow (`Accept: text/event-stream`), timed by
+/// the caller from before the call; true when the answer is the task's stream (200 and SSE),
+/// false for anything else (a 202 of the two-step flow, an error).
+async fn submit_streaming(
+    client: &reqwest::Client,
+    base: &str,
+    body: &serde_json::Value,
+) -> reqwest::Result<(reqwest::Response, bool)> {
+    let resp = client
+        .post(format!("{base}/v1/tasks"))
+        .bearer_auth(DATA_KEY)
+        .header(reqwest::header::ACCEPT, "text/event-stream")
+        .json(body)
+        .send()
+        .await?;
+    let is_stream = resp.status() == 200
+        && resp
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("text/event-stream"));
+    Ok((resp, is_stream))
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {
         return Duration::ZERO;

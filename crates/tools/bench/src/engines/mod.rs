@@ -25,12 +25,11 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, anyhow, bail, ensure};
 use eventsource_stream::Eventsource;
 use futures::StreamExt;
-use reqwest::header::{ACCEPT, CONTENT_TYPE};
 use test_fixtures::triton::{self as tt, Children, Triton};
 use test_fixtures::vllm::{VllmInstall, VllmServer};
 
 use crate::real_engine::catch;
-use crate::{DATA_KEY, percentile, section};
+use crate::{percentile, section};
 
 mod measure;
 mod report;
@@ -248,15 +247,7 @@ pub(crate) async fn engines(a: EnginesArgs) -> anyhow::Result<()> {
     if let Some(Ok((shared, _))) = &llama_shared {
         if selected.contains(&Eng::Triton) && triton_install.is_ok() {
             let repo = d.join("models");
-            let params = tt::llm_params(shared, &d);
-            tt::write_model(
-                &repo,
-                "llm",
-                "llm.py",
-                tt::VLLM_INPUTS,
-                tt::VLLM_OUTPUTS,
-                &params,
-            );
+            tt::write_llm_model(&repo, shared, &d);
             let children = &mut procs.children;
             triton = catch(std::panic::AssertUnwindSafe(|| {
                 Triton::spawn(&repo, &d.join("triton.log"), children)

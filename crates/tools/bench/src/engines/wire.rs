@@ -179,20 +179,9 @@ pub(super) async fn orchestrated(
         "determinism": "strict",
     });
     let t0 = Instant::now();
-    let resp = client
-        .post(format!("{base}/v1/tasks"))
-        .bearer_auth(DATA_KEY)
-        .header(ACCEPT, "text/event-stream")
-        .json(&body)
-        .send()
-        .await?;
-    let status = resp.status();
-    let is_sse = resp
-        .headers()
-        .get(CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("text/event-stream"));
-    if status != 200 || !is_sse {
+    let (resp, is_stream) = crate::submit_streaming(client, base, &body).await?;
+    if !is_stream {
+        let status = resp.status();
         let text = resp.text().await.unwrap_or_default();
         bail!("POST /v1/tasks answered {status} (not a one-request stream): {text}");
     }

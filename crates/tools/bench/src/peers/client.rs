@@ -7,7 +7,6 @@ use anyhow::{Context, anyhow, bail, ensure};
 use api_types::TaskAccepted;
 use eventsource_stream::Eventsource;
 use futures::StreamExt;
-use reqwest::header::{ACCEPT, CONTENT_TYPE};
 
 use super::paths::{Kind, RelayPath};
 use crate::DATA_KEY;
@@ -128,20 +127,9 @@ async fn orch(
         "prompt": job.prompt, "max_tokens": job.n, "seed": job.seed, "determinism": "strict",
     });
     let t0 = Instant::now();
-    let resp = client
-        .post(format!("{base}/v1/tasks"))
-        .bearer_auth(DATA_KEY)
-        .header(ACCEPT, "text/event-stream")
-        .json(&body)
-        .send()
-        .await?;
+    let (resp, is_stream) = crate::submit_streaming(client, base, &body).await?;
     let status = resp.status();
-    let is_sse = resp
-        .headers()
-        .get(CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("text/event-stream"));
-    let (stream, flow) = if status == 200 && is_sse {
+    let (stream, flow) = if is_stream {
         (resp, Flow::OneRequest)
     } else if status == 202 {
         let accepted: TaskAccepted = resp.json().await?;
