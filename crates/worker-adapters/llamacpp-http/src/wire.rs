@@ -157,16 +157,7 @@ pub fn map_error(e: &EngineError) -> WorkerError {
 /// message, while a misbehaving engine cannot make error envelopes arbitrarily large.
 pub const MAX_ENGINE_MESSAGE_BYTES: usize = 512;
 
-fn clip(s: &str, max: usize) -> &str {
-    if s.len() <= max {
-        return s;
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
-}
+use adapter_api::engine_stream::clip;
 
 pub fn error_from_body(status: u16, body: &[u8]) -> WorkerError {
     match serde_json::from_slice::<ErrorBody>(body) {

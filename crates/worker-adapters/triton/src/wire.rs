@@ -105,16 +105,7 @@ pub const MAX_ERROR_BODY_BYTES: usize = 64 * 1024;
 /// Largest SSE event accepted; a longer one is a broken engine (WORKER_RESET).
 pub const MAX_EVENT_BYTES: usize = 1024 * 1024;
 
-pub fn clip(s: &str, max: usize) -> &str {
-    if s.len() <= max {
-        return s;
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
-}
+pub use adapter_api::engine_stream::clip;
 
 /// Maps a Triton error (HTTP status and message) onto the public codes. Triton's status comes
 /// from its core error code: INVALID_ARG/UNKNOWN → 400, NOT_FOUND → 404, INTERNAL → 500,
